@@ -1,0 +1,55 @@
+package fault
+
+import "time"
+
+// Verdict is what the fault layer decided for one packet.
+type Verdict uint8
+
+// Verdicts.
+const (
+	Pass    Verdict = iota // forwarded unchanged
+	Dropped                // discarded by a drop or loss rule
+	Delayed                // held back and forwarded later
+)
+
+// String returns "pass", "drop" or "delay".
+func (v Verdict) String() string {
+	switch v {
+	case Dropped:
+		return "drop"
+	case Delayed:
+		return "delay"
+	}
+	return "pass"
+}
+
+// Decision is the verdict for one packet and the rule that caused it.
+type Decision struct {
+	Verdict Verdict
+	Rule    int           // id of the deciding rule, 0 when none matched
+	Delay   time.Duration // hold time for Delayed
+}
+
+// Event describes one packet seen by the fault layer, in either direction,
+// with the decision taken. Data is the raw IP packet and is only valid for the
+// duration of the Observe call: copy it to keep it.
+type Event struct {
+	Time     time.Time // from the layer's clock (virtual in virtual-time runs)
+	Packet   *Packet   // parsed view; Packet.Version == 0 if unparseable
+	Data     []byte
+	Decision Decision
+	Comment  string // human description of the decision ("dropped by rule 1: drop dir=in")
+}
+
+// Observer receives every packet the fault layer sees, after the decision,
+// synchronously on the packet path: implementations must be fast and must not
+// block (captures buffer, loggers write to buffered writers).
+type Observer interface {
+	Observe(ev *Event)
+}
+
+// ObserverFunc adapts a function to Observer.
+type ObserverFunc func(ev *Event)
+
+// Observe calls f(ev).
+func (f ObserverFunc) Observe(ev *Event) { f(ev) }

@@ -1,0 +1,186 @@
+package fault
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+)
+
+// Direction says which way a packet travels relative to the peer.
+type Direction uint8
+
+// Directions. In is towards the peer (from the application), Out is from the
+// peer (towards the application). Both is a selector matching either.
+const (
+	In   Direction = 1
+	Out  Direction = 2
+	Both           = In | Out
+)
+
+// String returns "in", "out" or "both".
+func (d Direction) String() string {
+	switch d {
+	case In:
+		return "in"
+	case Out:
+		return "out"
+	case Both:
+		return "both"
+	}
+	return "none"
+}
+
+// TCP flag bits as they appear in the TCP header.
+const (
+	FlagFIN uint8 = 1 << iota
+	FlagSYN
+	FlagRST
+	FlagPSH
+	FlagACK
+	FlagURG
+	FlagECE
+	FlagCWR
+)
+
+// IP protocol numbers the classifier distinguishes.
+const (
+	ProtoICMP   uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
+)
+
+// Packet is the classifier's view of one IP packet: what the fault rules and
+// observers match on. Parsing fills it in place without allocating.
+type Packet struct {
+	Dir        Direction
+	Version    uint8 // 4 or 6
+	Proto      uint8 // transport protocol number (after IPv6 extension headers)
+	Src, Dst   netip.Addr
+	SrcPort    uint16 // TCP/UDP only
+	DstPort    uint16
+	Flags      uint8 // TCP only
+	Seq, Ack   uint32
+	Window     uint16
+	PayloadLen int // transport payload bytes (TCP data length)
+	Len        int // whole packet length
+}
+
+// Errors from Parse. The fault layer passes unparseable packets through
+// unmatched except by rules without selectors.
+var (
+	ErrTruncated = errors.New("fault: truncated packet")
+	ErrVersion   = errors.New("fault: not an IPv4 or IPv6 packet")
+)
+
+// IsTCP reports whether the packet is a TCP segment.
+func (p *Packet) IsTCP() bool { return p.Proto == ProtoTCP }
+
+// Port returns the peer-side port: the destination port of an inbound packet,
+// the source port of an outbound one.
+func (p *Packet) Port() uint16 {
+	if p.Dir == Out {
+		return p.SrcPort
+	}
+	return p.DstPort
+}
+
+// Parse classifies the raw IP packet b travelling in direction dir into p.
+// It never allocates and never panics on arbitrary input.
+func Parse(dir Direction, b []byte, p *Packet) error {
+	*p = Packet{Dir: dir, Len: len(b)}
+	if len(b) < 1 {
+		return ErrTruncated
+	}
+	var l4 []byte
+	switch b[0] >> 4 {
+	case 4:
+		if len(b) < 20 {
+			return ErrTruncated
+		}
+		ihl := int(b[0]&0x0f) * 4
+		total := int(binary.BigEndian.Uint16(b[2:4]))
+		if ihl < 20 || total < ihl || len(b) < ihl {
+			return ErrTruncated
+		}
+		if total < len(b) {
+			b = b[:total]
+		}
+		p.Version = 4
+		p.Proto = b[9]
+		p.Src = netip.AddrFrom4([4]byte(b[12:16]))
+		p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+		// Only the first fragment carries the transport header.
+		if binary.BigEndian.Uint16(b[6:8])&0x1fff != 0 {
+			return nil
+		}
+		l4 = b[ihl:]
+	case 6:
+		if len(b) < 40 {
+			return ErrTruncated
+		}
+		p.Version = 6
+		p.Src = netip.AddrFrom16([16]byte(b[8:24]))
+		p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+		plen := int(binary.BigEndian.Uint16(b[4:6]))
+		if 40+plen < len(b) {
+			b = b[:40+plen]
+		}
+		next, rest := b[6], b[40:]
+		for hops := 0; ; hops++ {
+			switch next {
+			case 0, 43, 60: // hop-by-hop, routing, destination options
+				if len(rest) < 8 || hops > 8 {
+					return ErrTruncated
+				}
+				n := (int(rest[1]) + 1) * 8
+				if len(rest) < n {
+					return ErrTruncated
+				}
+				next, rest = rest[0], rest[n:]
+				continue
+			case 44: // fragment
+				if len(rest) < 8 {
+					return ErrTruncated
+				}
+				offset := binary.BigEndian.Uint16(rest[2:4]) >> 3
+				next, rest = rest[0], rest[8:]
+				if offset != 0 {
+					p.Proto = next
+					return nil
+				}
+				continue
+			}
+			break
+		}
+		p.Proto = next
+		l4 = rest
+	default:
+		return ErrVersion
+	}
+	switch p.Proto {
+	case ProtoTCP:
+		if len(l4) < 20 {
+			return ErrTruncated
+		}
+		off := int(l4[12]>>4) * 4
+		if off < 20 || off > len(l4) {
+			return ErrTruncated
+		}
+		p.SrcPort = binary.BigEndian.Uint16(l4[0:2])
+		p.DstPort = binary.BigEndian.Uint16(l4[2:4])
+		p.Seq = binary.BigEndian.Uint32(l4[4:8])
+		p.Ack = binary.BigEndian.Uint32(l4[8:12])
+		p.Flags = l4[13]
+		p.Window = binary.BigEndian.Uint16(l4[14:16])
+		p.PayloadLen = len(l4) - off
+	case ProtoUDP:
+		if len(l4) < 8 {
+			return ErrTruncated
+		}
+		p.SrcPort = binary.BigEndian.Uint16(l4[0:2])
+		p.DstPort = binary.BigEndian.Uint16(l4[2:4])
+		p.PayloadLen = len(l4) - 8
+	}
+	return nil
+}
