@@ -88,24 +88,33 @@ func (p *Packet) Port() uint16 {
 // Parse classifies the raw IP packet b travelling in direction dir into p.
 // It never allocates and never panics on arbitrary input.
 func Parse(dir Direction, b []byte, p *Packet) error {
-	*p = Packet{Dir: dir, Len: len(b)}
+	return ParsePrefix(dir, b, len(b), p)
+}
+
+// ParsePrefix is Parse for a packet of size bytes of which only the leading
+// bytes b are at hand (enough for the headers); payload lengths come from the
+// IP header, capped by size.
+func ParsePrefix(dir Direction, b []byte, size int, p *Packet) error {
+	*p = Packet{Dir: dir, Len: size}
 	if len(b) < 1 {
 		return ErrTruncated
 	}
 	var l4 []byte
+	var extra int
 	switch b[0] >> 4 {
 	case 4:
 		if len(b) < 20 {
 			return ErrTruncated
 		}
 		ihl := int(b[0]&0x0f) * 4
-		total := int(binary.BigEndian.Uint16(b[2:4]))
+		total := min(int(binary.BigEndian.Uint16(b[2:4])), size)
 		if ihl < 20 || total < ihl || len(b) < ihl {
 			return ErrTruncated
 		}
 		if total < len(b) {
 			b = b[:total]
 		}
+		extra = total - len(b) // payload bytes beyond the prefix
 		p.Version = 4
 		p.Proto = b[9]
 		p.Src = netip.AddrFrom4([4]byte(b[12:16]))
@@ -122,10 +131,14 @@ func Parse(dir Direction, b []byte, p *Packet) error {
 		p.Version = 6
 		p.Src = netip.AddrFrom16([16]byte(b[8:24]))
 		p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
-		plen := int(binary.BigEndian.Uint16(b[4:6]))
-		if 40+plen < len(b) {
-			b = b[:40+plen]
+		total := min(40+int(binary.BigEndian.Uint16(b[4:6])), size)
+		if total < 40 {
+			return ErrTruncated
 		}
+		if total < len(b) {
+			b = b[:total]
+		}
+		extra = total - len(b)
 		next, rest := b[6], b[40:]
 		for hops := 0; ; hops++ {
 			switch next {
@@ -173,14 +186,14 @@ func Parse(dir Direction, b []byte, p *Packet) error {
 		p.Ack = binary.BigEndian.Uint32(l4[8:12])
 		p.Flags = l4[13]
 		p.Window = binary.BigEndian.Uint16(l4[14:16])
-		p.PayloadLen = len(l4) - off
+		p.PayloadLen = len(l4) - off + extra
 	case ProtoUDP:
 		if len(l4) < 8 {
 			return ErrTruncated
 		}
 		p.SrcPort = binary.BigEndian.Uint16(l4[0:2])
 		p.DstPort = binary.BigEndian.Uint16(l4[2:4])
-		p.PayloadLen = len(l4) - 8
+		p.PayloadLen = len(l4) - 8 + extra
 	}
 	return nil
 }

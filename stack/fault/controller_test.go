@@ -1,0 +1,186 @@
+package fault
+
+import (
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/faketime"
+)
+
+func parsed(t *testing.T, dir Direction, b []byte) *Packet {
+	t.Helper()
+	var p Packet
+	if err := Parse(dir, b, &p); err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return &p
+}
+
+func TestParsePacket(t *testing.T) {
+	p := parsed(t, In, tcp4(40000, 80, FlagSYN, 7, 0))
+	if p.Version != 4 || p.Proto != ProtoTCP || p.SrcPort != 40000 || p.DstPort != 80 || p.Seq != 7 || p.Flags != FlagSYN || p.Port() != 80 {
+		t.Fatalf("ipv4 parse: %+v", p)
+	}
+	p = parsed(t, Out, tcp6(80, 40000, FlagACK|FlagPSH, 100))
+	if p.Version != 6 || p.Proto != ProtoTCP || p.PayloadLen != 100 || p.Port() != 80 {
+		t.Fatalf("ipv6 parse: %+v", p)
+	}
+	full := tcp4(1, 2, FlagACK, 0, 1000)
+	var q Packet
+	if err := ParsePrefix(In, full[:60], len(full), &q); err != nil || q.PayloadLen != 1000 {
+		t.Fatalf("prefix parse: %+v %v", q, err)
+	}
+	for _, bad := range [][]byte{nil, {0x45}, {0x4f, 0, 0, 10}, {0x20, 1, 2}, tcp4(1, 2, 0, 0, 0)[:30]} {
+		if err := Parse(In, bad, &q); err == nil {
+			t.Errorf("Parse(%x) succeeded", bad)
+		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	syn := tcp4(40000, 80, FlagSYN, 0, 0)
+	data := tcp4(40000, 80, FlagACK|FlagPSH, 0, 10)
+	ack := tcp4(40000, 80, FlagACK, 0, 0)
+	other := tcp4(40000, 7, FlagACK, 0, 0)
+	tests := []struct {
+		spec string
+		dir  Direction
+		pkt  []byte
+		want Verdict
+	}{
+		{"drop", In, data, Dropped},
+		{"drop dir=in", Out, data, Pass},
+		{"drop dir=out", Out, data, Dropped},
+		{"drop port=80", In, data, Dropped},
+		{"drop port=80", In, other, Pass},
+		{"drop flags=syn", In, syn, Dropped},
+		{"drop flags=syn", In, data, Pass},
+		{"drop flags=data", In, data, Dropped},
+		{"drop flags=data", In, ack, Pass},
+		{"drop flags=ack-only", In, ack, Dropped},
+		{"drop flags=ack-only", In, syn, Pass},
+		{"delay 10ms", In, data, Delayed},
+		{"drop after=1s", In, data, Pass},
+		{"loss 100%", In, data, Dropped},
+	}
+	for _, tt := range tests {
+		t.Run(tt.spec+"/"+tt.dir.String(), func(t *testing.T) {
+			c := NewController(faketime.NewManualClock(), 1)
+			id, err := c.AddString(tt.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := c.Decide(parsed(t, tt.dir, tt.pkt))
+			if d.Verdict != tt.want {
+				t.Fatalf("verdict %v, want %v", d.Verdict, tt.want)
+			}
+			if tt.want != Pass && d.Rule != id {
+				t.Fatalf("rule %d, want %d", d.Rule, id)
+			}
+		})
+	}
+}
+
+func TestScheduleAndCount(t *testing.T) {
+	clock := faketime.NewManualClock()
+	c := NewController(clock, 1)
+	c.Add(Spec{Action: ActDrop, Dir: Both, After: time.Second, For: 2 * time.Second})
+	p := parsed(t, In, tcp4(1, 80, FlagACK, 0, 1))
+	steps := []struct {
+		at    time.Duration
+		want  Verdict
+		state string
+	}{
+		{0, Pass, "pending"}, {time.Second, Dropped, "active"}, {2900 * time.Millisecond, Dropped, "active"}, {3 * time.Second, Pass, "expired"},
+	}
+	var now time.Duration
+	for _, s := range steps {
+		clock.Advance(s.at - now)
+		now = s.at
+		if got := c.Decide(p).Verdict; got != s.want {
+			t.Fatalf("at %v: %v, want %v", s.at, got, s.want)
+		}
+		if st := c.Status()[0].State; st != s.state {
+			t.Fatalf("at %v: state %s, want %s", s.at, st, s.state)
+		}
+	}
+
+	c.Clear()
+	c.Add(Spec{Action: ActDrop, Dir: Both, Count: 2})
+	var dropped int
+	for range 5 {
+		if c.Decide(p).Verdict == Dropped {
+			dropped++
+		}
+	}
+	st := c.Status()[0]
+	if dropped != 2 || st.Dropped != 2 || st.State != "expired" {
+		t.Fatalf("count=2 dropped %d, status %+v", dropped, st)
+	}
+}
+
+func TestLossIsSeededAndProportional(t *testing.T) {
+	run := func(seed uint64) (pattern []bool, drops int) {
+		c := NewController(faketime.NewManualClock(), seed)
+		c.AddString("loss 20%")
+		p := parsed(t, In, tcp4(1, 80, FlagACK, 0, 1))
+		for range 10000 {
+			d := c.Decide(p).Verdict == Dropped
+			pattern = append(pattern, d)
+			if d {
+				drops++
+			}
+		}
+		return
+	}
+	a, n := run(42)
+	b, _ := run(42)
+	c, _ := run(43)
+	if n < 1800 || n > 2200 {
+		t.Fatalf("20%% loss dropped %d of 10000", n)
+	}
+	same := func(x, y []bool) bool {
+		for i := range x {
+			if x[i] != y[i] {
+				return false
+			}
+		}
+		return true
+	}
+	if !same(a, b) || same(a, c) {
+		t.Fatal("loss pattern must depend on the seed only")
+	}
+}
+
+func TestRemoveAndStatus(t *testing.T) {
+	c := NewController(faketime.NewManualClock(), 1)
+	a := c.Add(Spec{Action: ActDrop, Dir: In})
+	b := c.Add(Spec{Action: ActDrop, Dir: Out})
+	if err := c.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(a); err == nil {
+		t.Fatal("removing twice succeeded")
+	}
+	if st := c.Status(); len(st) != 1 || st[0].ID != b || st[0].Spec != "drop dir=out" {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// BenchmarkDecideNoMatch measures the pass-through cost with ten rules that
+// match nothing; it must not allocate.
+func BenchmarkDecideNoMatch(b *testing.B) {
+	c := NewController(faketime.NewManualClock(), 1)
+	for port := range 10 {
+		c.Add(Spec{Action: ActDrop, Dir: Both, Port: uint16(1000 + port)})
+	}
+	pkt := tcp4(40000, 9, FlagACK, 0, 1400)
+	var p Packet
+	b.ReportAllocs()
+	for b.Loop() {
+		Parse(In, pkt, &p)
+		if c.Decide(&p).Verdict != Pass {
+			b.Fatal("matched")
+		}
+	}
+}
