@@ -53,3 +53,30 @@ type ObserverFunc func(ev *Event)
 
 // Observe calls f(ev).
 func (f ObserverFunc) Observe(ev *Event) { f(ev) }
+
+// Observers fans one event out to several observers in order.
+type Observers []Observer
+
+// Observe calls every observer in turn.
+func (os Observers) Observe(ev *Event) {
+	for _, o := range os {
+		o.Observe(ev)
+	}
+}
+
+// Join returns an Observer for the non-nil observers given, or nil if none.
+func Join(obs ...Observer) Observer {
+	var out Observers
+	for _, o := range obs {
+		if o != nil {
+			out = append(out, o)
+		}
+	}
+	switch len(out) {
+	case 0:
+		return nil
+	case 1:
+		return out[0]
+	}
+	return out
+}

@@ -1,0 +1,33 @@
+# unplug — build, test and debug targets. `make test` is what CI runs.
+GO ?= go
+
+.PHONY: build test deps debug fuzz bench
+
+build:
+	$(GO) build -o unplug ./cmd/unplug
+
+# Installs what the tests use (tshark to read captures back, curl and iperf3
+# as real clients) when missing, then runs every test. Run as root for the
+# namespace tests; without root they skip.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 40m ./...
+
+deps:
+	@missing=""; \
+	for c in tshark curl iperf3 unshare ip; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq >/dev/null && apt-get install -y -qq tshark curl iperf3 util-linux iproute2 >/dev/null; \
+	fi
+
+# A binary without optimizations or inlining, for delve (docs/debugging.md).
+debug:
+	$(GO) build -gcflags=all='-N -l' -o unplug-debug ./cmd/unplug
+
+fuzz:
+	$(GO) test ./stack/fault -run '^$$' -fuzz FuzzParseSpec -fuzztime 30s
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./stack/...

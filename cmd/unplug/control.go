@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/unplug-dev/unplug/stack"
+	"github.com/unplug-dev/unplug/stack/control"
+	"github.com/unplug-dev/unplug/stack/fault"
+)
+
+// Control operations understood by serve.
+const (
+	opFaultAdd    = "fault.add"
+	opFaultList   = "fault.list"
+	opFaultRemove = "fault.rm"
+	opFaultClear  = "fault.clear"
+	opStatus      = "status"
+)
+
+// registerControl maps control operations onto the running peer.
+func registerControl(srv *control.Server, peer *stack.Peer) {
+	ctl := peer.Controller()
+	srv.Handle(opFaultAdd, func(_ context.Context, args []string) (any, error) {
+		var ids []int
+		for _, a := range args {
+			if _, err := fault.ParseSpec(a); err != nil {
+				return nil, err
+			}
+		}
+		for _, a := range args {
+			id, _ := ctl.AddString(a)
+			ids = append(ids, id)
+		}
+		return ids, nil
+	})
+	srv.Handle(opFaultList, func(context.Context, []string) (any, error) {
+		return ctl.Status(), nil
+	})
+	srv.Handle(opFaultRemove, func(_ context.Context, args []string) (any, error) {
+		for _, a := range args {
+			id, err := strconv.Atoi(a)
+			if err != nil {
+				return nil, fmt.Errorf("rule id %q is not a number (see `unplug fault list`)", a)
+			}
+			if err := ctl.Remove(id); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	})
+	srv.Handle(opFaultClear, func(context.Context, []string) (any, error) {
+		return ctl.Clear(), nil
+	})
+	srv.Handle(opStatus, func(context.Context, []string) (any, error) {
+		return peer.Status(), nil
+	})
+}
+
+func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("fault", stderr)
+	path := fs.String("control", control.DefaultPath(), "control socket of the running serve")
+	jsonOut := fs.Bool("json", false, "print JSON")
+	fs.SetInterspersed(false)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return usagef("fault needs a subcommand: add SPEC..., list, rm ID..., clear")
+	}
+	// Flags may also follow the subcommand.
+	sub := newFlagSet("fault "+rest[0], stderr)
+	sub.AddFlagSet(fs)
+	if err := parseFlags(sub, rest[1:]); err != nil {
+		return err
+	}
+	operands := sub.Args()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	switch rest[0] {
+	case "add":
+		if len(operands) == 0 {
+			return usagef("fault add needs a SPEC, e.g. unplug fault add 'drop dir=in for=3s'")
+		}
+		for _, a := range operands { // reject locally first: same parser as serve
+			if _, err := fault.ParseSpec(a); err != nil {
+				return usageError{err}
+			}
+		}
+		var ids []int
+		if err := control.Call(ctx, *path, opFaultAdd, operands, &ids); err != nil {
+			return err
+		}
+		for i, id := range ids {
+			fmt.Fprintf(stdout, "rule %d: %s\n", id, operands[i])
+		}
+	case "list", "ls":
+		var rules []fault.RuleStatus
+		if err := control.Call(ctx, *path, opFaultList, nil, &rules); err != nil {
+			return err
+		}
+		if *jsonOut {
+			return writeJSON(stdout, rules)
+		}
+		printRules(stdout, rules)
+	case "rm", "remove", "del":
+		if len(operands) == 0 {
+			return usagef("fault rm needs rule ids (see `unplug fault list`)")
+		}
+		if err := control.Call(ctx, *path, opFaultRemove, operands, nil); err != nil {
+			return err
+		}
+	case "clear":
+		var n int
+		if err := control.Call(ctx, *path, opFaultClear, nil, &n); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed %d rules\n", n)
+	default:
+		return usagef("unknown fault subcommand %q; use add, list, rm or clear", rest[0])
+	}
+	return nil
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", stderr)
+	path := fs.String("control", control.DefaultPath(), "control socket of the running serve")
+	jsonOut := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var st stack.Status
+	if err := control.Call(ctx, *path, opStatus, nil, &st); err != nil {
+		return err
+	}
+	if *jsonOut {
+		return writeJSON(stdout, st)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LOCAL\tREMOTE\tSTATE\tRTT\tRTO\tCWND\tRETRANS\tTIMEOUTS")
+	for _, c := range st.Conns {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", c.Local, c.Remote, c.State,
+			c.RTT.Round(time.Microsecond), c.RTO.Round(time.Millisecond), c.Cwnd, c.Retransmits, c.Timeouts)
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "\npackets: in %d, out %d, dropped %d, delayed %d (pending %d)\n",
+		st.Link.In, st.Link.Out, st.Link.Dropped, st.Link.Delayed, st.Link.Pending)
+	if len(st.Rules) > 0 {
+		fmt.Fprintln(stdout)
+		printRules(stdout, st.Rules)
+	}
+	return nil
+}
+
+func printRules(w io.Writer, rules []fault.RuleStatus) {
+	if len(rules) == 0 {
+		fmt.Fprintln(w, "no fault rules")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tMATCHED\tDROPPED\tDELAYED\tSPEC")
+	for _, r := range rules {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", r.ID, r.State, r.Matched, r.Dropped, r.Delayed, r.Spec)
+	}
+	tw.Flush()
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/unplug-dev/unplug/stack"
+	"github.com/unplug-dev/unplug/stack/capture"
+	"github.com/unplug-dev/unplug/stack/control"
+	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/services"
+	"github.com/unplug-dev/unplug/tun"
+)
+
+type serveFlags struct {
+	tunName    string
+	attach     string
+	mtu        int
+	noIPv6     bool
+	faults     faultsValue
+	seed       uint64
+	pcap       string
+	logPackets bool
+	control    string
+	svc        services.Config
+	forwards   forwardsValue
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", stderr)
+	f := serveFlags{svc: services.DefaultConfig()}
+	fs.StringVar(&f.tunName, "tun", "unplug0", "name of the TUN device to create")
+	fs.StringVar(&f.attach, "attach", "", "use this existing, already configured persistent TUN instead of creating one")
+	fs.IntVar(&f.mtu, "mtu", 1500, "MTU of the TUN link")
+	fs.BoolVar(&f.noIPv6, "no-ipv6", false, "do not give the link its IPv6 ULA addresses")
+	fs.Var(&f.faults, "fault", "fault rule to install at start (repeatable; grammar in README)")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed for loss and jitter draws (same seed, same decisions)")
+	fs.StringVar(&f.pcap, "pcap", "", "write every packet, with drop/delay comments, to this pcapng file")
+	fs.BoolVar(&f.logPackets, "log-packets", false, "print one line per packet")
+	fs.StringVar(&f.control, "control", control.DefaultPath(), "control socket path")
+	fs.IntVar(&f.svc.HTTP, "http-port", f.svc.HTTP, "port of the http service (0 disables)")
+	fs.IntVar(&f.svc.Echo, "echo-port", f.svc.Echo, "port of the echo service (0 disables)")
+	fs.IntVar(&f.svc.Discard, "discard-port", f.svc.Discard, "port of the discard service (0 disables)")
+	fs.IntVar(&f.svc.Sink, "sink-port", f.svc.Sink, "port of the sink service: accepts, never reads (0 disables)")
+	fs.IntVar(&f.svc.Source, "source-port", f.svc.Source, "port of the source service: writes forever (0 disables)")
+	fs.Var(&f.forwards, "forward", "splice connections to PORT on the peer to HOST:PORT (repeatable)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("serve takes no arguments, got %q", fs.Arg(0))
+	}
+	if f.mtu < 1280 || f.mtu > 65535 {
+		return usagef("--mtu %d out of range; use 1280-65535", f.mtu)
+	}
+	f.svc.Forwards = f.forwards
+	return serve(ctx, f, stdout, stderr)
+}
+
+// serve creates everything in an order that fails early (capture file and
+// control socket before the device) and undoes it in reverse on any error.
+func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err error) {
+	var undo []func()
+	defer func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}()
+	start := time.Now()
+	var pcap *capture.Writer
+	if f.pcap != "" {
+		pcap, err = capture.Create(f.pcap)
+		if err != nil {
+			return err
+		}
+		pcap.OnError = func(err error) {
+			fmt.Fprintf(stderr, "unplug: capture stopped, the run continues: %v\n", err)
+		}
+		undo = append(undo, func() {
+			if err := pcap.Close(); err != nil {
+				fmt.Fprintf(stderr, "unplug: close capture: %v\n", err)
+			}
+		})
+	}
+	srv := control.NewServer()
+	if err := srv.Listen(f.control); err != nil {
+		return err
+	}
+	undo = append(undo, func() { srv.Close() })
+
+	var dev tun.Device
+	if f.attach != "" {
+		dev, err = tun.Attach(f.attach, f.mtu)
+	} else {
+		cfg := tun.DefaultConfig()
+		cfg.Name, cfg.MTU = f.tunName, f.mtu
+		if f.noIPv6 {
+			cfg.HostPrefix6 = netip.Prefix{}
+		}
+		dev, err = tun.Create(cfg)
+	}
+	if err != nil {
+		return err
+	}
+	var obs []fault.Observer
+	if pcap != nil {
+		obs = append(obs, pcap)
+	}
+	if f.logPackets {
+		obs = append(obs, capture.NewLogger(stdout, start))
+	}
+	peer, err := stack.New(ctx, stack.Options{
+		Device:   dev,
+		Seed:     f.seed,
+		NoIPv6:   f.noIPv6,
+		Faults:   f.faults,
+		Observer: fault.Join(obs...),
+		Services: f.svc,
+	})
+	if err != nil {
+		return err
+	}
+	undo = append(undo, func() { peer.Close() })
+	registerControl(srv, peer)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ctx) }()
+
+	fmt.Fprintf(stdout, "unplug: peer %s", stack.DefaultAddr4)
+	if !f.noIPv6 {
+		fmt.Fprintf(stdout, " and %s", stack.DefaultAddr6)
+	}
+	fmt.Fprintf(stdout, " on %s (ready in %s); control %s\n", dev.Name(), time.Since(start).Round(time.Millisecond), f.control)
+	fmt.Fprintf(stdout, "unplug: services %s\n", servicesLine(f.svc))
+	for _, r := range peer.Controller().Status() {
+		fmt.Fprintf(stdout, "unplug: rule %d: %s\n", r.ID, r.Spec)
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	select {
+	case sig := <-sigs:
+		fmt.Fprintf(stderr, "unplug: %s: shutting down (again to exit at once)\n", sig)
+		go func() {
+			<-sigs
+			os.Exit(exitFail)
+		}()
+	case err := <-serveErr:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("control socket: %w", err)
+		}
+	case <-ctx.Done():
+	}
+	if pcap != nil {
+		if err := pcap.Flush(); err != nil {
+			fmt.Fprintf(stderr, "unplug: flush capture: %v\n", err)
+		}
+	}
+	printCounters(stdout, peer.Status())
+	return nil
+}
+
+func servicesLine(c services.Config) string {
+	s := ""
+	for _, p := range []struct {
+		name string
+		port int
+	}{{"http", c.HTTP}, {"echo", c.Echo}, {"discard", c.Discard}, {"sink", c.Sink}, {"source", c.Source}} {
+		if p.port != 0 {
+			s += fmt.Sprintf("%s:%d ", p.name, p.port)
+		}
+	}
+	for _, fw := range c.Forwards {
+		s += fmt.Sprintf("forward:%s ", fw)
+	}
+	return s
+}
+
+func printCounters(w io.Writer, st stack.Status) {
+	l := st.Link
+	fmt.Fprintf(w, "unplug: packets in %d, out %d, dropped %d, delayed %d\n", l.In, l.Out, l.Dropped, l.Delayed)
+	for _, r := range st.Rules {
+		fmt.Fprintf(w, "unplug: rule %d (%s): %s, matched %d, dropped %d, delayed %d\n", r.ID, r.Spec, r.State, r.Matched, r.Dropped, r.Delayed)
+	}
+}

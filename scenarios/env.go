@@ -1,0 +1,85 @@
+package scenarios
+
+import (
+	"context"
+	"time"
+
+	"github.com/unplug-dev/unplug/stack/fault"
+)
+
+// Env is the world a scenario runs in: a client that talks to the peer
+// across the fault layer, the fault rules, and a clock. Scenarios are written
+// once, as straight-line blocking code against Env; the real environment
+// backs it with kernel sockets in a private network namespace and a TUN, the
+// virtual one with a gVisor client on a manual clock, where every blocking
+// call advances virtual time until it can return.
+type Env interface {
+	// Kernel reports whether the client is the host kernel's TCP (real
+	// mode) rather than a gVisor stack (virtual mode). Expectations differ.
+	Kernel() bool
+	// Dial connects a client to the peer's port and returns once the peer
+	// has accepted the connection (so an outage started next cannot drop
+	// the handshake's final ACK). With opts.NoWaitAccept it returns after
+	// connect() alone.
+	Dial(ctx context.Context, port uint16, opts SockOpts) (Conn, error)
+	// AddFault installs a rule on the peer's fault layer; its after= and
+	// for= count from now.
+	AddFault(spec string) (int, error)
+	// RemoveFault removes a rule.
+	RemoveFault(id int) error
+	// Faults returns the rule controller (for counters).
+	Faults() *fault.Controller
+	// Sleep lets d pass (in virtual mode: advances the clock by d).
+	Sleep(ctx context.Context, d time.Duration) error
+	// Now is the time since the scenario started, on the scenario's clock.
+	Now() time.Duration
+	// SetSysctl sets a per-namespace TCP sysctl for the client
+	// (net.ipv4.tcp_retries2 ...). Virtual mode maps the ones it can onto
+	// gVisor options and returns ErrUnsupported for the others.
+	SetSysctl(name, value string) error
+	// Peer gives access to the peer side: its connections and personas.
+	Peer() PeerControl
+	// Note records a free-form timeline event.
+	Note(kind, format string, args ...any)
+}
+
+// SockOpts are the client socket options a scenario may set before connect.
+type SockOpts struct {
+	UserTimeout    time.Duration // TCP_USER_TIMEOUT; 0 = off
+	KeepIdle       time.Duration // SO_KEEPALIVE with TCP_KEEPIDLE; 0 = off
+	KeepIntvl      time.Duration
+	KeepCnt        int
+	SndBuf, RcvBuf int // SO_SNDBUF / SO_RCVBUF; 0 = default (autotuning)
+	NoWaitAccept   bool
+	ConnectTimeout time.Duration // bound on connect(); 0 = the stack's own SYN retries decide
+}
+
+// Conn is a client connection. Its methods block like a socket's and return
+// errors that ErrnoName understands (ETIMEDOUT, EPIPE, ECONNRESET...).
+type Conn interface {
+	Write(p []byte) (int, error)
+	Read(p []byte) (int, error)
+	// SetDeadline bounds the next Read/Write on the scenario's clock.
+	SetDeadline(t time.Duration) error
+	Close() error
+	// Info returns the client socket's TCP state (TCP_INFO).
+	Info() ConnInfo
+}
+
+// ConnInfo is the client's view of its connection.
+type ConnInfo struct {
+	State       string        `json:"state"`
+	RTO         time.Duration `json:"rto_ns"`
+	RTT         time.Duration `json:"rtt_ns"`
+	Retransmits int           `json:"retransmits"`
+	Unacked     int           `json:"unacked"`
+}
+
+// PeerControl lets a scenario act on the peer side.
+type PeerControl interface {
+	// Forget makes the peer drop every connection silently (no RST sent):
+	// the next segment from the client is answered with an RST.
+	Forget() error
+	// Accepted returns how many connections the peer accepted on port.
+	Accepted(port uint16) int
+}

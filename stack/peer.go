@@ -1,0 +1,171 @@
+// Package stack assembles unplug's peer: a gVisor netstack whose only NIC is
+// the fault layer wrapped around a packet device, with the peer's services
+// listening on it. The application under test connects to the peer's address
+// through the host kernel; every packet in both directions crosses the fault
+// layer, where rules drop, lose or delay it.
+//
+// Build one with New, read its state with Status, stop it with Close.
+package stack
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/services"
+	"github.com/unplug-dev/unplug/tun"
+)
+
+// The peer's addresses on the TUN link: the benchmarking range and a ULA.
+var (
+	DefaultAddr4 = netip.MustParseAddr("198.18.0.2")
+	DefaultAddr6 = netip.MustParseAddr("fd00:198:18::2")
+)
+
+const nicID tcpip.NICID = 1
+
+// Options configure a peer.
+type Options struct {
+	Device   tun.Device
+	Clock    tcpip.Clock // nil = real time
+	Seed     uint64      // loss and jitter draws
+	Addr4    netip.Addr  // zero = DefaultAddr4
+	Addr6    netip.Addr  // zero = DefaultAddr6
+	NoIPv6   bool        // IPv4 only
+	Faults   []fault.Spec   // installed at start
+	Observer fault.Observer // sees every packet; nil = none
+	Services services.Config
+}
+
+// Peer is a running netstack on a device.
+type Peer struct {
+	Stack    *gstack.Stack
+	Fault    *fault.Endpoint
+	Services *services.Set
+
+	link      *deviceLink
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewNetstack returns a gVisor stack with IPv4, IPv6, TCP, UDP and ICMP on
+// clock, configured like a host: SACK on, standard RTO bounds.
+func NewNetstack(clock tcpip.Clock) (*gstack.Stack, error) {
+	s := gstack.New(gstack.Options{
+		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
+		Clock:              clock,
+		HandleLocal:        true,
+	})
+	sack := tcpip.TCPSACKEnabled(true)
+	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("enable SACK: %s", err)
+	}
+	return s, nil
+}
+
+// AddAddress assigns addr to nic and routes everything of its family through
+// nic (without routes the peer cannot answer: SYN-ACKs never leave).
+func AddAddress(s *gstack.Stack, nic tcpip.NICID, addr netip.Addr) error {
+	proto, bits := header.IPv4ProtocolNumber, 32
+	if addr.Is6() {
+		proto, bits = header.IPv6ProtocolNumber, 128
+	}
+	pa := tcpip.ProtocolAddress{
+		Protocol:          proto,
+		AddressWithPrefix: tcpip.AddrFromSlice(addr.AsSlice()).WithPrefix(),
+	}
+	pa.AddressWithPrefix.PrefixLen = bits
+	if err := s.AddProtocolAddress(nic, pa, gstack.AddressProperties{}); err != nil {
+		return fmt.Errorf("add address %s: %s", addr, err)
+	}
+	var route tcpip.Route
+	if addr.Is6() {
+		route = tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nic}
+	} else {
+		route = tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: nic}
+	}
+	s.AddRoute(route)
+	return nil
+}
+
+// New builds the peer on opts.Device and starts its services. On error nothing
+// is left running; the device is closed.
+func New(ctx context.Context, opts Options) (_ *Peer, err error) {
+	if opts.Clock == nil {
+		opts.Clock = tcpip.NewStdClock()
+	}
+	if !opts.Addr4.IsValid() {
+		opts.Addr4 = DefaultAddr4
+	}
+	if !opts.Addr6.IsValid() {
+		opts.Addr6 = DefaultAddr6
+	}
+	s, err := NewNetstack(opts.Clock)
+	if err != nil {
+		opts.Device.Close()
+		return nil, err
+	}
+	p := &Peer{Stack: s, link: newDeviceLink(opts.Device)}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	ctl := fault.NewController(opts.Clock, opts.Seed)
+	for _, sp := range opts.Faults {
+		ctl.Add(sp)
+	}
+	p.Fault = fault.NewEndpoint(p.link, ctl, opts.Observer)
+	if err := s.CreateNIC(nicID, p.Fault); err != nil {
+		return nil, fmt.Errorf("create NIC: %s", err)
+	}
+	addrs := []netip.Addr{opts.Addr4}
+	if !opts.NoIPv6 {
+		addrs = append(addrs, opts.Addr6)
+	}
+	opts.Services.Addrs = nil // the services listen on exactly the peer's addresses
+	for _, a := range addrs {
+		if err := AddAddress(s, nicID, a); err != nil {
+			return nil, err
+		}
+		opts.Services.Addrs = append(opts.Services.Addrs, tcpip.AddrFromSlice(a.AsSlice()))
+	}
+	p.link.start()
+	p.Services, err = services.Start(ctx, s, nicID, opts.Services)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Controller returns the peer's fault rules.
+func (p *Peer) Controller() *fault.Controller { return p.Fault.Controller() }
+
+// Close stops the services, removes the NIC, closes the device and waits for
+// every goroutine. It is safe to call more than once.
+func (p *Peer) Close() error {
+	p.closeOnce.Do(func() {
+		if p.Services != nil {
+			p.closeErr = p.Services.Close()
+		}
+		p.Stack.Close()
+		if err := p.link.stop(); err != nil && p.closeErr == nil {
+			p.closeErr = err
+		}
+		p.Stack.Wait()
+	})
+	return p.closeErr
+}

@@ -1,0 +1,118 @@
+package stack
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/unplug-dev/unplug/stack/fault"
+)
+
+// ConnStatus is one TCP connection held by the peer, as `unplug status` shows it.
+type ConnStatus struct {
+	Local       string        `json:"local"`
+	Remote      string        `json:"remote"`
+	State       string        `json:"state"`
+	RTT         time.Duration `json:"rtt_ns"`
+	RTO         time.Duration `json:"rto_ns"`
+	Cwnd        uint32        `json:"cwnd"`
+	Ssthresh    uint32        `json:"ssthresh"`
+	Retransmits uint64        `json:"retransmits"`
+	Timeouts    uint64        `json:"timeouts"`
+	SegsSent    uint64        `json:"segments_sent"`
+	SegsRecv    uint64        `json:"segments_received"`
+}
+
+// LinkStatus counts packets at the fault layer.
+type LinkStatus struct {
+	In          uint64 `json:"in"`
+	Out         uint64 `json:"out"`
+	Dropped     uint64 `json:"dropped"`
+	Delayed     uint64 `json:"delayed"`
+	QueueDrops  uint64 `json:"queue_drops"`
+	Unparseable uint64 `json:"unparseable"`
+	Pending     int    `json:"pending_delayed"`
+}
+
+// Status is a snapshot of the peer for `unplug status`.
+type Status struct {
+	Conns []ConnStatus       `json:"connections"`
+	Rules []fault.RuleStatus `json:"rules"`
+	Link  LinkStatus         `json:"link"`
+	TCP   map[string]uint64  `json:"tcp"`
+}
+
+// Status returns the peer's connections, rules and counters.
+func (p *Peer) Status() Status {
+	st := Status{Rules: p.Controller().Status(), Conns: Conns(p.Stack)}
+	fs := p.Fault.Stats()
+	st.Link = LinkStatus{
+		In: fs.In.Load(), Out: fs.Out.Load(), Dropped: fs.Dropped.Load(), Delayed: fs.Delayed.Load(),
+		QueueDrops: fs.QueueDrops.Load(), Unparseable: fs.Unparseable.Load(), Pending: p.Fault.Pending(),
+	}
+	t := p.Stack.Stats().TCP
+	st.TCP = map[string]uint64{
+		"active_opens":         t.ActiveConnectionOpenings.Value(),
+		"passive_opens":        t.PassiveConnectionOpenings.Value(),
+		"established":          t.CurrentEstablished.Value(),
+		"established_timeout":  t.EstablishedTimedout.Value(),
+		"established_resets":   t.EstablishedResets.Value(),
+		"segments_sent":        t.SegmentsSent.Value(),
+		"segments_received":    t.ValidSegmentsReceived.Value(),
+		"retransmits":          t.Retransmits.Value(),
+		"timeouts":             t.Timeouts.Value(),
+		"resets_sent":          t.ResetsSent.Value(),
+		"resets_received":      t.ResetsReceived.Value(),
+		"failed_port_reserves": t.FailedPortReservations.Value(),
+	}
+	return st
+}
+
+// Conns lists the TCP connections of s (listeners excluded), sorted by
+// local then remote address.
+func Conns(s *gstack.Stack) []ConnStatus {
+	var out []ConnStatus
+	for _, te := range s.RegisteredEndpoints() {
+		ep, ok := te.(*tcp.Endpoint)
+		if !ok {
+			continue
+		}
+		state := tcp.EndpointState(ep.State())
+		if state == tcp.StateListen || state == tcp.StateInitial || state == tcp.StateBound {
+			continue
+		}
+		var info tcpip.TCPInfoOption
+		ep.GetSockOpt(&info)
+		id := ep.Info().(*gstack.TransportEndpointInfo).ID
+		stats := ep.Stats().(*tcp.Stats)
+		out = append(out, ConnStatus{
+			Local:       addrPort(id.LocalAddress, id.LocalPort),
+			Remote:      addrPort(id.RemoteAddress, id.RemotePort),
+			State:       state.String(),
+			RTT:         info.RTT,
+			RTO:         info.RTO,
+			Cwnd:        info.SndCwnd,
+			Ssthresh:    info.SndSsthresh,
+			Retransmits: stats.SendErrors.Retransmits.Value(),
+			Timeouts:    stats.SendErrors.Timeouts.Value(),
+			SegsSent:    stats.SegmentsSent.Value(),
+			SegsRecv:    stats.SegmentsReceived.Value(),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Local != out[j].Local {
+			return out[i].Local < out[j].Local
+		}
+		return out[i].Remote < out[j].Remote
+	})
+	return out
+}
+
+func addrPort(a tcpip.Address, port uint16) string {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return netip.AddrPortFrom(ip.Unmap(), port).String()
+}
