@@ -9,7 +9,9 @@ package stack
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"sync"
 
@@ -60,14 +62,22 @@ type Peer struct {
 }
 
 // NewNetstack returns a gVisor stack with IPv4, IPv6, TCP, UDP and ICMP on
-// clock, configured like a host: SACK on, standard RTO bounds.
-func NewNetstack(clock tcpip.Clock) (*gstack.Stack, error) {
-	s := gstack.New(gstack.Options{
+// clock, configured like a host: SACK on, standard RTO bounds. A non-zero
+// seed makes the stack's random choices (initial sequence numbers, TCP
+// timestamps, IP IDs) reproducible, so virtual-time runs are byte-identical;
+// seed 0 draws them from crypto/rand as a real host would.
+func NewNetstack(clock tcpip.Clock, seed uint64) (*gstack.Stack, error) {
+	opts := gstack.Options{
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		Clock:              clock,
 		HandleLocal:        true,
-	})
+	}
+	if seed != 0 {
+		opts.RandSource = &lockedSource{src: rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)}
+		opts.SecureRNG = rand.NewChaCha8(seedBytes(seed))
+	}
+	s := gstack.New(opts)
 	sack := tcpip.TCPSACKEnabled(true)
 	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
 		s.Close()
@@ -113,7 +123,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	if !opts.Addr6.IsValid() {
 		opts.Addr6 = DefaultAddr6
 	}
-	s, err := NewNetstack(opts.Clock)
+	s, err := NewNetstack(opts.Clock, 0)
 	if err != nil {
 		opts.Device.Close()
 		return nil, err
@@ -168,4 +178,26 @@ func (p *Peer) Close() error {
 		p.Stack.Wait()
 	})
 	return p.closeErr
+}
+
+// lockedSource adapts a math/rand/v2 source to the thread-safe
+// math/rand.Source gVisor wants.
+type lockedSource struct {
+	mu  sync.Mutex
+	src rand.Source
+}
+
+func (l *lockedSource) Int63() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int64(l.src.Uint64() >> 1)
+}
+
+func (l *lockedSource) Seed(int64) {}
+
+func seedBytes(seed uint64) (b [32]byte) {
+	for i := range 4 {
+		binary.LittleEndian.PutUint64(b[i*8:], seed+uint64(i)*0x9e3779b97f4a7c15)
+	}
+	return b
 }

@@ -1,0 +1,285 @@
+package capture
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/unplug-dev/unplug/stack/fault"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+const (
+	syn = header.TCPFlagSyn
+	ack = header.TCPFlagAck
+	psh = header.TCPFlagPsh
+	fin = header.TCPFlagFin
+	rst = header.TCPFlagRst
+)
+
+// step is one segment shown to a tracker and the kind it must get.
+type step struct {
+	dir  fault.Direction
+	s    seg
+	want Kind
+}
+
+// client and server build segments of one IPv4 connection.
+func client(seq, ackn uint32, flags header.TCPFlags, n int) seg {
+	return seg{src: app4, dst: peer4, sport: 40000, dport: 80, seq: seq, ack: ackn, flags: flags, win: 502, payload: n}
+}
+
+func server(seq, ackn uint32, flags header.TCPFlags, n int, win uint16) seg {
+	return seg{src: peer4, dst: app4, sport: 80, dport: 40000, seq: seq, ack: ackn, flags: flags, win: win, payload: n}
+}
+
+func in(s seg, want Kind) step  { return step{fault.In, s, want} }
+func out(s seg, want Kind) step { return step{fault.Out, s, want} }
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{
+			name: "connection lifetime",
+			steps: []step{
+				in(client(1000, 0, syn, 0), KindNew),
+				in(client(1000, 0, syn, 0), KindRetransmit), // SYN resent
+				out(server(5000, 1001, syn|ack, 0, 65535), KindNew),
+				out(server(5000, 1001, syn|ack, 0, 65535), KindRetransmit), // SYN-ACK resent
+				in(client(1001, 5001, ack, 0), KindNew),                    // handshake ACK
+				in(client(1001, 5001, ack, 0), KindNew),                    // duplicate pure ACK
+				in(client(1001, 5001, psh|ack, 100), KindNew),
+				in(client(1101, 5001, psh|ack, 100), KindNew),
+				in(client(1001, 5001, psh|ack, 100), KindRetransmit), // RTO
+				in(client(1051, 5001, ack, 200), KindRetransmit),     // overlaps, then extends
+				in(client(1251, 5001, ack, 0), KindNew),
+				out(server(5001, 1251, ack, 0, 65535), KindNew),
+				in(client(1250, 5001, ack, 0), KindKeepaliveProbe),          // Linux keepalive
+				in(client(1250, 5001, ack, 1), KindKeepaliveProbe),          // BSD-style keepalive
+				in(client(1250, 5001, psh|ack, 1), KindRetransmit),          // last byte resent
+				in(client(1249, 5001, ack, 0), KindNew),                     // odd, but no data
+				in(client(1251, 5001, fin|ack, 0), KindNew),                 // FIN
+				in(client(1251, 5001, fin|ack, 0), KindRetransmit),          // FIN resent
+				in(client(1252, 5002, ack, 0), KindNew),                     // ACK after FIN
+				out(server(5001, 1252, fin|ack, 0, 65535), KindNew),         // peer's FIN
+				in(client(1252, 5002, rst, 0), KindNew),                     // RST never retransmits
+				in(client(1252, 5002, rst, 0), KindNew),                     // not even twice
+				out(server(5001, 1252, fin|ack, 10, 65535), KindRetransmit), // FIN resent with data
+			},
+		},
+		{
+			name: "sequence wraparound",
+			steps: []step{
+				in(client(0xffffff00, 0, syn, 0), KindNew),
+				in(client(0xffffff01, 1, ack, 0x200), KindNew), // crosses 2^32: ends at 0x101
+				in(client(0x101, 1, ack, 100), KindNew),
+				in(client(0xfffffff0, 1, ack, 16), KindRetransmit), // before the wrap
+				in(client(0x50, 1, ack, 10), KindRetransmit),       // after the wrap
+				in(client(0x164, 1, ack, 0), KindKeepaliveProbe),   // 0x165 - 1
+				in(client(0x165, 1, ack, 1), KindNew),
+			},
+		},
+		{
+			name: "zero-window probe",
+			steps: []step{
+				in(client(1, 1, ack, 100), KindNew),
+				out(server(1, 101, ack, 0, 0), KindNew),         // window closes
+				in(client(100, 1, ack, 1), KindZeroWindowProbe), // gVisor/Linux probe: una-1
+				in(client(100, 1, ack, 0), KindZeroWindowProbe),
+				out(server(1, 101, ack, 0, 4096), KindNew),     // window opens
+				in(client(100, 1, ack, 0), KindKeepaliveProbe), // now it is a keepalive
+				in(client(101, 1, ack, 100), KindNew),
+			},
+		},
+		{
+			name: "flow first seen mid-stream",
+			steps: []step{
+				out(server(777, 1, psh|ack, 50, 100), KindNew),
+				out(server(827, 1, psh|ack, 50, 100), KindNew),
+				out(server(777, 1, psh|ack, 50, 100), KindRetransmit),
+				out(server(900, 1, ack, 0, 100), KindNew), // pure ACK ahead: segments were missed
+				out(server(877, 1, ack, 10, 100), KindRetransmit),
+			},
+		},
+		{
+			name: "new connection on the same 4-tuple",
+			steps: []step{
+				in(client(1000, 0, syn, 0), KindNew),
+				in(client(1001, 1, ack, 100), KindNew),
+				in(client(9000, 0, syn, 0), KindNew), // different ISN: port reuse
+				in(client(9001, 1, ack, 100), KindNew),
+				in(client(1001, 1, ack, 100), KindRetransmit), // old data is behind the new ISN
+			},
+		},
+		{
+			name: "flows are separate",
+			steps: []step{
+				in(client(1, 1, ack, 100), KindNew),
+				out(server(1, 1, ack, 100, 100), KindNew),
+				in(seg{src: app6, dst: peer6, sport: 40000, dport: 80, seq: 1, flags: ack, payload: 100}, KindNew),
+				in(seg{src: app4, dst: peer4, sport: 40001, dport: 80, seq: 1, flags: ack, payload: 100}, KindNew),
+				in(seg{src: app4, dst: peer4, sport: 40000, dport: 81, seq: 1, flags: ack, payload: 100}, KindNew),
+				// Same 4-tuple seen in the other direction is another flow.
+				out(client(1, 1, ack, 100), KindNew),
+				in(client(1, 1, ack, 100), KindRetransmit),
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			classify, check := NewRetransmitTracker(), NewRetransmitTracker()
+			for i, st := range tt.steps {
+				p := packet(t, st.dir, st.s.build())
+				if got := classify.Classify(p); got != st.want {
+					t.Errorf("step %d (%s seq %d len %d): %v, want %v", i, st.dir, st.s.seq, st.s.payload, got, st.want)
+				}
+				if got := check.Check(p); got != (st.want == KindRetransmit) {
+					t.Errorf("step %d: Check = %v, want %v", i, got, st.want == KindRetransmit)
+				}
+			}
+		})
+	}
+}
+
+func TestClassifyOther(t *testing.T) {
+	frag := seg{src: app4, dst: peer4, sport: 1, dport: 2, flags: ack, payload: 40}.build()
+	frag[7] = 8 // fragment offset 64 bytes: no TCP header
+	tr := NewRetransmitTracker()
+	tests := []struct {
+		name string
+		p    *fault.Packet
+	}{
+		{"nil", nil},
+		{"udp", packet(t, fault.In, udpPacket(app4, peer4, 5353, 53, 10))},
+		{"icmp", packet(t, fault.Out, icmpEcho4(peer4, app4, 8))},
+		{"unparseable", packet(t, fault.In, []byte{0x45, 0})},
+		{"fragment", packet(t, fault.In, frag)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 2 {
+				if got := tr.Classify(tt.p); got != KindOther {
+					t.Fatalf("Classify = %v, want %v", got, KindOther)
+				}
+			}
+		})
+	}
+	if n := tr.flows.len(); n != 0 {
+		t.Errorf("tracker holds %d flows after non-TCP packets, want 0", n)
+	}
+}
+
+func TestKindString(t *testing.T) {
+	want := map[Kind]string{KindOther: "other", KindNew: "new", KindRetransmit: "retransmit",
+		KindKeepaliveProbe: "keepalive-probe", KindZeroWindowProbe: "zero-window-probe", Kind(99): "other"}
+	for k, s := range want {
+		if k.String() != s {
+			t.Errorf("Kind(%d).String() = %q, want %q", k, k.String(), s)
+		}
+	}
+}
+
+// TestTrackerBounded checks that the flow table stays within its limit,
+// forgets idle flows, and keeps a flow that stays active.
+func TestTrackerBounded(t *testing.T) {
+	const limit = 8
+	other := func(i int) *fault.Packet {
+		return packet(t, fault.In, seg{src: app4, dst: peer4, sport: uint16(1000 + i), dport: 80, seq: 1, flags: ack, payload: 10}.build())
+	}
+	active := packet(t, fault.In, client(1, 1, ack, 10).build())
+	idle := packet(t, fault.In, client(1, 1, ack, 10).build())
+	idle.SrcPort = 50000
+
+	tr := newRetransmitTracker(limit)
+	tr.Classify(active)
+	tr.Classify(idle)
+	for i := range 100 {
+		tr.Classify(other(i))
+		if i%2 == 0 {
+			// Touch the active flow with a new segment.
+			p := packet(t, fault.In, client(uint32(11+i*10), 1, ack, 10).build())
+			tr.Classify(p)
+			active = p
+		}
+		if n := tr.flows.len(); n > limit {
+			t.Fatalf("tracker holds %d flows, limit %d", n, limit)
+		}
+	}
+	if got := tr.Classify(active); got != KindRetransmit {
+		t.Errorf("active flow forgotten: repeat classified %v", got)
+	}
+	if got := tr.Classify(idle); got != KindNew {
+		t.Errorf("idle flow kept beyond the limit: repeat classified %v", got)
+	}
+}
+
+func TestFlowTable(t *testing.T) {
+	ft := newFlowTable[int, int](4) // two generations of two
+	for i := range 10 {
+		ft.put(i, i*10)
+		if ft.len() > 4 {
+			t.Fatalf("after %d puts: %d entries, limit 4", i+1, ft.len())
+		}
+	}
+	for i := range 10 {
+		v, ok := ft.peek(i)
+		if wantOK := i >= 6; ok != wantOK || (ok && v != i*10) {
+			t.Errorf("peek(%d) = %d, %v; want present=%v", i, v, ok, wantOK)
+		}
+	}
+	// Refreshing 7 (in the old generation) keeps it across the next rotation.
+	if _, ok := ft.get(7); !ok {
+		t.Fatal("get(7) missed")
+	}
+	ft.put(10, 100)
+	ft.put(11, 110)
+	if _, ok := ft.peek(7); !ok {
+		t.Error("refreshed entry 7 was evicted")
+	}
+	if _, ok := ft.peek(8); ok {
+		t.Error("stale entry 8 survived")
+	}
+	ft.put(7, 71) // update in place: no duplicate
+	if v, _ := ft.get(7); v != 71 || ft.len() > 4 {
+		t.Errorf("update: got %d with %d entries", v, ft.len())
+	}
+}
+
+func TestClassifyDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	tr := NewRetransmitTracker()
+	var pkts []*fault.Packet
+	for i := range 8 {
+		s := client(uint32(1+i*100), 1, ack, 100)
+		s.sport = uint16(40000 + i%4)
+		pkts = append(pkts, packet(t, fault.In, s.build()))
+	}
+	for _, p := range pkts { // warm up: create the flows
+		tr.Classify(p)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, p := range pkts {
+			tr.Classify(p)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Classify allocates %.1f times per %d packets, want 0", allocs, len(pkts))
+	}
+}
+
+func ExampleRetransmitTracker() {
+	tr := NewRetransmitTracker()
+	for _, seq := range []uint32{1, 101, 1, 201} {
+		p := &fault.Packet{Dir: fault.In, Version: 4, Proto: fault.ProtoTCP, SrcPort: 40000, DstPort: 80,
+			Seq: seq, Flags: fault.FlagACK | fault.FlagPSH, PayloadLen: 100}
+		fmt.Println(seq, tr.Classify(p))
+	}
+	// Output:
+	// 1 new
+	// 101 new
+	// 1 retransmit
+	// 201 new
+}
