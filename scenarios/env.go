@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
@@ -54,19 +55,25 @@ type SockOpts struct {
 	ConnectTimeout time.Duration // bound on connect(); 0 = the stack's own SYN retries decide
 }
 
-// Conn is a client connection. Its methods block like a socket's and return
-// errors that ErrnoName understands (ETIMEDOUT, EPIPE, ECONNRESET...).
+// Conn is a client connection. Its methods block like a blocking socket's
+// send(2) and recv(2) — one call each, so Write may return a short count —
+// and return errors that ErrnoName understands (ETIMEDOUT, EPIPE,
+// ECONNRESET...). Read returns io.EOF at end of file.
 type Conn interface {
 	Write(p []byte) (int, error)
 	Read(p []byte) (int, error)
-	// SetDeadline bounds the next Read/Write on the scenario's clock.
+	// SetDeadline makes Read and Write give up at scenario time t (as
+	// returned by Env.Now) with an error wrapping os.ErrDeadlineExceeded;
+	// t = 0 removes the deadline.
 	SetDeadline(t time.Duration) error
 	Close() error
 	// Info returns the client socket's TCP state (TCP_INFO).
 	Info() ConnInfo
 }
 
-// ConnInfo is the client's view of its connection.
+// ConnInfo is the client's view of its connection. State uses the Linux
+// names: ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, TIME_WAIT,
+// CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, CLOSING.
 type ConnInfo struct {
 	State       string        `json:"state"`
 	RTO         time.Duration `json:"rto_ns"`
@@ -78,8 +85,16 @@ type ConnInfo struct {
 // PeerControl lets a scenario act on the peer side.
 type PeerControl interface {
 	// Forget makes the peer drop every connection silently (no RST sent):
-	// the next segment from the client is answered with an RST.
-	Forget() error
+	// the next segment from the client is answered with an RST. It returns
+	// how many connections were forgotten.
+	Forget() (int, error)
 	// Accepted returns how many connections the peer accepted on port.
 	Accepted(port uint16) int
+	// Conns returns the peer's view of its connections on local port
+	// (state, RTO, retransmits); a connection the peer gave up on is gone.
+	Conns(port uint16) []stack.ConnStatus
+	// SetUserTimeout sets TCP_USER_TIMEOUT on the peer's connections on
+	// port, so gVisor gives up on unacknowledged data after d. It returns
+	// how many connections it changed.
+	SetUserTimeout(port uint16, d time.Duration) (int, error)
 }

@@ -40,11 +40,11 @@ const nicID tcpip.NICID = 1
 // Options configure a peer.
 type Options struct {
 	Device   tun.Device
-	Clock    tcpip.Clock // nil = real time
-	Seed     uint64      // loss and jitter draws
-	Addr4    netip.Addr  // zero = DefaultAddr4
-	Addr6    netip.Addr  // zero = DefaultAddr6
-	NoIPv6   bool        // IPv4 only
+	Clock    tcpip.Clock    // nil = real time
+	Seed     uint64         // loss and jitter draws
+	Addr4    netip.Addr     // zero = DefaultAddr4
+	Addr6    netip.Addr     // zero = DefaultAddr6
+	NoIPv6   bool           // IPv4 only
 	Faults   []fault.Spec   // installed at start
 	Observer fault.Observer // sees every packet; nil = none
 	Services services.Config
