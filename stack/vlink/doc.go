@@ -61,12 +61,12 @@
 // faketime.ManualClock, which breaks ties in map order), each packet is
 // processed before the next timer fires, loss draws come from the fault
 // controller's seeded generator, and Dial assigns local ports in order.
-// What still differs between runs are values gVisor draws from the stack's
-// random generator, which stack.NewNetstack seeds from crypto/rand: initial
-// sequence numbers, TCP timestamp offsets and IPv4 IDs. Compare sequence
-// numbers relative to each side's initial one. One more caveat: a delay rule
-// that releases packets of different connections at the same instant hands
-// them to gVisor together, and their replies may leave in either order.
+// gVisor's own random choices (initial sequence numbers, TCP timestamp
+// offsets, IPv4 IDs) come from generators that stack.NewNetstack seeds from
+// PairOptions.Seed, so the packets are byte-identical too. One more caveat:
+// a delay rule that releases packets of different connections at the same
+// instant hands them to gVisor together, and their replies may leave in
+// either order.
 //
 // Pair and Conn are driven from one goroutine. Blocking on a gVisor waiter
 // queue or using gonet would stall virtual time (and gonet's deadlines use
