@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"io"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"strings"
 	"testing"
 	"time"
 
