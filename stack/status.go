@@ -3,28 +3,20 @@ package stack
 import (
 	"net/netip"
 	"sort"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/services"
 )
 
-// ConnStatus is one TCP connection held by the peer, as `unplug status` shows it.
+// ConnStatus is one TCP connection of a stack, as `unplug status` shows it.
 type ConnStatus struct {
-	Local       string        `json:"local"`
-	Remote      string        `json:"remote"`
-	State       string        `json:"state"`
-	RTT         time.Duration `json:"rtt_ns"`
-	RTO         time.Duration `json:"rto_ns"`
-	Cwnd        uint32        `json:"cwnd"`
-	Ssthresh    uint32        `json:"ssthresh"`
-	Retransmits uint64        `json:"retransmits"`
-	Timeouts    uint64        `json:"timeouts"`
-	SegsSent    uint64        `json:"segments_sent"`
-	SegsRecv    uint64        `json:"segments_received"`
+	Local  string `json:"local"`
+	Remote string `json:"remote"`
+	services.TCPInfo
 }
 
 // LinkStatus counts packets at the fault layer.
@@ -81,26 +73,15 @@ func Conns(s *gstack.Stack) []ConnStatus {
 		if !ok {
 			continue
 		}
-		state := tcp.EndpointState(ep.State())
-		if state == tcp.StateListen || state == tcp.StateInitial || state == tcp.StateBound {
+		switch tcp.EndpointState(ep.State()) {
+		case tcp.StateListen, tcp.StateInitial, tcp.StateBound:
 			continue
 		}
-		var info tcpip.TCPInfoOption
-		ep.GetSockOpt(&info)
 		id := ep.Info().(*gstack.TransportEndpointInfo).ID
-		stats := ep.Stats().(*tcp.Stats)
 		out = append(out, ConnStatus{
-			Local:       addrPort(id.LocalAddress, id.LocalPort),
-			Remote:      addrPort(id.RemoteAddress, id.RemotePort),
-			State:       state.String(),
-			RTT:         info.RTT,
-			RTO:         info.RTO,
-			Cwnd:        info.SndCwnd,
-			Ssthresh:    info.SndSsthresh,
-			Retransmits: stats.SendErrors.Retransmits.Value(),
-			Timeouts:    stats.SendErrors.Timeouts.Value(),
-			SegsSent:    stats.SegmentsSent.Value(),
-			SegsRecv:    stats.SegmentsReceived.Value(),
+			Local:   addrPort(id.LocalAddress, id.LocalPort),
+			Remote:  addrPort(id.RemoteAddress, id.RemotePort),
+			TCPInfo: services.EndpointTCPInfo(ep),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -148,7 +148,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintln(tw, "LOCAL\tREMOTE\tSTATE\tRTT\tRTO\tCWND\tRETRANS\tTIMEOUTS")
 	for _, c := range st.Conns {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", c.Local, c.Remote, c.State,
-			c.RTT.Round(time.Microsecond), c.RTO.Round(time.Millisecond), c.Cwnd, c.Retransmits, c.Timeouts)
+			c.RTT.Round(time.Microsecond), c.RTO.Round(time.Millisecond), c.SndCwnd, c.Retransmits, c.Timeouts)
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "\npackets: in %d, out %d, dropped %d, delayed %d (pending %d)\n",

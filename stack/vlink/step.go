@@ -147,7 +147,7 @@ func (s *Stepper) printConns() {
 	fmt.Fprintln(tw, "  client\tpeer\tstate\trto\trtt\tcwnd\tretrans")
 	for _, c := range conns {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%d\t%d\n", c.Local, c.Remote, c.State,
-			c.RTO.Round(time.Millisecond), c.RTT.Round(time.Microsecond), c.Cwnd, c.Retransmits)
+			c.RTO.Round(time.Millisecond), c.RTT.Round(time.Microsecond), c.SndCwnd, c.Retransmits)
 	}
 	tw.Flush()
 }

@@ -1,0 +1,440 @@
+// Package services runs the TCP services that unplug's peer, a gVisor
+// netstack, offers to the applications under test: a tiny HTTP server, echo,
+// discard, a sink that never reads, a source that never stops writing, and
+// port forwards to real hosts.
+//
+// The caller assembles the stack (NIC, addresses, routes), then calls Start
+// with the NIC id and a Config; the returned Set serves until Close or until
+// the context ends. Stats and Conns report what the services are doing,
+// including gVisor's view of each connection (RTT, RTO, cwnd, retransmits),
+// for `unplug status`.
+//
+// Listeners are built from raw gVisor endpoints rather than gonet.ListenTCP
+// because gonet.TCPConn hides its endpoint; keeping the endpoint is what lets
+// Conns read tcpip.TCPInfoOption and Close reset connections.
+package services
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// Service names, as they appear in Stats, Conns and error messages.
+const (
+	ServiceHTTP    = "http"
+	ServiceEcho    = "echo"
+	ServiceDiscard = "discard"
+	ServiceSink    = "sink"
+	ServiceSource  = "source"
+	ServiceForward = "forward"
+)
+
+// Default ports of the built-in services.
+const (
+	DefaultHTTPPort    = 80
+	DefaultEchoPort    = 7
+	DefaultDiscardPort = 9
+	DefaultSinkPort    = 5001
+	DefaultSourcePort  = 5002
+)
+
+// Default listen addresses: the peer's side of unplug's TUN network.
+var (
+	DefaultAddrV4 = tcpip.AddrFrom4([4]byte{198, 18, 0, 2})
+	DefaultAddrV6 = tcpip.AddrFrom16([16]byte{0xfd, 0x00, 0x01, 0x98, 0x00, 0x18, 15: 0x02})
+)
+
+// listenBacklog matches gonet's and common Linux somaxconn defaults.
+const listenBacklog = 4096
+
+// Config selects which services run and where.
+type Config struct {
+	// Ports of the built-in services; 0 disables a service. See DefaultConfig.
+	HTTP, Echo, Discard, Sink, Source int
+	// Forwards splices connections to a port on the peer to real hosts.
+	Forwards []Forward
+	// Addrs are the addresses to listen on, IPv4 and/or IPv6; every service
+	// listens on each. They must already be assigned to the NIC.
+	Addrs []tcpip.Address
+	// Dial connects forwards to their targets; nil means a zero net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Logf reports events worth a human's attention (failed forward dials,
+	// listeners that stopped); nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// DefaultConfig returns every built-in service on its usual port, listening
+// on 198.18.0.2 and fd00:198:18::2, with no forwards.
+func DefaultConfig() Config {
+	return Config{
+		HTTP:    DefaultHTTPPort,
+		Echo:    DefaultEchoPort,
+		Discard: DefaultDiscardPort,
+		Sink:    DefaultSinkPort,
+		Source:  DefaultSourcePort,
+		Addrs:   []tcpip.Address{DefaultAddrV4, DefaultAddrV6},
+	}
+}
+
+// service is one configured service: a name, a port, a handler and counters
+// shared by all its listeners and connections.
+type service struct {
+	name   string
+	port   uint16
+	flag   string // CLI flag that moves it, for conflict messages
+	target string // forwards only
+	handle func(s *Set, c *conn)
+	addrs  []netip.AddrPort
+
+	accepted   atomic.Uint64
+	active     atomic.Int64
+	bytesIn    atomic.Uint64
+	bytesOut   atomic.Uint64
+	dialErrors atomic.Uint64
+}
+
+// listener is one listening gVisor endpoint.
+type listener struct {
+	svc  *service
+	ep   tcpip.Endpoint
+	wq   *waiter.Queue
+	addr netip.AddrPort
+}
+
+// Set is a running group of services. It is safe for concurrent use.
+type Set struct {
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	logf func(format string, args ...any)
+
+	ctx       context.Context // cancelled on Close; bounds forward dials
+	cancel    context.CancelFunc
+	stopAfter func() bool
+
+	services  []*service
+	listeners []*listener
+
+	wg        sync.WaitGroup
+	done      chan struct{}
+	closeOnce sync.Once
+
+	mu      sync.Mutex
+	closed  bool
+	conns   map[*conn]struct{}
+	nextID  uint64
+	changed chan struct{} // closed and replaced whenever a conn comes or goes
+}
+
+// Start listens on every enabled port on every address in cfg.Addrs and
+// serves until Close is called or ctx ends, whichever comes first. On error
+// nothing is left listening or running.
+func Start(ctx context.Context, s *stack.Stack, nic tcpip.NICID, cfg Config) (*Set, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start services: %w", err)
+	}
+	svcs, err := plan(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("start services: no listen addresses configured")
+	}
+	set := &Set{
+		dial:     cfg.Dial,
+		logf:     cfg.Logf,
+		services: svcs,
+		done:     make(chan struct{}),
+		conns:    make(map[*conn]struct{}),
+		changed:  make(chan struct{}),
+	}
+	if set.dial == nil {
+		set.dial = (&net.Dialer{}).DialContext
+	}
+	if set.logf == nil {
+		set.logf = func(string, ...any) {}
+	}
+	for _, svc := range svcs {
+		for _, a := range cfg.Addrs {
+			l, err := listen(s, nic, svc, a)
+			if err != nil {
+				for _, l := range set.listeners {
+					l.ep.Close()
+				}
+				return nil, err
+			}
+			svc.addrs = append(svc.addrs, l.addr)
+			set.listeners = append(set.listeners, l)
+		}
+	}
+	set.ctx, set.cancel = context.WithCancel(ctx)
+	set.wg.Add(len(set.listeners))
+	for _, l := range set.listeners {
+		go set.acceptLoop(l)
+	}
+	set.stopAfter = context.AfterFunc(ctx, func() { set.Close() })
+	return set, nil
+}
+
+// plan validates cfg's ports and returns the services to start, in the order
+// Stats reports them.
+func plan(cfg Config) ([]*service, error) {
+	builtin := []struct {
+		name, flag string
+		port       int
+		handle     func(*Set, *conn)
+	}{
+		{ServiceHTTP, "--http-port", cfg.HTTP, (*Set).serveHTTP},
+		{ServiceEcho, "--echo-port", cfg.Echo, (*Set).serveEcho},
+		{ServiceDiscard, "--discard-port", cfg.Discard, (*Set).serveDiscard},
+		{ServiceSink, "--sink-port", cfg.Sink, (*Set).serveSink},
+		{ServiceSource, "--source-port", cfg.Source, (*Set).serveSource},
+	}
+	var svcs []*service
+	byPort := make(map[uint16]*service)
+	add := func(svc *service) error {
+		if other, ok := byPort[svc.port]; ok {
+			if other.name == ServiceForward && svc.name == ServiceForward {
+				return fmt.Errorf("port %d is used by two forwards (to %s and %s); give each --forward its own port", svc.port, other.target, svc.target)
+			}
+			move := other.flag + " or " + svc.flag
+			if svc.name == ServiceForward {
+				move = other.flag
+			}
+			return fmt.Errorf("port %d is used by both %s and %s; pick another with %s", svc.port, other.name, svc.name, move)
+		}
+		byPort[svc.port] = svc
+		svcs = append(svcs, svc)
+		return nil
+	}
+	for _, b := range builtin {
+		if b.port == 0 {
+			continue
+		}
+		if b.port < 0 || b.port > 65535 {
+			return nil, fmt.Errorf("%s port %d is out of range; pick 1-65535 with %s, or 0 to disable it", b.name, b.port, b.flag)
+		}
+		if err := add(&service{name: b.name, flag: b.flag, port: uint16(b.port), handle: b.handle}); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range cfg.Forwards {
+		if err := f.validate(); err != nil {
+			return nil, err
+		}
+		if err := add(&service{name: ServiceForward, port: f.Port, target: f.Target, handle: (*Set).serveForward}); err != nil {
+			return nil, err
+		}
+	}
+	return svcs, nil
+}
+
+// tcpipError carries a tcpip.Error as a Go error.
+type tcpipError struct{ err tcpip.Error }
+
+func (e *tcpipError) Error() string { return e.err.String() }
+
+// listen creates a listening endpoint for svc on addr.
+func listen(s *stack.Stack, nic tcpip.NICID, svc *service, addr tcpip.Address) (*listener, error) {
+	var proto tcpip.NetworkProtocolNumber
+	switch addr.Len() {
+	case header.IPv4AddressSize:
+		proto = header.IPv4ProtocolNumber
+	case header.IPv6AddressSize:
+		proto = header.IPv6ProtocolNumber
+	default:
+		return nil, fmt.Errorf("listen %s: address %q is neither IPv4 nor IPv6", svc.name, addr)
+	}
+	ap := addrPort(tcpip.FullAddress{Addr: addr, Port: svc.port})
+	// Bind alone would not catch a missing IPv4 address: with a NIC given,
+	// gVisor (like Linux) only checks the interface for IPv4.
+	if s.CheckLocalAddress(0, proto, addr) != nic {
+		return nil, fmt.Errorf("listen %s on %s: address is not assigned to NIC %d; add it before starting services", svc.name, ap, nic)
+	}
+	var wq waiter.Queue
+	ep, terr := s.NewEndpoint(tcp.ProtocolNumber, proto, &wq)
+	if terr != nil {
+		return nil, fmt.Errorf("listen %s on %s: %w", svc.name, ap, &tcpipError{terr})
+	}
+	if terr := ep.Bind(tcpip.FullAddress{NIC: nic, Addr: addr, Port: svc.port}); terr != nil {
+		ep.Close()
+		if _, ok := terr.(*tcpip.ErrBadLocalAddress); ok {
+			return nil, fmt.Errorf("listen %s on %s: address is not assigned to NIC %d; add it before starting services", svc.name, ap, nic)
+		}
+		return nil, fmt.Errorf("listen %s on %s: %w", svc.name, ap, &tcpipError{terr})
+	}
+	if terr := ep.Listen(listenBacklog); terr != nil {
+		ep.Close()
+		return nil, fmt.Errorf("listen %s on %s: %w", svc.name, ap, &tcpipError{terr})
+	}
+	return &listener{svc: svc, ep: ep, wq: &wq, addr: ap}, nil
+}
+
+// acceptLoop accepts connections on l until the Set closes.
+func (s *Set) acceptLoop(l *listener) {
+	defer s.wg.Done()
+	entry, notify := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventHUp | waiter.EventErr)
+	l.wq.EventRegister(&entry)
+	defer l.wq.EventUnregister(&entry)
+	for {
+		var peer tcpip.FullAddress
+		ep, wq, terr := l.ep.Accept(&peer)
+		switch terr.(type) {
+		case nil:
+			s.serve(l.svc, ep, wq, peer)
+			continue
+		case *tcpip.ErrWouldBlock:
+			select {
+			case <-s.done:
+				return
+			case <-notify:
+				continue
+			}
+		}
+		select {
+		case <-s.done:
+		default:
+			s.logf("%s: accept on %s: %s; no longer listening there", l.svc.name, l.addr, terr)
+		}
+		return
+	}
+}
+
+// serve runs svc's handler for a freshly accepted endpoint.
+func (s *Set) serve(svc *service, ep tcpip.Endpoint, wq *waiter.Queue, peer tcpip.FullAddress) {
+	c := newConn(svc, ep, wq, peer)
+	svc.accepted.Add(1)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.abort()
+		return
+	}
+	s.nextID++
+	c.id = s.nextID
+	s.conns[c] = struct{}{}
+	svc.active.Add(1)
+	s.wg.Add(1)
+	s.notifyLocked()
+	s.mu.Unlock()
+
+	go func() {
+		defer s.wg.Done()
+		defer s.untrack(c)
+		svc.handle(s, c)
+	}()
+}
+
+// untrack forgets c once its handler is done, and closes it.
+func (s *Set) untrack(c *conn) {
+	c.close()
+	s.mu.Lock()
+	delete(s.conns, c)
+	c.svc.active.Add(-1)
+	s.notifyLocked()
+	s.mu.Unlock()
+}
+
+// notifyLocked wakes everyone waiting for a change in the connection set.
+func (s *Set) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// Close stops the listeners, resets every active connection, and returns once
+// all of the Set's goroutines have exited. It is safe to call more than once.
+func (s *Set) Close() error {
+	s.closeOnce.Do(s.shutdown)
+	return nil
+}
+
+func (s *Set) shutdown() {
+	s.stopAfter()
+	s.cancel()
+	s.mu.Lock()
+	s.closed = true // from now on serve resets new connections at once
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	// Reset before waking the handlers through done, so that a handler
+	// that returns on its own cannot close its connection gracefully first.
+	for _, c := range conns {
+		c.abort()
+	}
+	close(s.done)
+	for _, l := range s.listeners {
+		l.ep.Close()
+	}
+	s.wg.Wait()
+}
+
+// ServiceStats are one service's counters since Start.
+type ServiceStats struct {
+	// Service is the service name: http, echo, discard, sink, source or forward.
+	Service string `json:"service"`
+	// Port is the TCP port it listens on.
+	Port uint16 `json:"port"`
+	// Target is where a forward dials; empty for built-in services.
+	Target string `json:"target,omitempty"`
+	// Addrs are the addresses it listens on.
+	Addrs []netip.AddrPort `json:"addrs"`
+	// Accepted counts connections accepted since Start.
+	Accepted uint64 `json:"accepted"`
+	// Active is the number of connections open now.
+	Active int64 `json:"active"`
+	// BytesIn counts bytes read from clients.
+	BytesIn uint64 `json:"bytes_in"`
+	// BytesOut counts bytes written to clients.
+	BytesOut uint64 `json:"bytes_out"`
+	// DialErrors counts forward targets that could not be reached.
+	DialErrors uint64 `json:"dial_errors,omitempty"`
+}
+
+// Stats returns the counters of every service, built-ins first in the order
+// http, echo, discard, sink, source, then forwards in configuration order.
+func (s *Set) Stats() []ServiceStats {
+	out := make([]ServiceStats, 0, len(s.services))
+	for _, svc := range s.services {
+		out = append(out, ServiceStats{
+			Service:    svc.name,
+			Port:       svc.port,
+			Target:     svc.target,
+			Addrs:      append([]netip.AddrPort(nil), svc.addrs...),
+			Accepted:   svc.accepted.Load(),
+			Active:     svc.active.Load(),
+			BytesIn:    svc.bytesIn.Load(),
+			BytesOut:   svc.bytesOut.Load(),
+			DialErrors: svc.dialErrors.Load(),
+		})
+	}
+	return out
+}
+
+// Conns describes every open connection, oldest first, with gVisor's TCP
+// state for each.
+func (s *Set) Conns() []ConnInfo {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	sort.Slice(conns, func(i, j int) bool { return conns[i].id < conns[j].id })
+	out := make([]ConnInfo, 0, len(conns))
+	for _, c := range conns {
+		out = append(out, c.info())
+	}
+	return out
+}
