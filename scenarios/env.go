@@ -36,11 +36,14 @@ type Env interface {
 	Now() time.Duration
 	// SetSysctl sets a per-namespace TCP sysctl for the client
 	// (net.ipv4.tcp_retries2 ...). Virtual mode maps the ones it can onto
-	// gVisor options and returns ErrUnsupported for the others.
+	// gVisor options and returns an error wrapping errors.ErrUnsupported
+	// for the others.
 	SetSysctl(name, value string) error
 	// Peer gives access to the peer side: its connections and personas.
 	Peer() PeerControl
-	// Note records a free-form timeline event.
+	// Note records a free-form timeline event. Run wraps every
+	// environment in one that records notes (and every other call) in the
+	// report, so implementations may make it a no-op.
 	Note(kind, format string, args ...any)
 }
 

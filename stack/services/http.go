@@ -168,3 +168,23 @@ func writeBytes(w io.Writer, headOnly bool, n int64) error {
 	}
 	return writePattern(w, n)
 }
+
+// HTTPResponse returns the complete response the http service sends for a
+// request whose head (everything before the blank line) is head, and
+// whether head was complete. Drivers that cannot run the service's
+// goroutines — the virtual-time environment polls its services between
+// clock steps — answer with it, so both paths speak identically.
+func HTTPResponse(buffered []byte) (resp []byte, complete bool) {
+	end := headEnd(buffered)
+	if end < 0 {
+		if len(buffered) > maxRequestHead {
+			var b bytes.Buffer
+			respond(&b, nil, errHeadTooLarge)
+			return b.Bytes(), true
+		}
+		return nil, false
+	}
+	var b bytes.Buffer
+	respond(&b, buffered[:end], nil)
+	return b.Bytes(), true
+}

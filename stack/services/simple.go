@@ -73,3 +73,16 @@ func (s *Set) serveSource(c *conn) {
 		}
 	}
 }
+
+// Pattern returns n bytes of the pattern the source service writes,
+// starting at offset off of the stream.
+func Pattern(off int64, n int) []byte {
+	out := make([]byte, 0, n)
+	i := int(off % int64(len(patternLine)))
+	for len(out) < n {
+		k := min(n-len(out), len(patternChunk)-i)
+		out = append(out, patternChunk[i:i+k]...)
+		i = 0
+	}
+	return out
+}

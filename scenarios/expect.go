@@ -1,0 +1,264 @@
+package scenarios
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Theory is what a scenario predicts for given parameters: the outcome, when
+// it happens (counted from the report's anchor), and checks on measured
+// values. Scenario.Expect computes it from the parameters and FACTS.md.
+type Theory struct {
+	Outcome string
+	// At is when the outcome is expected, after the anchor; 0 if the
+	// theory does not predict a time.
+	At time.Duration
+	// AtBasis says where At comes from.
+	AtBasis string
+	Checks  []Check
+}
+
+// Check is one expectation on a measured value: Want is the theory's value,
+// [Min, Max] the accepted range. Timing checks depend on timer precision
+// and machine load: the report shows them; tests do not assert them.
+type Check struct {
+	Name     string
+	Unit     string // "s", "count", "ratio", "bytes", "B/s" or ""
+	Want     float64
+	Min, Max float64
+	Timing   bool
+	Basis    string
+	measure  func(r *Report) (float64, bool)
+}
+
+// inf is an unbounded Max.
+var inf = math.Inf(1)
+
+// timeTolerance is the accepted deviation of a predicted time: 20% plus
+// 300 ms, since timers, scheduling and the TUN add latency.
+func timeTolerance(want time.Duration) (lo, hi time.Duration) {
+	slack := want/5 + 300*time.Millisecond
+	return max(want-slack, 0), want + slack
+}
+
+// evaluate fills in the expectation rows and the verdict of rep.
+func (th Theory) evaluate(rep *Report) {
+	rep.Expected = th.Outcome
+	rows := []Expectation{{
+		Name: "outcome", Theory: th.Outcome, Measured: orNone(rep.Outcome),
+		Pass: strings.EqualFold(th.Outcome, rep.Outcome), Basis: rep.Description,
+	}}
+	if th.At > 0 {
+		lo, hi := timeTolerance(th.At)
+		c := Check{
+			Name: "time to " + th.Outcome, Unit: "s", Timing: true, Basis: th.AtBasis,
+			Want: th.At.Seconds(), Min: lo.Seconds(), Max: hi.Seconds(),
+			measure: func(r *Report) (float64, bool) {
+				if !strings.EqualFold(r.Outcome, th.Outcome) {
+					return 0, false
+				}
+				return (r.OutcomeAt - r.Anchor).Seconds(), true
+			},
+		}
+		rows = append(rows, c.row(rep))
+	}
+	for _, c := range th.Checks {
+		rows = append(rows, c.row(rep))
+	}
+	rep.Expectations = rows
+	switch {
+	case rep.Error != "":
+		rep.Verdict = VerdictError
+	default:
+		rep.Verdict = VerdictPass
+		for _, e := range rows {
+			if !e.Pass {
+				rep.Verdict = VerdictFail
+			}
+		}
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// row measures c on rep.
+func (c Check) row(rep *Report) Expectation {
+	want, lo, hi := c.Want, c.Min, c.Max
+	e := Expectation{
+		Name: c.Name, Unit: c.Unit, Timing: c.Timing, Basis: c.Basis,
+		Want: &want, Min: &lo,
+		Theory:   formatValue(c.Want, c.Unit),
+		Measured: "(not measured)",
+	}
+	if !math.IsInf(hi, 1) {
+		e.Max = &hi // JSON has no infinity: no max means unbounded
+	}
+	if c.Min != c.Max || c.Min != c.Want {
+		e.Theory += " (" + formatRange(c.Min, c.Max, c.Unit) + ")"
+	}
+	if c.measure == nil {
+		return e
+	}
+	got, ok := c.measure(rep)
+	if !ok {
+		return e
+	}
+	e.Got = &got
+	e.Measured = formatValue(got, c.Unit)
+	e.Pass = got >= c.Min-1e-9 && got <= c.Max+1e-9
+	return e
+}
+
+// formatValue prints v in its unit.
+func formatValue(v float64, unit string) string {
+	switch unit {
+	case "s":
+		return fmt.Sprintf("%.3f s", v)
+	case "ratio":
+		return fmt.Sprintf("%.2f", v)
+	case "bytes":
+		return formatBytes(v)
+	case "B/s":
+		return formatBytes(v) + "/s"
+	}
+	if v == math.Trunc(v) {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.3g", v)
+}
+
+func formatRange(lo, hi float64, unit string) string {
+	switch {
+	case math.IsInf(hi, 1):
+		return "≥ " + formatValue(lo, unit)
+	case lo == hi:
+		return "exactly " + formatValue(lo, unit)
+	}
+	return formatValue(lo, unit) + " – " + formatValue(hi, unit)
+}
+
+func formatBytes(v float64) string {
+	switch {
+	case v >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", v/(1<<20))
+	case v >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", v/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", v)
+}
+
+// measured checks a measurement the scenario recorded with Recorder.Measure.
+func measured(name, unit string, want, lo, hi float64, timing bool, basis string) Check {
+	return Check{Name: name, Unit: unit, Want: want, Min: lo, Max: hi, Timing: timing, Basis: basis,
+		measure: func(r *Report) (float64, bool) {
+			m, ok := r.Measurement(name)
+			return m.Value, ok
+		}}
+}
+
+// timeCheck checks a time measurement (in seconds) with timeTolerance.
+func timeCheck(name string, want time.Duration, basis string) Check {
+	lo, hi := timeTolerance(want)
+	return measured(name, "s", want.Seconds(), lo.Seconds(), hi.Seconds(), true, basis)
+}
+
+// kindIn reports whether kind is in the comma-separated list kinds.
+func kindIn(kind, kinds string) bool {
+	for _, k := range strings.Split(kinds, ",") {
+		if k == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// countCheck counts retransmissions (kind "retransmit") or probes
+// ("keepalive-probe", "zero-window-probe"; kinds is a comma-separated
+// list) in direction dir.
+func countCheck(name, dir, kinds string, want, lo, hi int, basis string) Check {
+	return Check{Name: name, Unit: "count", Want: float64(want), Min: float64(lo), Max: float64(hi), Basis: basis,
+		measure: func(r *Report) (float64, bool) {
+			n := 0
+			for _, x := range r.Retransmissions {
+				if x.Dir == dir && kindIn(x.Kind, kinds) {
+					n++
+				}
+			}
+			return float64(n), true
+		}}
+}
+
+// backoffCheck measures the backoff ratio: the median ratio between
+// successive intervals of the longest retransmission (or probe) series in
+// direction dir, ignoring its first skip ratios (a tail-loss probe that
+// precedes the first RTO, for instance).
+func backoffCheck(name, dir, kinds string, skip int, want, lo, hi float64, basis string) Check {
+	return Check{Name: name, Unit: "ratio", Want: want, Min: lo, Max: hi, Basis: basis,
+		measure: func(r *Report) (float64, bool) {
+			ratios := seriesRatios(r, dir, kinds)
+			if len(ratios) > skip {
+				ratios = ratios[skip:]
+			} else {
+				return 0, false
+			}
+			return median(ratios), true
+		}}
+}
+
+// seriesRatios returns the ratios (from the second retransmission on) of
+// the longest series of retransmissions of one segment in direction dir,
+// among the kinds listed.
+func seriesRatios(r *Report, dir, kinds string) []float64 {
+	type key struct {
+		conn int
+		seq  uint32
+	}
+	series := map[key][]Retransmission{}
+	var order []key
+	for _, x := range r.Retransmissions {
+		if x.Dir != dir || !kindIn(x.Kind, kinds) {
+			continue
+		}
+		k := key{x.Conn, x.Seq}
+		if _, ok := series[k]; !ok {
+			order = append(order, k)
+		}
+		series[k] = append(series[k], x)
+	}
+	var best []Retransmission
+	for _, k := range order {
+		if len(series[k]) > len(best) {
+			best = series[k]
+		}
+	}
+	var ratios []float64
+	for _, x := range best {
+		if x.N >= 2 && x.Ratio > 0 {
+			ratios = append(ratios, x.Ratio)
+		}
+	}
+	return ratios
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// reportCheck measures something computed from the whole report.
+func reportCheck(name, unit string, want, lo, hi float64, basis string, f func(r *Report) (float64, bool)) Check {
+	return Check{Name: name, Unit: unit, Want: want, Min: lo, Max: hi, Basis: basis, measure: f}
+}

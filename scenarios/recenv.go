@@ -1,0 +1,176 @@
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/unplug-dev/unplug/stack"
+	"github.com/unplug-dev/unplug/stack/fault"
+)
+
+// recordingEnv wraps an environment so that everything a scenario does —
+// connects, sends, receives, fault rules, sysctls, waits, peer actions —
+// lands in the recorder's timeline. Environments therefore record nothing
+// themselves except packets (through the recorder as fault Observer).
+type recordingEnv struct {
+	Env
+	rec   *Recorder
+	nconn int
+}
+
+// Dial implements Env, recording the attempt and its result.
+func (e *recordingEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Conn, error) {
+	e.nconn++
+	id := e.nconn
+	e.rec.Event(EventConnect, id, "connect to port %d%s", port, describeOpts(opts))
+	start := e.Env.Now()
+	c, err := e.Env.Dial(ctx, port, opts)
+	took := e.Env.Now() - start
+	if err != nil {
+		e.rec.Call(EventConnect, id, 0, 0, took, err)
+		return nil, err
+	}
+	if opts.NoWaitAccept {
+		e.rec.Event(EventConnect, id, "connected after %s", fmtDur(took))
+	} else {
+		e.rec.Event(EventAccepted, id, "connected; the peer accepted the connection (%s)", fmtDur(took))
+	}
+	return &recordingConn{Conn: c, rec: e.rec, id: id, now: e.Env.Now}, nil
+}
+
+// describeOpts lists the socket options a Dial sets.
+func describeOpts(o SockOpts) string {
+	var parts []string
+	if o.UserTimeout > 0 {
+		parts = append(parts, "TCP_USER_TIMEOUT "+o.UserTimeout.String())
+	}
+	if o.KeepIdle > 0 {
+		parts = append(parts, fmt.Sprintf("keepalive %s/%s/%d", o.KeepIdle, o.KeepIntvl, o.KeepCnt))
+	}
+	if o.SndBuf > 0 {
+		parts = append(parts, fmt.Sprintf("SO_SNDBUF %d", o.SndBuf))
+	}
+	if o.RcvBuf > 0 {
+		parts = append(parts, fmt.Sprintf("SO_RCVBUF %d", o.RcvBuf))
+	}
+	if o.ConnectTimeout > 0 {
+		parts = append(parts, "connect timeout "+o.ConnectTimeout.String())
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// AddFault implements Env, recording the rule's window.
+func (e *recordingEnv) AddFault(spec string) (int, error) {
+	sp, err := fault.ParseSpec(spec)
+	if err != nil {
+		return 0, err
+	}
+	id, err := e.Env.AddFault(sp.String())
+	if err != nil {
+		return 0, err
+	}
+	e.rec.faultAdded(id, sp)
+	return id, nil
+}
+
+// RemoveFault implements Env.
+func (e *recordingEnv) RemoveFault(id int) error {
+	if err := e.Env.RemoveFault(id); err != nil {
+		return err
+	}
+	e.rec.faultRemoved(id)
+	return nil
+}
+
+// SetSysctl implements Env.
+func (e *recordingEnv) SetSysctl(name, value string) error {
+	if err := e.Env.SetSysctl(name, value); err != nil {
+		return fmt.Errorf("set %s=%s in the private namespace: %w", name, value, err)
+	}
+	e.rec.Event(EventSysctl, 0, "%s = %s (in the private namespace)", name, value)
+	return nil
+}
+
+// Sleep implements Env.
+func (e *recordingEnv) Sleep(ctx context.Context, d time.Duration) error {
+	e.rec.Event(EventWait, 0, "wait %s", d)
+	return e.Env.Sleep(ctx, d)
+}
+
+// Note implements Env.
+func (e *recordingEnv) Note(kind, format string, args ...any) {
+	e.rec.Event(kind, 0, format, args...)
+}
+
+// Peer implements Env.
+func (e *recordingEnv) Peer() PeerControl { return recordingPeer{e.Env.Peer(), e.rec} }
+
+// recordingPeer records the peer actions a scenario takes.
+type recordingPeer struct {
+	PeerControl
+	rec *Recorder
+}
+
+// Forget implements PeerControl.
+func (p recordingPeer) Forget() (int, error) {
+	n, err := p.PeerControl.Forget()
+	if err != nil {
+		return n, err
+	}
+	p.rec.Event(EventPeer, 0, "the peer forgets %d connection(s): aborted, their RSTs dropped", n)
+	return n, nil
+}
+
+// SetUserTimeout implements PeerControl.
+func (p recordingPeer) SetUserTimeout(port uint16, d time.Duration) (int, error) {
+	n, err := p.PeerControl.SetUserTimeout(port, d)
+	if err != nil {
+		return n, err
+	}
+	p.rec.Event(EventPeer, 0, "the peer sets TCP_USER_TIMEOUT %s on %d connection(s) on port %d", d, n, port)
+	return n, nil
+}
+
+// Conns implements PeerControl.
+func (p recordingPeer) Conns(port uint16) []stack.ConnStatus { return p.PeerControl.Conns(port) }
+
+// recordingConn records every call on a client connection.
+type recordingConn struct {
+	Conn
+	rec    *Recorder
+	id     int
+	now    func() time.Duration
+	closed bool
+}
+
+// Write implements Conn.
+func (c *recordingConn) Write(p []byte) (int, error) {
+	start := c.now()
+	n, err := c.Conn.Write(p)
+	c.rec.Call(EventSend, c.id, n, len(p), c.now()-start, err)
+	return n, err
+}
+
+// Read implements Conn.
+func (c *recordingConn) Read(p []byte) (int, error) {
+	start := c.now()
+	n, err := c.Conn.Read(p)
+	c.rec.Call(EventRecv, c.id, n, len(p), c.now()-start, err)
+	return n, err
+}
+
+// Close implements Conn; closing twice records once.
+func (c *recordingConn) Close() error {
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	err := c.Conn.Close()
+	c.rec.Event(EventClose, c.id, "close")
+	return err
+}

@@ -1,0 +1,452 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// idleOutageScenario is the seed's first conclusion: without traffic, TCP
+// does not notice an outage at all.
+func idleOutageScenario() Scenario {
+	return Scenario{
+		Name:    "idle-outage",
+		Summary: "idle connection during an outage: not a packet, no error, it survives",
+		Params: []Param{
+			{Name: "outage", Kind: KindDuration, Default: "3s", Min: "100ms", Max: "1h",
+				Help: "how long the link is down while the connection is idle"},
+		},
+		Run:    runIdleOutage,
+		Expect: expectIdleOutage,
+	}
+}
+
+// ping is what scenarios send to the echo service.
+var ping = []byte("ping\n")
+
+func runIdleOutage(ctx context.Context, env Env, p Params, r *Recorder) error {
+	d := p.Duration("outage")
+	c, err := env.Dial(ctx, portEcho, SockOpts{})
+	if err != nil {
+		return fmt.Errorf("connect to the peer's echo service: %w", err)
+	}
+	defer c.Close()
+	if _, err := env.AddFault(fmt.Sprintf("drop for=%s", d)); err != nil {
+		return err
+	}
+	r.Anchor("outage starts on the idle connection")
+	if err := env.Sleep(ctx, d+settle); err != nil {
+		return err
+	}
+	info := c.Info()
+	r.Note("client state after the outage: %s", info.State)
+	r.Measure("established after the outage", boolValue(info.State == "ESTABLISHED"), "")
+	if err := echo(ctx, env, c, r); err != nil {
+		return err
+	}
+	if r.HasOutcome() {
+		return nil
+	}
+	r.Outcome(OutcomeSurvived, "the connection is %s after the outage and echoes a request", info.State)
+	return nil
+}
+
+// echo sends ping and reads it back; a socket error becomes the outcome.
+func echo(ctx context.Context, env Env, c Conn, r *Recorder) error {
+	if _, err := c.Write(ping); err != nil {
+		return outcomeOf(ctx, r, "send", err)
+	}
+	got := make([]byte, 0, len(ping))
+	buf := make([]byte, 64)
+	for len(got) < len(ping) {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			return outcomeOf(ctx, r, "recv", err)
+		}
+	}
+	if string(got) != string(ping) {
+		return fmt.Errorf("the echo service answered %q to %q", got, ping)
+	}
+	return nil
+}
+
+func expectIdleOutage(p Params, kernel bool) Theory {
+	return Theory{Outcome: OutcomeSurvived, Checks: []Check{
+		reportCheck("packets during the outage", "count", 0, 0, 0,
+			"an idle connection without keepalive sends nothing, so nothing notices the outage", packetsDuringOutage),
+		measured("established after the outage", "", 1, 1, 1, false, "no timer runs on an idle connection"),
+		reportCheck("errors", "count", 0, 0, 0, "the application sees no error",
+			func(r *Report) (float64, bool) { return float64(len(r.AppErrors)), true }),
+	}}
+}
+
+// packetsDuringOutage counts packets seen while the first drop rule was in
+// force: after its fault-on event in the timeline (on a zero-delay virtual
+// link the handshake shares the rule's start instant, so time alone cannot
+// tell) and before it ended.
+func packetsDuringOutage(r *Report) (float64, bool) {
+	w, ok := firstOutage(r)
+	if !ok {
+		return 0, false
+	}
+	n, on := 0, false
+	for _, ev := range r.Timeline {
+		on = on || ev.Kind == EventFaultOn && ev.T == w.Start
+		if on && ev.Packet != nil && ev.T < w.End {
+			n++
+		}
+	}
+	return float64(n), true
+}
+
+// keepaliveScenario is the seed's remedy: heartbeats find the dead link.
+func keepaliveScenario() Scenario {
+	return Scenario{
+		Name:    "keepalive",
+		Summary: "idle connection with keepalive during an outage: probes, then ETIMEDOUT after idle + intvl × count",
+		Params: []Param{
+			{Name: "idle", Kind: KindDuration, Default: "1s", Min: "1s", Max: "2h", Step: "1s",
+				Help: "TCP_KEEPIDLE: idle time before the first probe (whole seconds)"},
+			{Name: "intvl", Kind: KindDuration, Default: "1s", Min: "1s", Max: "2h", Step: "1s",
+				Help: "TCP_KEEPINTVL: time between probes (whole seconds)"},
+			{Name: "count", Kind: KindInt, Default: "3", Min: "1", Max: "127",
+				Help: "TCP_KEEPCNT: unanswered probes before the connection is dropped"},
+		},
+		Run:    runKeepalive,
+		Expect: expectKeepalive,
+	}
+}
+
+func runKeepalive(ctx context.Context, env Env, p Params, r *Recorder) error {
+	opts := SockOpts{KeepIdle: p.Duration("idle"), KeepIntvl: p.Duration("intvl"), KeepCnt: p.Int("count")}
+	c, err := env.Dial(ctx, portEcho, opts)
+	if err != nil {
+		return fmt.Errorf("connect to the peer's echo service: %w", err)
+	}
+	defer c.Close()
+	if _, err := env.AddFault("drop"); err != nil {
+		return err
+	}
+	r.Anchor("outage starts on the idle connection")
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil {
+		return outcomeOf(ctx, r, "recv", err)
+	}
+	return fmt.Errorf("recv returned %d bytes although every packet is dropped", n)
+}
+
+func expectKeepalive(p Params, kernel bool) Theory {
+	idle, intvl, cnt := p.Duration("idle"), p.Duration("intvl"), p.Int("count")
+	th := Theory{
+		Outcome: "ETIMEDOUT", At: idle + time.Duration(cnt)*intvl,
+		AtBasis: "idle + intvl × count: the connection is dropped one interval after the last unanswered probe; FACTS: 1/1/3 → ≈ 4.0 s",
+		Checks: []Check{
+			countCheck("keepalive probes", "in", "keepalive-probe", cnt, cnt, cnt, "TCP_KEEPCNT probes, then the connection is dropped"),
+			reportCheck("first probe", "s", idle.Seconds(), 0, 0, "the first probe goes out after TCP_KEEPIDLE of silence", firstProbe),
+		},
+	}
+	lo, hi := timeTolerance(idle)
+	th.Checks[1].Min, th.Checks[1].Max, th.Checks[1].Timing = lo.Seconds(), hi.Seconds(), true
+	if cnt >= 3 {
+		th.Checks = append(th.Checks, backoffCheck("probe interval ratio", "in", "keepalive-probe", 1, 1, 0.8, 1.25,
+			"keepalive probes do not back off: every interval is TCP_KEEPINTVL"))
+	}
+	return th
+}
+
+// firstProbe is when the first keepalive probe went out, after the anchor.
+func firstProbe(r *Report) (float64, bool) {
+	for _, x := range r.Retransmissions {
+		if x.Kind == "keepalive-probe" {
+			return (x.T - r.Anchor).Seconds(), true
+		}
+	}
+	return 0, false
+}
+
+// synTimeoutScenario connects while the link is down.
+func synTimeoutScenario() Scenario {
+	return Scenario{
+		Name:    "syn-timeout",
+		Summary: "connect during an outage: SYN backoff 1, 2, 4 s… then ETIMEDOUT, or a late success",
+		Params: []Param{
+			{Name: "syn-retries", Kind: KindInt, Default: "2", Min: "1", Max: "10",
+				Help: "net.ipv4.tcp_syn_retries in the private namespace (Linux default 6 ≈ 127 s; 2 ≈ 7 s)"},
+			{Name: "outage", Kind: KindDuration, Default: "0s", Max: "1h",
+				Help: "0 = the link stays down; otherwise it comes back after this long and connect may succeed late"},
+			{Name: "linear-timeouts", Kind: KindInt, Default: "0", Min: "0", Max: "20",
+				Help: "net.ipv4.tcp_syn_linear_timeouts: SYNs resent every 1 s this many times before the backoff doubles (recent Linux defaults to 4: 1, 1, 1, 1, 1, 2, 4 s; 0 = the classic 1, 2, 4 s)"},
+		},
+		Run:    runSynTimeout,
+		Expect: expectSynTimeout,
+	}
+}
+
+func runSynTimeout(ctx context.Context, env Env, p Params, r *Recorder) error {
+	if err := env.SetSysctl("net.ipv4.tcp_syn_retries", strconv.Itoa(p.Int("syn-retries"))); err != nil {
+		return err
+	}
+	linear := p.Int("linear-timeouts")
+	if err := env.SetSysctl("net.ipv4.tcp_syn_linear_timeouts", strconv.Itoa(linear)); err != nil {
+		if linear != 0 {
+			return err
+		}
+		env.Note(EventNote, "no tcp_syn_linear_timeouts here (%v): the SYN backoff is the classic one", err)
+	}
+	spec := "drop"
+	if d := p.Duration("outage"); d > 0 {
+		spec = fmt.Sprintf("drop for=%s", d)
+	}
+	if _, err := env.AddFault(spec); err != nil {
+		return err
+	}
+	r.Anchor("connect starts into the dead link")
+	c, err := env.Dial(ctx, portHTTP, SockOpts{NoWaitAccept: true})
+	if err != nil {
+		return outcomeOf(ctx, r, "connect", err)
+	}
+	defer c.Close()
+	r.Outcome(OutcomeConnected, "connect succeeded %s after it started", seconds(r.Now()-r.anchorTime()))
+	return nil
+}
+
+func expectSynTimeout(p Params, kernel bool) Theory {
+	n, d, linear := p.Int("syn-retries"), p.Duration("outage"), p.Int("linear-timeouts")
+	if !kernel {
+		// gVisor's handshake has no syn-retries knob (it ignores
+		// TCPSynRetriesOption) and no linear timeouts: it always resends
+		// the SYN 6 times, at 1, 3, 7 … 63 s, and fails at 127 s.
+		n, linear = gvisorSynRetries, 0
+	}
+	at, k, ok := synRecovery(n, linear, d)
+	th := Theory{Outcome: OutcomeConnected, At: at,
+		AtBasis: "the first SYN sent after the link is back gets through"}
+	if d == 0 || !ok {
+		at, k = synTimeout(n, linear)
+		th = Theory{Outcome: "ETIMEDOUT", At: at,
+			AtBasis: fmt.Sprintf("tcp_syn_retries=%d: connect gives up when the SYN timer fires %s or more after the first SYN; FACTS: 6 → ≈ 127 s", n, synBoundary(n))}
+		if !kernel {
+			th.AtBasis = "gVisor's handshake resends the SYN 6 times (1, 2, 4 … 32 s apart) and fails at 127 s; --syn-retries does not apply to it"
+		}
+	}
+	th.Checks = append(th.Checks, countCheck("SYN retransmissions", "in", "retransmit", k, k, k,
+		fmt.Sprintf("one SYN each time the timer fires: %d at a constant 1 s, then doubling", linear+1)))
+	// Ratios from the second retransmission on; the linear ones are 1.
+	if k >= linear+2 {
+		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", linear, 2, 1.6, 2.5,
+			"after the linear timeouts the SYN RTO doubles: 1, 2, 4 s…"))
+	}
+	return th
+}
+
+// gvisorSynRetries is how many times gVisor resends a SYN before connect
+// fails, whatever TCPSynRetriesOption says.
+const gvisorSynRetries = 6
+
+// halfOpenScenario makes the peer forget the connection behind the
+// client's back.
+func halfOpenScenario() Scenario {
+	return Scenario{
+		Name:    "half-open",
+		Summary: "the peer forgets the connection during an outage: the next send meets an RST, ECONNRESET",
+		Params: []Param{
+			{Name: "outage", Kind: KindDuration, Default: "2s", Min: "100ms", Max: "1h",
+				Help: "how long the link is down; the peer forgets the connection at its start"},
+		},
+		Run:    runHalfOpen,
+		Expect: expectHalfOpen,
+	}
+}
+
+func runHalfOpen(ctx context.Context, env Env, p Params, r *Recorder) error {
+	d := p.Duration("outage")
+	c, err := env.Dial(ctx, portEcho, SockOpts{})
+	if err != nil {
+		return fmt.Errorf("connect to the peer's echo service: %w", err)
+	}
+	defer c.Close()
+	if _, err := env.AddFault(fmt.Sprintf("drop for=%s", d)); err != nil {
+		return err
+	}
+	r.Anchor("outage starts")
+	n, err := env.Peer().Forget()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return errors.New("the peer had no connection to forget")
+	}
+	if err := env.Sleep(ctx, d+settle); err != nil {
+		return err
+	}
+	if err := echo(ctx, env, c, r); err != nil {
+		return err
+	}
+	if !r.HasOutcome() {
+		return errors.New("the peer answered on a connection it had forgotten")
+	}
+	return nil
+}
+
+func expectHalfOpen(p Params, kernel bool) Theory {
+	d := p.Duration("outage")
+	return Theory{
+		Outcome: "ECONNRESET", At: d + settle,
+		AtBasis: "the first segment after the outage reaches a peer without the connection, which answers with an RST",
+		Checks: []Check{
+			reportCheck("peer's RST lost in the outage", "count", 1, 1, inf,
+				"the peer aborted the connection; its RST died in the outage, so the client never knew",
+				rstCounter("drop")),
+			reportCheck("RST answering the client", "count", 1, 1, inf,
+				"a segment for a connection the peer does not know is answered with an RST (RFC 793)",
+				rstCounter("pass")),
+		},
+	}
+}
+
+// rstCounter counts RSTs from the peer with the given verdict.
+func rstCounter(verdict string) func(r *Report) (float64, bool) {
+	return func(r *Report) (float64, bool) {
+		n := 0
+		for _, ev := range r.Timeline {
+			if p := ev.Packet; p != nil && p.Dir == "out" && p.Verdict == verdict && containsRune(p.Flags, 'R') {
+				n++
+			}
+		}
+		return float64(n), true
+	}
+}
+
+func containsRune(s string, c rune) bool {
+	for _, x := range s {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// peerRetransmitScenario loses the client's ACKs, so the peer (gVisor) is
+// the one retransmitting.
+func peerRetransmitScenario() Scenario {
+	return Scenario{
+		Name:    "peer-retransmit",
+		Streams: true,
+		Summary: "the client's ACKs are lost: gVisor's own RTO backoff, the peer gives up, the client's next send gets ECONNRESET",
+		Params: []Param{
+			{Name: "peer-timeout", Kind: KindDuration, Default: "4s", Min: "500ms", Max: "30m",
+				Help: "TCP_USER_TIMEOUT set on the peer's connection: gVisor gives up this long after its oldest unacknowledged segment"},
+			{Name: "warmup", Kind: KindSize, Default: "64KiB", Min: "1", Max: "64MiB",
+				Help: "bytes the client reads from the source service before its ACKs are dropped"},
+		},
+		Run:    runPeerRetransmit,
+		Expect: expectPeerRetransmit,
+	}
+}
+
+// peerPoll is how often the client checks, between reads, whether the peer
+// gave up.
+const peerPoll = 250 * time.Millisecond
+
+func runPeerRetransmit(ctx context.Context, env Env, p Params, r *Recorder) error {
+	pt := p.Duration("peer-timeout")
+	c, err := env.Dial(ctx, portSource, SockOpts{})
+	if err != nil {
+		return fmt.Errorf("connect to the peer's source service: %w", err)
+	}
+	defer c.Close()
+	buf := make([]byte, 64<<10)
+	for got := int64(0); got < p.Size("warmup"); {
+		n, err := c.Read(buf)
+		if err != nil {
+			return outcomeOf(ctx, r, "recv", err)
+		}
+		got += int64(n)
+	}
+	if n, err := env.Peer().SetUserTimeout(portSource, pt); err != nil {
+		return err
+	} else if n == 0 {
+		return errors.New("the peer has no connection on the source port")
+	}
+	id, err := env.AddFault("drop dir=in")
+	if err != nil {
+		return err
+	}
+	r.Anchor("the client's packets (its ACKs) are dropped from now on")
+	anchor := env.Now()
+	var after int64
+	lastData := anchor
+	limit := 2*pt + 30*time.Second
+	for len(env.Peer().Conns(portSource)) > 0 {
+		if env.Now()-anchor > limit {
+			return fmt.Errorf("the peer did not give up within %s", limit)
+		}
+		if err := c.SetDeadline(env.Now() + peerPoll); err != nil {
+			return err
+		}
+		n, err := c.Read(buf)
+		if n > 0 {
+			after += int64(n)
+			lastData = env.Now()
+		}
+		if err != nil && !isDeadline(err) {
+			return outcomeOf(ctx, r, "recv", err)
+		}
+	}
+	gaveUp := env.Now()
+	env.Note(EventPeer, "the peer has given up on the connection")
+	r.Measure("received after the drop", float64(after), "bytes")
+	r.Measure("data stopped after", (lastData - anchor).Seconds(), "s")
+	r.Measure("peer gave up after", (gaveUp - anchor).Seconds(), "s")
+	if err := env.RemoveFault(id); err != nil {
+		return err
+	}
+	// The peer answers the next segment with an RST; bound the wait in
+	// case it does not.
+	if err := c.SetDeadline(env.Now() + 30*time.Second); err != nil {
+		return err
+	}
+	if _, err := c.Write(ping); err != nil {
+		return outcomeOf(ctx, r, "send", err)
+	}
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return outcomeOf(ctx, r, "recv", err)
+		}
+	}
+}
+
+// gvisorPeerRTOs returns when the peer retransmits its oldest segment: its
+// RTO is at the 200 ms minimum on a fast link, doubling.
+func gvisorPeerRTOs(within time.Duration) []time.Duration {
+	var out []time.Duration
+	t, step := time.Duration(0), 200*time.Millisecond
+	for {
+		t += step
+		if t >= within {
+			return out
+		}
+		out = append(out, t)
+		step = min(2*step, gvisorRTOMax)
+	}
+}
+
+func expectPeerRetransmit(p Params, kernel bool) Theory {
+	pt := p.Duration("peer-timeout")
+	want := len(gvisorPeerRTOs(pt))
+	th := Theory{Outcome: "ECONNRESET", Checks: []Check{
+		timeCheck("peer gave up after", pt,
+			"gVisor gives up when TCP_USER_TIMEOUT has passed since its oldest unacknowledged segment was sent (retransmitTimerExpired)"),
+		countCheck("peer retransmissions", "out", "retransmit", want, 2, want+4,
+			"one retransmission per RTO (200 ms minimum, doubling), plus a tail-loss probe"),
+	}}
+	if want >= 3 {
+		th.Checks = append(th.Checks, backoffCheck("peer backoff ratio", "out", "retransmit", 0, 2, 1.6, 2.5,
+			"gVisor doubles its RTO at each timeout (snd.go)"))
+	}
+	return th
+}

@@ -1,0 +1,298 @@
+package scenarios
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+)
+
+// timeoutScenario is the seed's first experiment: a request sent into a
+// link that just died.
+func timeoutScenario() Scenario {
+	return Scenario{
+		Name:    "timeout",
+		Summary: "request sent into a dead link: backoff until recv() fails with ETIMEDOUT",
+		Params: []Param{
+			{Name: "retries2", Kind: KindInt, Default: "3", Min: "1", Max: "15",
+				Help: "net.ipv4.tcp_retries2 in the private namespace: how long the kernel retransmits before ETIMEDOUT (Linux default 15 ≈ 15 min; 3 ≈ 6.7 s)"},
+			{Name: "user-timeout", Kind: KindDuration, Default: "0s", Max: "1h",
+				Help: "TCP_USER_TIMEOUT on the client socket (0 = off); when set it decides instead of retries2 (ETIMEDOUT ≈ U + 0.41 s)"},
+		},
+		Run:    runTimeout,
+		Expect: expectTimeout,
+	}
+}
+
+func runTimeout(ctx context.Context, env Env, p Params, r *Recorder) error {
+	if err := env.SetSysctl("net.ipv4.tcp_retries2", strconv.Itoa(p.Int("retries2"))); err != nil {
+		return err
+	}
+	c, err := env.Dial(ctx, portHTTP, SockOpts{UserTimeout: p.Duration("user-timeout")})
+	if err != nil {
+		return fmt.Errorf("connect to the peer's http service: %w", err)
+	}
+	defer c.Close()
+	if _, err := env.AddFault("drop"); err != nil {
+		return err
+	}
+	r.Anchor("request sent into the dead link")
+	if _, err := c.Write(request404); err != nil {
+		return outcomeOf(ctx, r, "send", err)
+	}
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil {
+		return outcomeOf(ctx, r, "recv", err)
+	}
+	return fmt.Errorf("recv returned %d bytes although every packet is dropped", n)
+}
+
+func expectTimeout(p Params, kernel bool) Theory {
+	n2, u := p.Int("retries2"), p.Duration("user-timeout")
+	var at time.Duration
+	var n int
+	var basis string
+	switch {
+	case kernel && u > 0:
+		at, n = kernelDataTimeout(n2, u)
+		basis = fmt.Sprintf("TCP_USER_TIMEOUT %s counts from the first RTO retransmission (+0.41 s); FACTS: 1 s → 1.42 s", u)
+	case kernel:
+		at, n = kernelDataTimeout(n2, u)
+		basis = fmt.Sprintf("tcp_retries2=%d: the kernel gives up at the first RTO more than %s (from a 200 ms base) after the first RTO retransmission; FACTS: 3 → 6.7 s", n2, retries2Boundary(n2))
+	case u > 0:
+		at, n = gvisorDataTimeout(n2, u)
+		basis = fmt.Sprintf("gVisor gives up %s after the segment's first transmission (TCPUserTimeoutOption)", u)
+	default:
+		at, n = gvisorDataTimeout(n2, u)
+		basis = fmt.Sprintf("gVisor gives up when the RTO after %d retransmissions fires (TCPMaxRetriesOption), RTO 1 s doubling", n2)
+	}
+	th := Theory{Outcome: "ETIMEDOUT", At: at, AtBasis: basis}
+	th.Checks = append(th.Checks, countCheck("retransmissions", "in", "retransmit", n, max(n-1, 1), n+1,
+		"the tail-loss probe, then one retransmission per RTO until the timeout"))
+	if n >= 3 {
+		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", 1, 2, 1.6, 2.5,
+			"each RTO doubles the previous one (RFC 6298 5.5); the first interval follows the tail-loss probe"))
+	}
+	return th
+}
+
+// briefOutageScenario is the seed's last experiment: the link comes back
+// while the request is being retransmitted.
+func briefOutageScenario() Scenario {
+	return Scenario{
+		Name:    "brief-outage",
+		Summary: "link down for a while during a request: the reply comes with the first retransmission after it returns",
+		Params: []Param{
+			{Name: "outage", Kind: KindDuration, Default: "3s", Min: "100ms", Max: "10m",
+				Help: "how long the link is down, from just before the request is sent"},
+		},
+		Run:    runBriefOutage,
+		Expect: expectBriefOutage,
+	}
+}
+
+func runBriefOutage(ctx context.Context, env Env, p Params, r *Recorder) error {
+	d := p.Duration("outage")
+	c, err := env.Dial(ctx, portHTTP, SockOpts{})
+	if err != nil {
+		return fmt.Errorf("connect to the peer's http service: %w", err)
+	}
+	defer c.Close()
+	if _, err := env.AddFault(fmt.Sprintf("drop for=%s", d)); err != nil {
+		return err
+	}
+	r.Anchor("request sent; the outage starts")
+	sent := env.Now()
+	if _, err := c.Write(request404); err != nil {
+		return outcomeOf(ctx, r, "send", err)
+	}
+	resp, first, err := readAll(env, c)
+	if err != nil {
+		return outcomeOf(ctx, r, "recv", err)
+	}
+	if first < 0 || !bytes.HasPrefix(resp, []byte("HTTP/1.0 404 ")) {
+		return fmt.Errorf("unexpected response from the peer: %.40q", resp)
+	}
+	recovery := first - sent
+	r.Measure("outage", d.Seconds(), "s")
+	r.Measure("recovery", recovery.Seconds(), "s")
+	r.Measure("recovery lag", (recovery - d).Seconds(), "s")
+	r.OutcomeAt(first, OutcomeRecovered, "the reply arrived %s after the request, %s after the link came back",
+		seconds(recovery), seconds(recovery-d))
+	return nil
+}
+
+func expectBriefOutage(p Params, kernel bool) Theory {
+	d := p.Duration("outage")
+	at, n := kernelRecovery(d)
+	times := kernelRetransmitTimes(n)
+	basis := "the first retransmission after the link is back gets through; FACTS: 1.5 s → 1.66 s, 3 s → 3.28 s"
+	if !kernel {
+		at, n = gvisorRecovery(d)
+		times = gvisorRetransmitTimes(n)
+		basis = "gVisor's first retransmission after the link is back gets through (RTO 1 s doubling)"
+	}
+	rto := times[0]
+	if n >= 2 {
+		rto = times[n-1] - times[n-2]
+	}
+	th := Theory{Outcome: OutcomeRecovered, At: at, AtBasis: basis}
+	th.Checks = append(th.Checks,
+		countCheck("retransmissions", "in", "retransmit", n, max(n-1, 1), n+1,
+			"retransmissions during the outage, plus the one that gets through"),
+		reportCheck("recovered by a retransmission after the outage", "", 1, 1, 1,
+			"the first client retransmission that passes comes after the outage", recoveredAfterOutage),
+		Check{Name: "recovery lag", Unit: "s", Want: (at - d).Seconds(), Min: 0,
+			Max: (rto + rto/5 + 300*time.Millisecond).Seconds(), Timing: true,
+			Basis: fmt.Sprintf("recovery can lag the outage by up to one RTO (%s here)", fmtDur(rto)),
+			measure: func(r *Report) (float64, bool) {
+				m, ok := r.Measurement("recovery lag")
+				return m.Value, ok
+			}},
+	)
+	if n >= 3 {
+		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", 1, 2, 1.6, 2.5,
+			"each RTO doubles the previous one during the outage"))
+	}
+	return th
+}
+
+// firstOutage returns the first drop rule's window.
+func firstOutage(r *Report) (FaultWindow, bool) {
+	for _, w := range r.Faults {
+		if w.Outage {
+			return w, true
+		}
+	}
+	return FaultWindow{}, false
+}
+
+// recoveredAfterOutage is 1 when the first client retransmission that
+// passed the fault layer came after the first outage ended.
+func recoveredAfterOutage(r *Report) (float64, bool) {
+	w, ok := firstOutage(r)
+	if !ok {
+		return 0, false
+	}
+	for _, x := range r.Retransmissions {
+		if x.Dir == "in" && x.Kind == "retransmit" && x.Verdict == "pass" {
+			return boolValue(x.T >= w.End), true
+		}
+	}
+	return 0, true
+}
+
+// sendbufFullScenario is the seed's second experiment: a writer that keeps
+// writing while the link is down.
+func sendbufFullScenario() Scenario {
+	return Scenario{
+		Name:    "sendbuf-full",
+		Summary: "writer during an outage: the send buffer fills, send blocks, returns a short count, then ETIMEDOUT, then EPIPE",
+		Kernel:  true,
+		Params: []Param{
+			{Name: "user-timeout", Kind: KindDuration, Default: "3s", Min: "100ms", Max: "10m",
+				Help: "TCP_USER_TIMEOUT on the writer: how long unacknowledged data may wait, so how long the blocked send lasts"},
+			{Name: "chunk", Kind: KindSize, Default: "16KiB", Min: "1", Max: "1MiB",
+				Help: "bytes per send"},
+			{Name: "limit", Kind: KindSize, Default: "64MiB", Min: "1MiB", Max: "1GiB",
+				Help: "stop with an error if the send buffer takes more than this"},
+		},
+		Run:    runSendbufFull,
+		Expect: expectSendbufFull,
+	}
+}
+
+// blockedAfter is how long a send must take to count as blocked.
+const blockedAfter = 250 * time.Millisecond
+
+func runSendbufFull(ctx context.Context, env Env, p Params, r *Recorder) error {
+	chunk := bytes.Repeat([]byte("*"), int(p.Size("chunk")))
+	c, err := env.Dial(ctx, portSink, SockOpts{UserTimeout: p.Duration("user-timeout")})
+	if err != nil {
+		return fmt.Errorf("connect to the peer's sink service: %w", err)
+	}
+	defer c.Close()
+	if _, err := env.AddFault("drop"); err != nil {
+		return err
+	}
+	r.Anchor("outage starts; the client keeps writing")
+	var accepted, total int64
+	blocked := false
+	var firstEPIPE time.Duration = -1
+	for epipes := 0; epipes < 2; {
+		if total > p.Size("limit") {
+			return fmt.Errorf("wrote %s into a dead link without send blocking (raise --limit?)", formatBytes(float64(total)))
+		}
+		start := env.Now()
+		n, err := c.Write(chunk)
+		took := env.Now() - start
+		total += int64(n)
+		if !blocked {
+			if err == nil && n == len(chunk) && took < blockedAfter {
+				accepted += int64(n)
+				continue
+			}
+			blocked = true
+			r.Measure("accepted at once", float64(accepted), "bytes")
+			r.Measure("blocked send", took.Seconds(), "s")
+			r.Measure("short count", float64(n), "bytes")
+		}
+		if err == nil {
+			continue
+		}
+		name := ErrnoName(err)
+		if ctx.Err() != nil || name == "" || isDeadline(err) {
+			return outcomeOf(ctx, r, "send", err)
+		}
+		if name == "EPIPE" {
+			if firstEPIPE < 0 {
+				firstEPIPE = env.Now()
+			}
+			epipes++
+		}
+	}
+	buf := make([]byte, 512)
+	_, err = c.Read(buf)
+	r.Measure("recv end of file", boolValue(errors.Is(err, io.EOF)), "")
+	r.OutcomeAt(firstEPIPE, "EPIPE", "send got EPIPE %s after the outage started, and every send after it",
+		seconds(firstEPIPE-r.anchorTime()))
+	return nil
+}
+
+func expectSendbufFull(p Params, kernel bool) Theory {
+	u := p.Duration("user-timeout")
+	at := u + kernelTLP
+	return Theory{
+		Outcome: "EPIPE", At: at,
+		AtBasis: fmt.Sprintf("the blocked send ends when TCP_USER_TIMEOUT (%s) expires; FACTS: 3 s → blocks ≈ 3.2 s", u),
+		Checks: []Check{
+			measured("accepted at once", "bytes", 390e3, 16<<10, 16<<20, false,
+				"FACTS: ~390 KB are accepted at once (send buffer autotuning); a connection dropped right after the handshake starts from the initial congestion window's buffer, which can be much smaller"),
+			timeCheck("blocked send", at, "the send that finds the buffer full blocks until the user timeout kills the connection"),
+			reportCheck("ETIMEDOUT, then EPIPE", "", 1, 1, 1,
+				"FACTS: the send after the blocked one fails with ETIMEDOUT, every later send gets EPIPE", timedOutThenEPIPE),
+			measured("recv end of file", "", 1, 1, 1, false, "FACTS: after the connection died, recv returns end-of-file"),
+		},
+	}
+}
+
+// timedOutThenEPIPE is 1 when the application got ETIMEDOUT and later
+// EPIPE.
+func timedOutThenEPIPE(r *Report) (float64, bool) {
+	seen := false
+	for _, e := range r.AppErrors {
+		switch e.Errno {
+		case "ETIMEDOUT":
+			seen = true
+		case "EPIPE":
+			if seen {
+				return 1, true
+			}
+		}
+	}
+	return 0, true
+}
