@@ -139,7 +139,15 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 		ctl.Add(sp)
 	}
 	p.Fault = fault.NewEndpoint(p.link, ctl, opts.Observer)
-	if err := s.CreateNIC(nicID, p.Fault); err != nil {
+	var nicEP gstack.LinkEndpoint = p.Fault
+	if p.link.offload != nil {
+		// Segments the link cut from one super-packet are judged by the
+		// fault layer one by one, then merged again for TCP.
+		p.link.gro = newGROEndpoint(p.Fault)
+		p.link.checksums = opts.Observer != nil
+		nicEP = p.link.gro
+	}
+	if err := s.CreateNIC(nicID, nicEP); err != nil {
 		return nil, fmt.Errorf("create NIC: %s", err)
 	}
 	addrs := []netip.Addr{opts.Addr4}
@@ -154,6 +162,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 		opts.Services.Addrs = append(opts.Services.Addrs, tcpip.AddrFromSlice(a.AsSlice()))
 	}
 	p.link.start()
+	opts.Services.Faults = ctl // personas install their rules here
 	p.Services, err = services.Start(ctx, s, nicID, opts.Services)
 	if err != nil {
 		return nil, err

@@ -142,7 +142,7 @@ func notWritable(path string, err error) error {
 	if errors.As(err, &pe) {
 		err = pe.Err // the path is named once, below
 	}
-	return fmt.Errorf("capture file %q is not writable: %w (choose another --capture path)", path, err)
+	return fmt.Errorf("capture file %q is not writable: %w (choose another --pcap path)", path, err)
 }
 
 // writeHeaders buffers the Section Header Block and the Interface Description

@@ -165,7 +165,7 @@ func TestClassifyOther(t *testing.T) {
 			}
 		})
 	}
-	if n := tr.flows.len(); n != 0 {
+	if n := tr.flows.Len(); n != 0 {
 		t.Errorf("tracker holds %d flows after non-TCP packets, want 0", n)
 	}
 }
@@ -202,7 +202,7 @@ func TestTrackerBounded(t *testing.T) {
 			tr.Classify(p)
 			active = p
 		}
-		if n := tr.flows.len(); n > limit {
+		if n := tr.flows.Len(); n > limit {
 			t.Fatalf("tracker holds %d flows, limit %d", n, limit)
 		}
 	}

@@ -7,7 +7,13 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/unplug-dev/unplug/stack/fault/flow"
 )
+
+// MaxRuleFlows bounds the connections one rule keeps state for (until=,
+// rst-at-seq=): beyond it, the least recently active are forgotten.
+const MaxRuleFlows = 4096
 
 // Rule is an installed fault rule with its counters. Counters are updated on
 // the packet path with atomics; read them through Status.
@@ -16,12 +22,53 @@ type Rule struct {
 	Spec Spec
 
 	start, end tcpip.MonotonicTime // active window; end zero = open-ended
-	dropNote   string              // precomputed capture comments
-	delayNote  string
+	startStamp int64               // start as a flow tracker timestamp
+	stateful   bool                // selects by connection state (Spec.needsFlow)
+	tcpOnly    bool
+	pureMatch  bool          // Spec.Match needs no connection state
+	notes      [noteN]string // precomputed capture comments
 
 	matched, dropped, delayed atomic.Uint64
+	rejected, reset           atomic.Uint64
+	duplicated, reordered     atomic.Uint64
+	corrupted, tailDropped    atomic.Uint64
+	healed                    atomic.Uint64
 	acted                     atomic.Int64 // packets acted on, for Count
+	selected                  atomic.Int64 // packets selected, for Nth and Every
+
+	// mu guards the per-connection and per-direction state below, used by
+	// stateful, rate and burst-loss rules only.
+	mu        sync.Mutex
+	flows     flow.Table[flow.Key, ruleFlow]
+	conns     int // connections opened in scope since the rule started (conn=)
+	target    flow.Key
+	hasTarget bool
+	nextFree  [2]tcpip.MonotonicTime // rate: when each direction's queue drains
+	bad       [2]bool                // burst loss: each direction's chain is in the Bad state
 }
+
+// ruleFlow is what a rule remembers of one connection.
+type ruleFlow struct {
+	started bool    // the rule matched a segment of it
+	base    uint32  // its retransmissions (in the rule's directions) before that
+	healed  bool    // until=rto reached: the rule leaves it alone
+	fired   [2]bool // rst-at-seq sent, per direction
+}
+
+// Capture comments a rule precomputes, one per kind of decision.
+const (
+	noteDrop = iota
+	noteDelay
+	noteReject
+	noteReset
+	noteDuplicate
+	noteCorrupt
+	noteReorder
+	noteTailDrop
+	noteInjectRST
+	noteInjectCopy
+	noteN
+)
 
 // RuleStatus is a snapshot of a rule for `unplug fault list` and reports.
 type RuleStatus struct {
@@ -29,8 +76,19 @@ type RuleStatus struct {
 	Spec    string `json:"spec"`
 	State   string `json:"state"` // pending, active or expired
 	Matched uint64 `json:"matched"`
+	// Dropped counts packets that did not reach their receiver because of
+	// the rule: dropped, lost, rejected, replaced by a RST, corrupted or
+	// tail-dropped. Delayed counts packets it held back.
 	Dropped uint64 `json:"dropped"`
 	Delayed uint64 `json:"delayed"`
+	// Action-specific counts, omitted when zero.
+	Rejected    uint64 `json:"rejected,omitempty"`     // reject: segments answered with a RST
+	Reset       uint64 `json:"reset,omitempty"`        // rst-at-seq: segments replaced by a RST
+	Duplicated  uint64 `json:"duplicated,omitempty"`   // duplicate: copies sent
+	Reordered   uint64 `json:"reordered,omitempty"`    // reorder: packets held back
+	Corrupted   uint64 `json:"corrupted,omitempty"`    // corrupt: packets sent with a bad checksum
+	TailDropped uint64 `json:"tail_dropped,omitempty"` // rate: packets the full queue refused
+	Healed      uint64 `json:"healed,omitempty"`       // until=rto: connections the rule let go
 	// StartsIn and EndsIn are relative to the snapshot (negative = past);
 	// EndsIn is omitted for open-ended rules.
 	StartsIn time.Duration  `json:"starts_in_ns"`
@@ -38,20 +96,28 @@ type RuleStatus struct {
 }
 
 // Controller holds the fault rules and decides each packet's fate. Decide is
-// lock-free and allocation-free so it can sit on the packet path; Add, Remove
-// and Clear copy the rule list.
+// lock-free and allocation-free for packets no rule selects, so it can sit on
+// the packet path; Add, Remove and Clear copy the rule list. Rules that
+// select by connection state make the controller follow the connections in
+// their scope (their port= and flow=) with a bounded flow.Tracker, under a
+// lock, only while such a rule is installed.
 type Controller struct {
-	clock tcpip.Clock
-	rules atomic.Pointer[[]*Rule]
-	rng   atomic.Uint64 // splitmix64 state: deterministic for a given seed
+	clock    tcpip.Clock
+	rules    atomic.Pointer[[]*Rule]
+	rng      atomic.Uint64 // splitmix64 state: deterministic for a given seed
+	stateful atomic.Int32  // installed rules with Rule.stateful
+
+	flowMu  sync.Mutex
+	tracker *flow.Tracker // nil while no stateful rule is installed
 
 	mu     sync.Mutex // serializes writers
 	nextID int
 }
 
 // NewController returns a controller with no rules, timing rules on clock and
-// drawing loss and jitter from a generator seeded with seed, so a run with the
-// same seed and packet order makes the same decisions.
+// drawing every random choice (loss, jitter, duplicate, reorder, corrupt,
+// burst loss) from a generator seeded with seed, so a run with the same seed
+// and packet order makes the same decisions.
 func NewController(clock tcpip.Clock, seed uint64) *Controller {
 	c := &Controller{clock: clock, nextID: 1}
 	c.rng.Store(seed)
@@ -62,6 +128,9 @@ func NewController(clock tcpip.Clock, seed uint64) *Controller {
 // Clock returns the clock rules are scheduled on.
 func (c *Controller) Clock() tcpip.Clock { return c.clock }
 
+// stamp converts a monotonic time to a flow tracker timestamp, never 0.
+func stamp(t tcpip.MonotonicTime) int64 { return int64(t.Sub(tcpip.MonotonicTime{})) + 1 }
+
 // Add installs a rule; its after= and for= count from now. It returns the
 // rule's id.
 func (c *Controller) Add(sp Spec) int {
@@ -70,15 +139,75 @@ func (c *Controller) Add(sp Spec) int {
 	r := &Rule{ID: c.nextID, Spec: sp}
 	c.nextID++
 	r.start = c.clock.NowMonotonic().Add(sp.After)
+	r.startStamp = stamp(r.start)
 	if sp.For > 0 {
 		r.end = r.start.Add(sp.For)
 	}
-	r.dropNote = fmt.Sprintf("dropped by rule %d: %s", r.ID, sp)
-	r.delayNote = fmt.Sprintf("delayed by rule %d: %s", r.ID, sp)
+	r.stateful = sp.needsFlow()
+	r.tcpOnly = sp.tcpOnly()
+	r.pureMatch = sp.Match&matchStateful == 0
+	r.initNotes()
+	if r.stateful || sp.Action == ActRate || sp.Action == ActBurstLoss {
+		r.flows = flow.NewTable[flow.Key, ruleFlow](MaxRuleFlows)
+	}
+	if r.stateful {
+		c.flowMu.Lock()
+		if c.tracker == nil {
+			c.tracker = flow.NewTracker(flow.DefaultMaxConns)
+		}
+		c.flowMu.Unlock()
+		c.stateful.Add(1)
+	}
 	old := *c.rules.Load()
 	rules := append(old[:len(old):len(old)], r)
 	c.rules.Store(&rules)
 	return r.ID
+}
+
+func (r *Rule) initNotes() {
+	n := func(format string) string { return fmt.Sprintf(format, r.ID, r.Spec) }
+	r.notes = [noteN]string{
+		noteDrop:       n("dropped by rule %d: %s"),
+		noteDelay:      n("delayed by rule %d: %s"),
+		noteReject:     n("rejected by rule %d (answered with a RST): %s"),
+		noteReset:      n("replaced by a RST by rule %d: %s"),
+		noteDuplicate:  n("duplicated by rule %d: %s"),
+		noteCorrupt:    n("corrupted by rule %d (bad checksum: the receiver drops it): %s"),
+		noteReorder:    n("held back by rule %d: %s"),
+		noteTailDrop:   n("tail-dropped by rule %d (rate queue full): %s"),
+		noteInjectRST:  n("RST sent by rule %d: %s"),
+		noteInjectCopy: n("copy sent by rule %d: %s"),
+	}
+}
+
+// note returns the comment for a decision this rule took.
+func (r *Rule) note(d Decision) string {
+	switch {
+	case d.Verdict == Injected && d.Action == ActDuplicate:
+		return r.notes[noteInjectCopy]
+	case d.Verdict == Injected:
+		return r.notes[noteInjectRST]
+	}
+	switch d.Action {
+	case ActReject:
+		return r.notes[noteReject]
+	case ActRSTAtSeq:
+		return r.notes[noteReset]
+	case ActDuplicate:
+		return r.notes[noteDuplicate]
+	case ActCorrupt:
+		return r.notes[noteCorrupt]
+	case ActReorder:
+		return r.notes[noteReorder]
+	case ActRate:
+		if d.Verdict == Dropped {
+			return r.notes[noteTailDrop]
+		}
+	}
+	if d.Verdict == Dropped {
+		return r.notes[noteDrop]
+	}
+	return r.notes[noteDelay]
 }
 
 // AddString parses spec and installs it.
@@ -104,7 +233,7 @@ func (c *Controller) Remove(id int) error {
 	if len(rules) == len(old) {
 		return fmt.Errorf("no fault rule with id %d (see `unplug fault list`)", id)
 	}
-	c.rules.Store(&rules)
+	c.install(rules)
 	return nil
 }
 
@@ -113,8 +242,37 @@ func (c *Controller) Clear() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := len(*c.rules.Load())
-	c.rules.Store(&[]*Rule{})
+	c.install([]*Rule{})
 	return n
+}
+
+// install replaces the rule list; with no stateful rule left, the flow
+// tracker and its memory go.
+func (c *Controller) install(rules []*Rule) {
+	var n int32
+	for _, r := range rules {
+		if r.stateful {
+			n++
+		}
+	}
+	c.stateful.Store(n)
+	c.rules.Store(&rules)
+	if n == 0 {
+		c.flowMu.Lock()
+		c.tracker = nil
+		c.flowMu.Unlock()
+	}
+}
+
+// TrackedConns returns how many connections the controller follows for its
+// stateful rules (0 when none is installed).
+func (c *Controller) TrackedConns() int {
+	c.flowMu.Lock()
+	defer c.flowMu.Unlock()
+	if c.tracker == nil {
+		return 0
+	}
+	return c.tracker.Len()
 }
 
 // Status returns a snapshot of every rule in installation order.
@@ -125,10 +283,17 @@ func (c *Controller) Status() []RuleStatus {
 	for _, r := range rules {
 		st := RuleStatus{
 			ID: r.ID, Spec: r.Spec.String(), State: r.state(now),
-			Matched:  r.matched.Load(),
-			Dropped:  r.dropped.Load(),
-			Delayed:  r.delayed.Load(),
-			StartsIn: r.start.Sub(now),
+			Matched:     r.matched.Load(),
+			Dropped:     r.dropped.Load(),
+			Delayed:     r.delayed.Load(),
+			Rejected:    r.rejected.Load(),
+			Reset:       r.reset.Load(),
+			Duplicated:  r.duplicated.Load(),
+			Reordered:   r.reordered.Load(),
+			Corrupted:   r.corrupted.Load(),
+			TailDropped: r.tailDropped.Load(),
+			Healed:      r.healed.Load(),
+			StartsIn:    r.start.Sub(now),
 		}
 		if r.end != (tcpip.MonotonicTime{}) {
 			d := r.end.Sub(now)
@@ -153,19 +318,163 @@ func (r *Rule) expired(now tcpip.MonotonicTime) bool {
 	if r.end != (tcpip.MonotonicTime{}) && !now.Before(r.end) {
 		return true
 	}
+	if r.Spec.Nth > 0 && r.selected.Load() >= int64(r.Spec.Nth) {
+		return true
+	}
 	return r.Spec.Count > 0 && r.acted.Load() >= int64(r.Spec.Count)
 }
 
-// matches reports whether the rule's selectors accept p.
+// inScope reports whether p belongs to a connection a stateful rule follows:
+// a TCP segment on its port and flow, whatever its direction and flags.
+func (r *Rule) inScope(p *Packet) bool {
+	sp := &r.Spec
+	if p.Proto != ProtoTCP || p.Version == 0 {
+		return false
+	}
+	if sp.Port != 0 && p.Port() != sp.Port {
+		return false
+	}
+	return !sp.Flow.IsValid() || hasEnd(p, sp)
+}
+
+// hasEnd reports whether either end of p is sp.Flow.
+func hasEnd(p *Packet, sp *Spec) bool {
+	return (p.SrcPort == sp.Flow.Port() && p.Src == sp.Flow.Addr()) ||
+		(p.DstPort == sp.Flow.Port() && p.Dst == sp.Flow.Addr())
+}
+
+// matches reports whether the rule's stateless selectors accept p.
 func (r *Rule) matches(p *Packet) bool {
 	sp := &r.Spec
 	if sp.Dir&p.Dir == 0 {
 		return false
 	}
+	if r.tcpOnly && (p.Proto != ProtoTCP || p.Version == 0) {
+		return false
+	}
 	if sp.Port != 0 && (p.Version == 0 || p.Port() != sp.Port) {
 		return false
 	}
-	return sp.Flags == 0 || Classes(p)&sp.Flags != 0
+	if sp.Flow.IsValid() && (p.Version == 0 || !hasEnd(p, sp)) {
+		return false
+	}
+	if sp.Flags != 0 && Classes(p)&sp.Flags == 0 {
+		return false
+	}
+	return sp.Match == 0 || !r.pureMatch || Meaning(p)&sp.Match != 0
+}
+
+// inDirs reports whether d is among the rule's directions.
+func (r *Rule) inDirs(d Direction) bool { return r.Spec.Dir&d != 0 }
+
+// sumDirs adds up per-direction counts (indexed Dir-1) over the rule's
+// directions.
+func sumDirs[T uint32 | uint64](r *Rule, v [2]T) T {
+	var n T
+	if r.inDirs(In) {
+		n += v[0]
+	}
+	if r.inDirs(Out) {
+		n += v[1]
+	}
+	return n
+}
+
+// countConn counts a connection opened in the rule's scope, for conn=N.
+func (r *Rule) countConn(k flow.Key) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.conns++
+	if r.conns == r.Spec.Conn {
+		r.target, r.hasTarget = k, true
+	}
+}
+
+// matchesFlow reports whether the rule's stateful selectors accept p, whose
+// connection the tracker described in fi.
+func (r *Rule) matchesFlow(p *Packet, fi *flow.Info) bool {
+	sp := &r.Spec
+	if sp.Match != 0 && !r.pureMatch && (Meaning(p)|flowMeaning(fi))&sp.Match == 0 {
+		return false
+	}
+	if sp.Conn > 0 {
+		r.mu.Lock()
+		ok := r.hasTarget && r.target == fi.Key
+		r.mu.Unlock()
+		if !ok {
+			return false
+		}
+	}
+	if sp.Flows != 0 {
+		existing := fi.Born == 0 || fi.Born < r.startStamp
+		if existing != (sp.Flows == FlowsExisting) {
+			return false
+		}
+	}
+	if sp.AfterBytes > 0 && !beyond(p, fi, uint64(sp.AfterBytes)) {
+		return false
+	}
+	if sp.AfterEstablished && !fi.Established {
+		return false
+	}
+	if sp.AfterFlowBytes > 0 {
+		before := sumDirs(r, fi.Bytes)
+		if r.inDirs(p.Dir) {
+			before -= uint64(fi.NewBytes)
+		}
+		if before < uint64(sp.AfterFlowBytes) {
+			return false
+		}
+	}
+	if sp.UntilRTO > 0 {
+		rtx := sumDirs(r, fi.Retrans)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		rf, _ := r.flows.Get(fi.Key)
+		if !rf.started {
+			rf.started, rf.base = true, rtx
+			if fi.Kind == flow.KindRetransmit && r.inDirs(p.Dir) {
+				rf.base-- // this retransmission counts
+			}
+		}
+		if !rf.healed && rtx-rf.base >= uint32(sp.UntilRTO) {
+			rf.healed = true
+			r.healed.Add(1)
+		}
+		r.flows.Put(fi.Key, rf)
+		if rf.healed {
+			return false
+		}
+	}
+	return true
+}
+
+// beyond reports whether segment p carries stream bytes past the first n
+// (or, without payload, was sent after them).
+func beyond(p *Packet, fi *flow.Info, n uint64) bool {
+	rel := uint64(fi.RelSeq)
+	if p.PayloadLen > 0 {
+		return rel+uint64(p.PayloadLen)-1 > n
+	}
+	return rel > n
+}
+
+// reaches reports whether segment p carries relative sequence number n or
+// later: the segment a rst-at-seq=n rule replaces.
+func reaches(p *Packet, fi *flow.Info, n uint32) bool {
+	rel := uint64(fi.RelSeq)
+	if p.PayloadLen > 0 && rel+uint64(p.PayloadLen)-1 >= uint64(n) {
+		return true
+	}
+	return p.Flags&FlagFIN != 0 && rel >= uint64(n)
+}
+
+// dirIndex maps In to 0 and Out to 1.
+func dirIndex(d Direction) int {
+	if d == Out {
+		return 1
+	}
+	return 0
 }
 
 // Decide returns the fate of packet p: the first active rule whose selectors
@@ -177,37 +486,128 @@ func (c *Controller) Decide(p *Packet) Decision {
 		return Decision{}
 	}
 	now := c.clock.NowMonotonic()
+	// Stateful rules need the tracker to see every segment of the
+	// connections in their scope, whichever rule decides it.
+	var fi *flow.Info
+	var info flow.Info
+	if c.stateful.Load() > 0 && p.Proto == ProtoTCP && p.Version != 0 {
+		for _, r := range rules {
+			if r.stateful && !r.expired(now) && r.inScope(p) {
+				info, fi = c.track(p, now), &info
+				break
+			}
+		}
+	}
 	for _, r := range rules {
-		if now.Before(r.start) || r.expired(now) || !r.matches(p) {
+		if now.Before(r.start) || r.expired(now) {
+			continue
+		}
+		if r.stateful {
+			if fi == nil || !r.inScope(p) {
+				continue
+			}
+			if r.Spec.Conn > 0 && fi.Opened {
+				r.countConn(fi.Key)
+			}
+		}
+		if !r.matches(p) || (r.stateful && !r.matchesFlow(p, fi)) {
 			continue
 		}
 		r.matched.Add(1)
 		sp := &r.Spec
-		switch sp.Action {
-		case ActLoss:
-			if c.random() >= sp.Loss {
+		if sp.Nth > 0 || sp.Every > 0 {
+			n := r.selected.Add(1)
+			if (sp.Nth > 0 && n != int64(sp.Nth)) || (sp.Every > 0 && n%int64(sp.Every) != 0) {
 				continue
 			}
-			fallthrough
-		case ActDrop:
-			if !r.take() {
-				continue
-			}
-			r.dropped.Add(1)
-			return Decision{Verdict: Dropped, Rule: r.ID}
-		case ActDelay:
-			if !r.take() {
-				continue
-			}
-			d := sp.Delay
-			if sp.Jitter > 0 {
-				d += time.Duration(c.random() * float64(sp.Jitter))
-			}
-			r.delayed.Add(1)
-			return Decision{Verdict: Delayed, Rule: r.ID, Delay: d}
+		}
+		d, ok := c.act(r, p, fi, now)
+		if ok {
+			return d
 		}
 	}
 	return Decision{}
+}
+
+// act applies r's action to p; false when the action does not fire (a
+// probability not met, Count used up, a reset already sent).
+func (c *Controller) act(r *Rule, p *Packet, fi *flow.Info, now tcpip.MonotonicTime) (Decision, bool) {
+	sp := &r.Spec
+	d := Decision{Rule: r.ID, Action: sp.Action}
+	switch sp.Action {
+	case ActLoss:
+		if c.random() >= sp.Loss {
+			return d, false
+		}
+		d.Verdict = Dropped
+	case ActBurstLoss:
+		if !r.burstLost(c, p.Dir) {
+			return d, false
+		}
+		d.Verdict = Dropped
+	case ActDrop:
+		d.Verdict = Dropped
+	case ActReject:
+		d.Verdict = Dropped
+	case ActRSTAtSeq:
+		if fi == nil || !reaches(p, fi, sp.Seq) || !r.fire(fi.Key, p.Dir) {
+			return d, false
+		}
+		d.Verdict = Dropped
+	case ActDelay:
+		d.Verdict, d.Delay = Delayed, sp.Delay
+		if sp.Jitter > 0 {
+			d.Delay += time.Duration(c.random() * float64(sp.Jitter))
+		}
+	case ActDuplicate, ActCorrupt, ActReorder:
+		if c.random() >= sp.Prob {
+			return d, false
+		}
+		switch sp.Action {
+		case ActDuplicate:
+			d.Verdict = Pass
+		case ActCorrupt:
+			d.Verdict, d.Arg = Dropped, int(c.next()>>33)
+		default:
+			d.Verdict, d.Arg = Delayed, max(sp.Gap, 1)
+		}
+	case ActRate:
+		delay, ok := r.pace(p, now)
+		if !ok {
+			if !r.take() {
+				return d, false
+			}
+			r.tailDropped.Add(1)
+			r.dropped.Add(1)
+			d.Verdict = Dropped
+			return d, true
+		}
+		d.Verdict, d.Delay = Delayed, delay
+	default:
+		return d, false
+	}
+	if !r.take() {
+		return d, false
+	}
+	switch d.Verdict {
+	case Dropped:
+		r.dropped.Add(1)
+	case Delayed:
+		r.delayed.Add(1)
+	}
+	switch sp.Action {
+	case ActReject:
+		r.rejected.Add(1)
+	case ActRSTAtSeq:
+		r.reset.Add(1)
+	case ActDuplicate:
+		r.duplicated.Add(1)
+	case ActCorrupt:
+		r.corrupted.Add(1)
+	case ActReorder:
+		r.reordered.Add(1)
+	}
+	return d, true
 }
 
 // take claims one of the rule's Count actions; false when they are used up.
@@ -218,27 +618,101 @@ func (r *Rule) take() bool {
 	return r.acted.Add(1) <= int64(r.Spec.Count)
 }
 
+// fire claims the rule's one reset for a connection's direction.
+func (r *Rule) fire(k flow.Key, d Direction) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rf, _ := r.flows.Get(k)
+	i := dirIndex(d)
+	if rf.fired[i] {
+		return false
+	}
+	rf.fired[i] = true
+	r.flows.Put(k, rf)
+	return true
+}
+
+// pace queues p behind the rule's earlier packets in its direction and
+// returns how long it waits until it has left at the rule's rate; false
+// when the queue is full (tail drop). An empty queue always takes a packet.
+func (r *Rule) pace(p *Packet, now tcpip.MonotonicTime) (time.Duration, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := dirIndex(p.Dir)
+	free := r.nextFree[i]
+	if free.Before(now) {
+		free = now
+	}
+	rate := float64(r.Spec.Rate)
+	queue := r.Spec.Queue
+	if queue == 0 {
+		queue = DefaultRateQueue
+	}
+	if backlog := free.Sub(now); backlog > 0 {
+		waiting := float64(backlog) * rate / 8e9 // bytes still queued
+		if waiting+float64(p.Len) > float64(queue) {
+			return 0, false
+		}
+	}
+	tx := time.Duration(float64(p.Len) * 8e9 / rate)
+	r.nextFree[i] = free.Add(tx)
+	return r.nextFree[i].Sub(now), true
+}
+
+// burstLost runs one step of the rule's Gilbert–Elliott chain for
+// direction d: whether this packet is lost in the current state, then the
+// state transition.
+func (r *Rule) burstLost(c *Controller, d Direction) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := dirIndex(d)
+	ge := &r.Spec.GE
+	deliver := ge.K
+	if r.bad[i] {
+		deliver = ge.H
+	}
+	lost := c.random() >= deliver
+	if r.bad[i] {
+		r.bad[i] = c.random() >= ge.R
+	} else {
+		r.bad[i] = c.random() < ge.P
+	}
+	return lost
+}
+
+// track shows p to the flow tracker.
+func (c *Controller) track(p *Packet, now tcpip.MonotonicTime) flow.Info {
+	seg := p.Segment()
+	c.flowMu.Lock()
+	defer c.flowMu.Unlock()
+	if c.tracker == nil { // the last stateful rule went meanwhile
+		return flow.Info{}
+	}
+	return c.tracker.Track(&seg, stamp(now))
+}
+
 // Comment returns the capture comment for a decision ("" for Pass).
 func (c *Controller) Comment(d Decision) string {
-	if d.Verdict == Pass {
+	if d.Rule == 0 {
 		return ""
 	}
 	for _, r := range *c.rules.Load() {
 		if r.ID == d.Rule {
-			if d.Verdict == Dropped {
-				return r.dropNote
-			}
-			return r.delayNote
+			return r.note(d)
 		}
 	}
 	return fmt.Sprintf("%s by rule %d", d.Verdict, d.Rule)
 }
 
-// random returns a uniform float64 in [0, 1) from a lock-free splitmix64.
-func (c *Controller) random() float64 {
+// next advances the lock-free splitmix64 generator and returns its output.
+func (c *Controller) next() uint64 {
 	z := c.rng.Add(0x9e3779b97f4a7c15)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
-	z ^= z >> 31
-	return float64(z>>11) / (1 << 53)
+	return z ^ (z >> 31)
+}
+
+// random returns a uniform float64 in [0, 1).
+func (c *Controller) random() float64 {
+	return float64(c.next()>>11) / (1 << 53)
 }

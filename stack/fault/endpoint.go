@@ -6,14 +6,25 @@ import (
 	"sync/atomic"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// MaxDelayed bounds the packets a delay rule may hold at once; beyond it
-// packets are dropped and counted in Stats.QueueDrops.
+// MaxDelayed bounds the packets delay, rate and reorder rules may hold at
+// once; beyond it delayed packets are dropped and counted in
+// Stats.QueueDrops (reordered ones are forwarded in order instead).
 const MaxDelayed = 65536
+
+// MaxReorderGap is the largest gap= a reorder rule takes.
+const MaxReorderGap = 1000
+
+// MaxReorderHold is the longest a reorder rule holds a packet back waiting
+// for gap= later packets: a held packet never outlives the sender's minimum
+// retransmission timeout by much, so a flow that goes quiet is not stuck.
+const MaxReorderHold = 200 * time.Millisecond
 
 // headerPeek is how many leading bytes the classifier needs: IPv6 with a few
 // extension headers plus a TCP header with options.
@@ -22,8 +33,10 @@ const headerPeek = 256
 // Endpoint is the fault layer: a link endpoint wrapped around the device's
 // endpoint (the link/sniffer pattern) that classifies every packet in both
 // directions, asks the Controller for its fate, reports it to the Observer,
-// and forwards, drops or delays it. It never blocks in WritePackets: delayed
-// packets wait in a single timer-driven queue.
+// and forwards, drops, delays, reorders, duplicates, corrupts or answers it.
+// It never blocks in WritePackets: delayed and held packets wait in a single
+// timer-driven queue, and packets it makes up towards the peer go through
+// that queue too.
 //
 // Use it as the NIC's endpoint: stack.CreateNIC(id, fault.NewEndpoint(dev, ...)).
 type Endpoint struct {
@@ -32,12 +45,16 @@ type Endpoint struct {
 	ctl *Controller
 	obs Observer
 
-	mu      sync.Mutex // guards queue and timer
+	mu      sync.Mutex // guards queue, reorder and timer
 	queue   delayQueue
+	reorder [2][]*delayed // held by reorder rules, per direction, in hold order
 	timer   tcpip.Timer
 	seq     uint64
 	closed  bool
-	scratch sync.Pool // *[]byte for flattening packets handed to observers
+	scratch sync.Pool // *scratch for events handed to observers
+
+	passed [2]atomic.Uint64 // packets forwarded at once, per direction: reorder gaps count these
+	held   atomic.Int64     // packets in reorder
 
 	stats Stats
 }
@@ -49,16 +66,19 @@ type Stats struct {
 	Delayed     atomic.Uint64
 	QueueDrops  atomic.Uint64 // delayed packets refused because the queue was full
 	Unparseable atomic.Uint64
+	Injected    atomic.Uint64 // packets the layer made up: RSTs, duplicates
+	Corrupted   atomic.Uint64 // packets forwarded with a broken checksum
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
 var _ stack.NetworkDispatcher = (*Endpoint)(nil)
 
 // NewEndpoint wraps lower so that every packet passes ctl's rules. obs, if not
-// nil, sees every packet with its decision (captures, packet logs, reports).
+// nil, sees every packet with its decision (captures, packet logs, reports),
+// and every packet the layer makes up (Verdict Injected).
 func NewEndpoint(lower stack.LinkEndpoint, ctl *Controller, obs Observer) *Endpoint {
 	e := &Endpoint{ctl: ctl, obs: obs}
-	e.scratch.New = func() any { b := make([]byte, 0, 65536); return &b }
+	e.scratch.New = func() any { return &scratch{data: make([]byte, 0, 65536)} }
 	e.Init(lower, e)
 	return e
 }
@@ -70,20 +90,69 @@ func (e *Endpoint) Controller() *Controller { return e.ctl }
 func (e *Endpoint) Stats() *Stats { return &e.stats }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher: packets from the
-// device travelling towards the peer.
+// device travelling towards the peer. It runs on the device's read path: the
+// packet (or the RST or corrupted copy replacing it) goes up at once, and
+// any further packet for the peer (a duplicate, reordered packets now
+// overtaken) through the queue.
 func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
 	e.stats.In.Add(1)
 	d := e.decide(In, pkt)
 	switch d.Verdict {
 	case Pass:
+		var dup *stack.PacketBuffer
+		if d.Action == ActDuplicate {
+			// Copied and reported before TCP consumes pkt's headers and
+			// answers it; the copy goes through the queue, as every
+			// further packet for the peer does (one per timer firing, see
+			// release).
+			dup = pkt.Clone()
+			e.injected(In, dup, d)
+		}
 		e.Endpoint.DeliverNetworkPacket(protocol, pkt)
+		e.passed[0].Add(1)
+		if dup != nil {
+			e.enqueue(In, protocol, dup, 0)
+			dup.DecRef()
+		}
+		if e.held.Load() > 0 {
+			for _, x := range e.overtaken(In) {
+				e.enqueue(In, x.proto, x.pkt, 0)
+				x.pkt.DecRef()
+			}
+		}
 	case Delayed:
-		e.enqueue(In, protocol, pkt, d.Delay)
+		if d.Action == ActReorder {
+			if !e.hold(In, protocol, pkt, d.Arg) {
+				e.Endpoint.DeliverNetworkPacket(protocol, pkt)
+			}
+		} else {
+			e.enqueue(In, protocol, pkt, d.Delay)
+		}
+	case Dropped:
+		switch d.Action {
+		case ActReject:
+			if rst := e.forged(In, pkt, d, resetReply, Out); rst != nil {
+				e.writeOne(rst)
+				rst.DecRef()
+			}
+		case ActRSTAtSeq:
+			if rst := e.forged(In, pkt, d, resetInPlace, In); rst != nil {
+				e.Endpoint.DeliverNetworkPacket(rst.NetworkProtocolNumber, rst)
+				rst.DecRef()
+			}
+		case ActCorrupt:
+			if bad := e.corrupted(pkt, d); bad != nil {
+				e.Endpoint.DeliverNetworkPacket(protocol, bad)
+				bad.DecRef()
+			}
+		}
 	}
 }
 
 // WritePackets implements stack.LinkEndpoint: packets from the peer towards the
 // device. Dropped packets are reported as written, as a lossy wire would.
+// Packets made up towards the peer (the RST of a reject rule) are queued,
+// never delivered from here: gVisor calls WritePackets with TCP locks held.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	all := pkts.AsSlice()
 	n := len(all)
@@ -91,16 +160,18 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	// Fast path: decide all; forward the list untouched when everything passes.
 	var verdicts [64]Decision
 	if n <= len(verdicts) {
-		allPass := true
+		plain := true
 		for i, pkt := range all {
 			verdicts[i] = e.decide(Out, pkt)
-			allPass = allPass && verdicts[i].Verdict == Pass
+			plain = plain && verdicts[i].Verdict == Pass && verdicts[i].Action != ActDuplicate
 		}
-		if allPass {
+		if plain && e.held.Load() == 0 {
+			e.passed[1].Add(uint64(n))
 			return e.forward(pkts, n)
 		}
 	}
-	var pass stack.PacketBufferList
+	var out stack.PacketBufferList
+	var owned []*stack.PacketBuffer // made here: released after the write
 	for i, pkt := range all {
 		var d Decision
 		if n <= len(verdicts) {
@@ -110,15 +181,56 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 		}
 		switch d.Verdict {
 		case Pass:
-			pass.PushBack(pkt)
+			out.PushBack(pkt)
+			if d.Action == ActDuplicate {
+				dup := pkt.Clone()
+				e.injected(Out, dup, d)
+				out.PushBack(dup)
+				owned = append(owned, dup)
+			}
+			e.passed[1].Add(1)
+			if e.held.Load() > 0 {
+				for _, x := range e.overtaken(Out) {
+					out.PushBack(x.pkt)
+					owned = append(owned, x.pkt)
+				}
+			}
 		case Delayed:
-			e.enqueue(Out, pkt.NetworkProtocolNumber, pkt, d.Delay)
+			if d.Action == ActReorder {
+				if !e.hold(Out, pkt.NetworkProtocolNumber, pkt, d.Arg) {
+					out.PushBack(pkt)
+				}
+			} else {
+				e.enqueue(Out, pkt.NetworkProtocolNumber, pkt, d.Delay)
+			}
+		case Dropped:
+			var made *stack.PacketBuffer
+			switch d.Action {
+			case ActReject:
+				if rst := e.forged(Out, pkt, d, resetReply, In); rst != nil {
+					e.enqueue(In, rst.NetworkProtocolNumber, rst, 0)
+					rst.DecRef()
+				}
+			case ActRSTAtSeq:
+				made = e.forged(Out, pkt, d, resetInPlace, Out)
+			case ActCorrupt:
+				made = e.corrupted(pkt, d)
+			}
+			if made != nil {
+				out.PushBack(made)
+				owned = append(owned, made)
+			}
 		}
 	}
-	if pass.Len() > 0 {
-		if _, err := e.Endpoint.WritePackets(pass); err != nil {
-			return 0, err
-		}
+	var err tcpip.Error
+	if out.Len() > 0 {
+		_, err = e.Endpoint.WritePackets(out)
+	}
+	for _, pkt := range owned {
+		pkt.DecRef()
+	}
+	if err != nil {
+		return 0, err
 	}
 	return n, nil
 }
@@ -130,12 +242,17 @@ func (e *Endpoint) forward(pkts stack.PacketBufferList, n int) (int, tcpip.Error
 	return n, nil
 }
 
+// writeOne hands one packet to the device.
+func (e *Endpoint) writeOne(pkt *stack.PacketBuffer) {
+	var l stack.PacketBufferList
+	l.PushBack(pkt)
+	e.Endpoint.WritePackets(l)
+}
+
 // decide classifies pkt, asks the controller and tells the observer.
 func (e *Endpoint) decide(dir Direction, pkt *stack.PacketBuffer) Decision {
-	var head [headerPeek]byte
-	size := pkt.Size()
 	var p Packet
-	if err := ParsePrefix(dir, head[:peek(pkt, head[:])], size, &p); err != nil {
+	if err := parsePkt(dir, pkt, &p); err != nil {
 		e.stats.Unparseable.Add(1)
 	}
 	d := e.ctl.Decide(&p)
@@ -146,14 +263,91 @@ func (e *Endpoint) decide(dir Direction, pkt *stack.PacketBuffer) Decision {
 		e.stats.Delayed.Add(1)
 	}
 	if e.obs != nil {
-		bp := e.scratch.Get().(*[]byte)
-		data := flatten(pkt, (*bp)[:0])
-		ev := Event{Time: e.ctl.clock.Now(), Packet: &p, Data: data, Decision: d, Comment: e.ctl.Comment(d)}
-		e.obs.Observe(&ev)
-		*bp = data[:0]
-		e.scratch.Put(bp)
+		e.observe(&p, pkt, d)
 	}
 	return d
+}
+
+// parsePkt classifies the packet's headers without allocating.
+func parsePkt(dir Direction, pkt *stack.PacketBuffer, p *Packet) error {
+	var head [headerPeek]byte
+	return ParsePrefix(dir, head[:peek(pkt, head[:])], pkt.Size(), p)
+}
+
+// scratch is the memory of one event: the observer gets pointers into it,
+// valid during Observe, so the packet path does not allocate.
+type scratch struct {
+	ev   Event
+	pkt  Packet
+	data []byte
+}
+
+// observe hands one event to the observer.
+func (e *Endpoint) observe(p *Packet, pkt *stack.PacketBuffer, d Decision) {
+	sc := e.scratch.Get().(*scratch)
+	sc.pkt = *p
+	sc.data = flatten(pkt, sc.data[:0])
+	sc.ev = Event{Time: e.ctl.clock.Now(), Packet: &sc.pkt, Data: sc.data, Decision: d, Comment: e.ctl.Comment(d)}
+	e.obs.Observe(&sc.ev)
+	sc.ev = Event{}
+	e.scratch.Put(sc)
+}
+
+// injected counts and reports a packet the layer made up, travelling dir.
+func (e *Endpoint) injected(dir Direction, pkt *stack.PacketBuffer, d Decision) {
+	e.stats.Injected.Add(1)
+	if e.obs == nil {
+		return
+	}
+	var p Packet
+	parsePkt(dir, pkt, &p)
+	d.Verdict, d.Delay = Injected, 0
+	e.observe(&p, pkt, d)
+}
+
+// forged makes the packet build returns for the segment pkt travelling dir
+// (a RST travelling to), reports it, and returns it with one reference the
+// caller owns; nil when there is nothing to send.
+func (e *Endpoint) forged(dir Direction, pkt *stack.PacketBuffer, d Decision, build func(*Packet) []byte, to Direction) *stack.PacketBuffer {
+	var p Packet
+	if parsePkt(dir, pkt, &p) != nil {
+		return nil
+	}
+	b := build(&p)
+	if b == nil {
+		return nil
+	}
+	out := newPacket(b)
+	e.injected(to, out, d)
+	return out
+}
+
+// corrupted returns a copy of pkt with one bit flipped (see corrupt), owned
+// by the caller; nil when the packet has no checksum this layer can break,
+// or when its checksum is computed below this layer (GSO, checksum offload)
+// and would hide the damage: then it is only dropped.
+func (e *Endpoint) corrupted(pkt *stack.PacketBuffer, d Decision) *stack.PacketBuffer {
+	if pkt.GSOOptions.Type != stack.GSONone || pkt.GSOOptions.NeedsCsum {
+		return nil
+	}
+	b := flatten(pkt, make([]byte, 0, pkt.Size()))
+	if !corrupt(b, d.Arg) {
+		return nil
+	}
+	e.stats.Corrupted.Add(1)
+	return newPacket(b)
+}
+
+// newPacket wraps the IP packet b in a packet buffer with one reference.
+func newPacket(b []byte) *stack.PacketBuffer {
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	switch b[0] >> 4 {
+	case 4:
+		pkt.NetworkProtocolNumber = header.IPv4ProtocolNumber
+	case 6:
+		pkt.NetworkProtocolNumber = header.IPv6ProtocolNumber
+	}
+	return pkt
 }
 
 // peek copies the packet's first bytes into dst without allocating.
@@ -187,15 +381,20 @@ func flatten(pkt *stack.PacketBuffer, dst []byte) []byte {
 	return dst
 }
 
+// delayed is a packet held by the layer: until due (delay, rate, made-up
+// packets), or until after packets have passed in its direction or due,
+// whichever comes first (reorder).
 type delayed struct {
-	due   tcpip.MonotonicTime
-	seq   uint64 // FIFO among equal due times
-	dir   Direction
-	proto tcpip.NetworkProtocolNumber
-	pkt   *stack.PacketBuffer
+	due     tcpip.MonotonicTime
+	seq     uint64 // FIFO among equal due times
+	dir     Direction
+	proto   tcpip.NetworkProtocolNumber
+	pkt     *stack.PacketBuffer // nil once released
+	reorder bool
+	after   uint64 // reorder: release once passed[dir] reaches this
 }
 
-type delayQueue []delayed
+type delayQueue []*delayed
 
 func (q delayQueue) Len() int { return len(q) }
 func (q delayQueue) Less(i, j int) bool {
@@ -205,11 +404,11 @@ func (q delayQueue) Less(i, j int) bool {
 	return q[i].due.Before(q[j].due)
 }
 func (q delayQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *delayQueue) Push(x any)   { *q = append(*q, x.(delayed)) }
+func (q *delayQueue) Push(x any)   { *q = append(*q, x.(*delayed)) }
 func (q *delayQueue) Pop() any {
 	old := *q
 	x := old[len(old)-1]
-	old[len(old)-1] = delayed{}
+	old[len(old)-1] = nil
 	*q = old[:len(old)-1]
 	return x
 }
@@ -222,12 +421,60 @@ func (e *Endpoint) enqueue(dir Direction, proto tcpip.NetworkProtocolNumber, pkt
 		e.stats.QueueDrops.Add(1)
 		return
 	}
+	e.pushLocked(&delayed{dir: dir, proto: proto, pkt: pkt.IncRef()}, d)
+}
+
+func (e *Endpoint) pushLocked(x *delayed, d time.Duration) {
 	now := e.ctl.clock.NowMonotonic()
 	e.seq++
-	heap.Push(&e.queue, delayed{due: now.Add(d), seq: e.seq, dir: dir, proto: proto, pkt: pkt.IncRef()})
-	if e.queue[0].seq == e.seq { // new head: (re)arm the timer
+	x.due, x.seq = now.Add(d), e.seq
+	heap.Push(&e.queue, x)
+	if e.queue[0] == x { // new head: (re)arm the timer
 		e.armLocked(now)
 	}
+}
+
+// hold keeps pkt back until gap more packets have passed in its direction
+// (or MaxReorderHold). It reports false, keeping nothing, when the queue is
+// full: the caller forwards the packet in order.
+func (e *Endpoint) hold(dir Direction, proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer, gap int) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || len(e.queue) >= MaxDelayed {
+		return false
+	}
+	i := dirIndex(dir)
+	x := &delayed{dir: dir, proto: proto, pkt: pkt.IncRef(), reorder: true, after: e.passed[i].Load() + uint64(gap)}
+	e.pushLocked(x, MaxReorderHold)
+	e.reorder[i] = append(e.reorder[i], x)
+	e.held.Add(1)
+	return true
+}
+
+// overtaken takes the held packets of direction dir that enough later
+// packets have now overtaken, in hold order. Their references pass to the
+// caller.
+func (e *Endpoint) overtaken(dir Direction) []delayed {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	i := dirIndex(dir)
+	passed := e.passed[i].Load()
+	var out []delayed
+	keep := e.reorder[i][:0]
+	for _, x := range e.reorder[i] {
+		switch {
+		case x.pkt == nil: // released by the timer
+		case passed >= x.after:
+			out = append(out, *x)
+			x.pkt = nil
+			e.held.Add(-1)
+		default:
+			keep = append(keep, x)
+		}
+	}
+	clear(e.reorder[i][len(keep):])
+	e.reorder[i] = keep
+	return out
 }
 
 func (e *Endpoint) armLocked(now tcpip.MonotonicTime) {
@@ -243,13 +490,31 @@ func (e *Endpoint) armLocked(now tcpip.MonotonicTime) {
 	e.timer.Reset(wait)
 }
 
-// release forwards every packet whose delay has passed, in due order.
+// release forwards the packets whose time has come, in due order. Of the
+// packets towards the peer that are due at this very instant, it delivers
+// one per firing and re-arms the timer for the rest at once: the
+// virtual-time driver (package vlink), whose timers fire exactly on time,
+// waits for the peer's TCP processing after every firing that delivered a
+// packet, so what the peer sends in reply to each leaves in a fixed order
+// and runs stay deterministic. Packets that became due while the timer was
+// late (wall-clock time) go together, so a busy link is not slowed down.
 func (e *Endpoint) release() {
 	e.mu.Lock()
 	now := e.ctl.clock.NowMonotonic()
 	var due []delayed
 	for len(e.queue) > 0 && !now.Before(e.queue[0].due) {
-		due = append(due, heap.Pop(&e.queue).(delayed))
+		x := heap.Pop(&e.queue).(*delayed)
+		if x.pkt == nil {
+			continue // a reordered packet released by its gap
+		}
+		if x.reorder {
+			e.held.Add(-1) // stays in e.reorder until the next overtaken
+		}
+		due = append(due, *x)
+		x.pkt = nil
+		if x.dir == In && x.due == now {
+			break
+		}
 	}
 	if !e.closed {
 		e.armLocked(now)
@@ -259,22 +524,27 @@ func (e *Endpoint) release() {
 		if x.dir == In {
 			e.Endpoint.DeliverNetworkPacket(x.proto, x.pkt)
 		} else {
-			var l stack.PacketBufferList
-			l.PushBack(x.pkt)
-			e.Endpoint.WritePackets(l)
+			e.writeOne(x.pkt)
 		}
 		x.pkt.DecRef()
 	}
 }
 
-// Pending returns the number of packets currently held by delay rules.
+// Pending returns the number of packets currently held by delay, rate and
+// reorder rules.
 func (e *Endpoint) Pending() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return len(e.queue)
+	n := 0
+	for _, x := range e.queue {
+		if x.pkt != nil {
+			n++
+		}
+	}
+	return n
 }
 
-// Close implements stack.LinkEndpoint: it discards delayed packets and closes
+// Close implements stack.LinkEndpoint: it discards held packets and closes
 // the wrapped endpoint.
 func (e *Endpoint) Close() {
 	e.mu.Lock()
@@ -284,9 +554,13 @@ func (e *Endpoint) Close() {
 	}
 	q := e.queue
 	e.queue = nil
+	e.reorder = [2][]*delayed{}
+	e.held.Store(0)
 	e.mu.Unlock()
 	for _, x := range q {
-		x.pkt.DecRef()
+		if x.pkt != nil {
+			x.pkt.DecRef()
+		}
 	}
 	e.Endpoint.Close()
 }

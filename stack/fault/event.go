@@ -8,17 +8,23 @@ type Verdict uint8
 // Verdicts.
 const (
 	Pass    Verdict = iota // forwarded unchanged
-	Dropped                // discarded by a drop or loss rule
-	Delayed                // held back and forwarded later
+	Dropped                // did not reach the receiver: dropped, lost, rejected, corrupted, replaced
+	Delayed                // held back and forwarded later (delay, rate queue, reorder)
+	// Injected marks a packet the fault layer made up and sent: the RST of
+	// a reject or rst-at-seq rule, the copy of a duplicate rule. Decide
+	// never returns it; observers see it in events of their own.
+	Injected
 )
 
-// String returns "pass", "drop" or "delay".
+// String returns "pass", "drop", "delay" or "inject".
 func (v Verdict) String() string {
 	switch v {
 	case Dropped:
 		return "drop"
 	case Delayed:
 		return "delay"
+	case Injected:
+		return "inject"
 	}
 	return "pass"
 }
@@ -28,6 +34,15 @@ type Decision struct {
 	Verdict Verdict
 	Rule    int           // id of the deciding rule, 0 when none matched
 	Delay   time.Duration // hold time for Delayed
+	// Action is the deciding rule's action, 0 when none matched. It tells
+	// the link what else to do: answer with a RST (ActReject), send a RST
+	// instead (ActRSTAtSeq), send a copy (ActDuplicate, with Verdict Pass),
+	// send a corrupted copy (ActCorrupt), hold for Arg packets (ActReorder).
+	Action Action
+	// Arg is the action's argument: the packets that overtake a reordered
+	// one (ActReorder), a random number choosing the bit to flip
+	// (ActCorrupt).
+	Arg int
 }
 
 // Event describes one packet seen by the fault layer, in either direction,

@@ -2,10 +2,158 @@ package fault
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 )
+
+// fuzzSpecSeeds cover every action and key of the grammar, valid and not;
+// testdata/fuzz/FuzzParseSpec holds more.
+var fuzzSpecSeeds = []string{
+	"drop", "loss 20% dir=out", "delay 150ms jitter=5ms", "drop flags=syn,data port=80 after=1s for=2s count=3", "drop dir=", "loss %",
+	"reject match=data port=80", "rst-at-seq=1MB dir=out", "duplicate 5%", "reorder 10% gap=3", "corrupt 1% match=data",
+	"rate 1mbit queue=64KiB", "rate 125000", "loss ge p=1% r=30% h=0.1 k=99.9%", "loss ge p=0.5",
+	"drop match=syn-ack,handshake-ack,pure-ack,window-update", "drop match=retransmission,keepalive-probe,zero-window-probe",
+	"drop flow=[fd00:198:18::1]:40000 conn=2 flows=existing after-bytes=1000000 nth=3",
+	"drop every=2 after=established until=rto:3", "drop after=bytes:1MB for=rtos:2", "drop for=1s until=rto:1",
+	"rst-at-seq=0", "loss ge", "reorder gap=0", "rate 0bit", "drop nth=1 every=2", "drop flows=old",
+}
+
+func TestParseSpecTCP(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Spec
+	}{
+		{"reject", Spec{Action: ActReject, Dir: Both}},
+		{"reject dir=in match=data", Spec{Action: ActReject, Dir: In, Match: MatchData}},
+		{"rst-at-seq=1000", Spec{Action: ActRSTAtSeq, Seq: 1000, Dir: Both}},
+		{"rst-at-seq=1MB dir=out", Spec{Action: ActRSTAtSeq, Seq: 1000000, Dir: Out}},
+		{"duplicate", Spec{Action: ActDuplicate, Prob: 1, Dir: Both}},
+		{"duplicate 5%", Spec{Action: ActDuplicate, Prob: 0.05, Dir: Both}},
+		{"reorder 10% gap=3", Spec{Action: ActReorder, Prob: 0.1, Gap: 3, Dir: Both}},
+		{"corrupt 0.5% dir=out", Spec{Action: ActCorrupt, Prob: 0.005, Dir: Out}},
+		{"rate 1mbit", Spec{Action: ActRate, Rate: 1e6, Dir: Both}},
+		{"rate 1.5mbit queue=64KiB", Spec{Action: ActRate, Rate: 1.5e6, Queue: 65536, Dir: Both}},
+		{"rate 125000", Spec{Action: ActRate, Rate: 1e6, Dir: Both}},
+		{"loss ge p=1% r=30%", Spec{Action: ActBurstLoss, GE: GilbertElliott{P: 0.01, R: 0.3, H: 0, K: 1}, Dir: Both}},
+		{"loss ge p=0.1", Spec{Action: ActBurstLoss, GE: GilbertElliott{P: 0.1, R: 0.9, H: 0, K: 1}, Dir: Both}},
+		{"loss ge k=99% h=10% r=0.5 p=2%", Spec{Action: ActBurstLoss, GE: GilbertElliott{P: 0.02, R: 0.5, H: 0.1, K: 0.99}, Dir: Both}},
+		{"drop match=syn,syn-ack,handshake-ack", Spec{Action: ActDrop, Dir: Both, Match: MatchSYN | MatchSYNACK | MatchHandshakeAck}},
+		{"drop match=data,pure-ack,fin,rst", Spec{Action: ActDrop, Dir: Both, Match: MatchData | MatchPureAck | MatchFIN | MatchRST}},
+		{"drop match=retransmission,keepalive-probe,zero-window-probe,window-update", Spec{Action: ActDrop, Dir: Both,
+			Match: MatchRetransmission | MatchKeepaliveProbe | MatchZeroWindowProbe | MatchWindowUpdate}},
+		{"drop flow=198.18.0.1:40000", Spec{Action: ActDrop, Dir: Both, Flow: netip.MustParseAddrPort("198.18.0.1:40000")}},
+		{"drop flow=[fd00:198:18::1]:40000", Spec{Action: ActDrop, Dir: Both, Flow: netip.MustParseAddrPort("[fd00:198:18::1]:40000")}},
+		{"drop flow=[::ffff:198.18.0.1]:1", Spec{Action: ActDrop, Dir: Both, Flow: netip.MustParseAddrPort("198.18.0.1:1")}},
+		{"drop conn=2 flows=new", Spec{Action: ActDrop, Dir: Both, Conn: 2, Flows: FlowsNew}},
+		{"drop flows=existing", Spec{Action: ActDrop, Dir: Both, Flows: FlowsExisting}},
+		{"drop after-bytes=1MB dir=out", Spec{Action: ActDrop, Dir: Out, AfterBytes: 1e6}},
+		{"drop after-bytes=2KiB", Spec{Action: ActDrop, Dir: Both, AfterBytes: 2048}},
+		{"drop nth=3", Spec{Action: ActDrop, Dir: Both, Nth: 3}},
+		{"drop every=10", Spec{Action: ActDrop, Dir: Both, Every: 10}},
+		{"drop after=established", Spec{Action: ActDrop, Dir: Both, AfterEstablished: true}},
+		{"drop after=bytes:500", Spec{Action: ActDrop, Dir: Both, AfterFlowBytes: 500}},
+		{"drop until=rto:3", Spec{Action: ActDrop, Dir: Both, UntilRTO: 3}},
+		{"drop for=rtos:2", Spec{Action: ActDrop, Dir: Both, UntilRTO: 2}},
+		{"drop for=2s until=rto:1 count=4", Spec{Action: ActDrop, Dir: Both, For: 2 * time.Second, UntilRTO: 1, Count: 4}},
+		{"delay 10ms match=syn-ack after=1s", Spec{Action: ActDelay, Delay: 10 * time.Millisecond, Dir: Both, Match: MatchSYNACK, After: time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseSpec(tt.in)
+			if err != nil {
+				t.Fatalf("ParseSpec(%q): %v", tt.in, err)
+			}
+			if got != tt.want {
+				t.Fatalf("ParseSpec(%q) = %+v, want %+v", tt.in, got, tt.want)
+			}
+			again, err := ParseSpec(got.String())
+			if err != nil || again != got {
+				t.Fatalf("round trip via %q: %+v, %v", got.String(), again, err)
+			}
+		})
+	}
+}
+
+func TestSpecStringCanonical(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"rate 125000", "rate 1mbit"},
+		{"rate 1500kbit", "rate 1500kbit"},
+		{"rate 3bit", "rate 3bit"},
+		{"rst-at-seq=1KiB", "rst-at-seq=1024"},
+		{"loss ge p=1%", "loss ge p=1% r=99% h=0% k=100%"},
+		{"duplicate", "duplicate 100%"},
+		{"drop for=rtos:3 match=fin,syn", "drop match=syn,fin until=rto:3"},
+		{"corrupt 1% count=2 nth=4 port=80 dir=in", "corrupt 1% dir=in port=80 nth=4 count=2"},
+	}
+	for _, tt := range tests {
+		sp, err := ParseSpec(tt.in)
+		if err != nil {
+			t.Fatalf("ParseSpec(%q): %v", tt.in, err)
+		}
+		if got := sp.String(); got != tt.want {
+			t.Errorf("ParseSpec(%q).String() = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestParseSpecTCPErrors(t *testing.T) {
+	tests := []struct{ in, token string }{
+		{"rst-at-seq", "rst-at-seq"},
+		{"rst-at-seq=0", "rst-at-seq=0"},
+		{"rst-at-seq=5000000000", "rst-at-seq=5000000000"},
+		{"drop=1", "drop=1"},
+		{"duplicate 0%", "0%"},
+		{"corrupt 1.5", "1.5"},
+		{"reorder 10% gap=0", "gap=0"},
+		{"reorder gap=1001", "gap=1001"},
+		{"drop gap=2", "gap=2"},
+		{"rate", "rate"},
+		{"rate fast", "fast"},
+		{"rate 0.5bit", "0.5bit"},
+		{"rate 1mbit queue=0", "queue=0"},
+		{"drop queue=10", "queue=10"},
+		{"loss ge", "ge"},
+		{"loss ge r=10%", "ge"},
+		{"loss ge p=0%", "p=0%"},
+		{"loss ge p=120%", "p=120%"},
+		{"loss ge p=1% k=2", "k=2"},
+		{"drop p=1%", "p=1%"},
+		{"drop match=ack", "match=ack"},
+		{"drop match=", "match="},
+		{"drop flow=198.18.0.1", "flow=198.18.0.1"},
+		{"drop flow=198.18.0.1:0", "flow=198.18.0.1:0"},
+		{"drop conn=0", "conn=0"},
+		{"drop flows=old", "flows=old"},
+		{"drop after-bytes=0", "after-bytes=0"},
+		{"drop after-bytes=-1", "after-bytes=-1"},
+		{"drop nth=x", "nth=x"},
+		{"drop nth=1 every=2", "every=2"},
+		{"drop after=bytes:0", "after=bytes:0"},
+		{"drop after=handshake", "after=handshake"},
+		{"drop until=3", "until=3"},
+		{"drop until=rto:0", "until=rto:0"},
+		{"drop for=rtos:x", "for=rtos:x"},
+		{"drop for=rtos:2 until=rto:3", "until=rto:3"},
+		{"drop after=1s after=established", "after=established"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			_, err := ParseSpec(tt.in)
+			var se *SpecError
+			if !errors.As(err, &se) {
+				t.Fatalf("ParseSpec(%q) error = %v, want *SpecError", tt.in, err)
+			}
+			if se.Token != tt.token {
+				t.Errorf("bad token = %q, want %q (%v)", se.Token, tt.token, err)
+			}
+			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, tt.token) {
+				t.Errorf("error %q must be one line naming %q", msg, tt.token)
+			}
+		})
+	}
+}
 
 func TestParseSpec(t *testing.T) {
 	tests := []struct {
@@ -85,7 +233,7 @@ func TestParseSpecErrors(t *testing.T) {
 }
 
 func FuzzParseSpec(f *testing.F) {
-	for _, s := range []string{"drop", "loss 20% dir=out", "delay 150ms jitter=5ms", "drop flags=syn,data port=80 after=1s for=2s count=3", "drop dir=", "loss %"} {
+	for _, s := range fuzzSpecSeeds {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

@@ -31,6 +31,8 @@ type conn struct {
 	mu        sync.Mutex
 	aborted   bool
 	upstream  net.Conn // forwards only
+
+	pacer *connPacer // slow-reader persona; nil otherwise
 }
 
 func newConn(svc *service, ep tcpip.Endpoint, wq *waiter.Queue, peer tcpip.FullAddress) *conn {
@@ -50,7 +52,13 @@ func newConn(svc *service, ep tcpip.Endpoint, wq *waiter.Queue, peer tcpip.FullA
 
 // Read reads from the client, counting the bytes.
 func (c *conn) Read(p []byte) (int, error) {
+	if c.pacer != nil {
+		p = c.pacer.limit(p)
+	}
 	n, err := c.nc.Read(p)
+	if c.pacer != nil {
+		c.pacer.took(n)
+	}
 	c.in.Add(uint64(n))
 	c.svc.bytesIn.Add(uint64(n))
 	return n, err

@@ -29,6 +29,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/unplug-dev/unplug/stack/fault"
 )
 
 // Service names, as they appear in Stats, Conns and error messages.
@@ -73,6 +75,12 @@ type Config struct {
 	// Logf reports events worth a human's attention (failed forward dials,
 	// listeners that stopped); nil discards them.
 	Logf func(format string, args ...any)
+	// Persona makes the whole peer misbehave (silent, reboot, half-open,
+	// slow-reader; see persona.go); the zero Persona is the ordinary peer.
+	Persona Persona
+	// Faults are the peer's fault rules, where personas install theirs;
+	// the peer (stack.New) sets it.
+	Faults *fault.Controller
 }
 
 // DefaultConfig returns every built-in service on its usual port, listening
@@ -129,6 +137,8 @@ type Set struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
+	persona personaState
+
 	mu      sync.Mutex
 	closed  bool
 	conns   map[*conn]struct{}
@@ -176,6 +186,12 @@ func Start(ctx context.Context, s *stack.Stack, nic tcpip.NICID, cfg Config) (*S
 			svc.addrs = append(svc.addrs, l.addr)
 			set.listeners = append(set.listeners, l)
 		}
+	}
+	if set.persona, err = startPersona(s, cfg); err != nil {
+		for _, l := range set.listeners {
+			l.ep.Close()
+		}
+		return nil, err
 	}
 	set.ctx, set.cancel = context.WithCancel(ctx)
 	set.wg.Add(len(set.listeners))
@@ -313,6 +329,7 @@ func (s *Set) acceptLoop(l *listener) {
 // serve runs svc's handler for a freshly accepted endpoint.
 func (s *Set) serve(svc *service, ep tcpip.Endpoint, wq *waiter.Queue, peer tcpip.FullAddress) {
 	c := newConn(svc, ep, wq, peer)
+	c.pacer = s.persona.pacer(s.done)
 	svc.accepted.Add(1)
 	s.mu.Lock()
 	if s.closed {
@@ -359,6 +376,7 @@ func (s *Set) Close() error {
 }
 
 func (s *Set) shutdown() {
+	s.persona.stop()
 	s.stopAfter()
 	s.cancel()
 	s.mu.Lock()

@@ -1,0 +1,131 @@
+package flow
+
+import (
+	"net/netip"
+	"testing"
+)
+
+var (
+	app  = netip.MustParseAddr("198.18.0.1")
+	peer = netip.MustParseAddr("198.18.0.2")
+)
+
+const (
+	syn = flagSYN
+	ack = flagACK
+	psh = flagPSH
+	fin = flagFIN
+	rst = flagRST
+)
+
+func c2p(flags uint8, seq, ackn uint32, win uint16, n int) Segment {
+	return Segment{Dir: In, Src: app, Dst: peer, SrcPort: 40000, DstPort: 80, Flags: flags, Seq: seq, Ack: ackn, Window: win, Len: n}
+}
+
+func p2c(flags uint8, seq, ackn uint32, win uint16, n int) Segment {
+	return Segment{Dir: Out, Src: peer, Dst: app, SrcPort: 80, DstPort: 40000, Flags: flags, Seq: seq, Ack: ackn, Window: win, Len: n}
+}
+
+// TestTrackInfo follows one connection and checks what Track reports beyond
+// the kind (the kinds are covered by the capture package's tests).
+func TestTrackInfo(t *testing.T) {
+	type want struct {
+		kind                      Kind
+		opened, hsAck, winUpd, es bool
+		born                      int64
+		rel                       uint32
+		bytesIn, bytesOut         uint64
+		newBytes                  int
+		rtxIn                     uint32
+	}
+	steps := []struct {
+		s    Segment
+		want want
+	}{
+		{c2p(syn, 1000, 0, 500, 0), want{kind: KindNew, opened: true, born: 7}},
+		{c2p(syn, 1000, 0, 500, 0), want{kind: KindRetransmit, born: 7, rtxIn: 1}},
+		{p2c(syn|ack, 5000, 1001, 900, 0), want{kind: KindNew, born: 7, rtxIn: 1}},
+		{c2p(ack, 1001, 5001, 500, 0), want{kind: KindNew, hsAck: true, born: 7, rel: 1, rtxIn: 1}},
+		{c2p(ack, 1001, 5001, 500, 0), want{kind: KindNew, hsAck: true, es: true, born: 7, rel: 1, rtxIn: 1}},
+		{c2p(ack|psh, 1001, 5001, 500, 100), want{kind: KindNew, es: true, born: 7, rel: 1, bytesIn: 100, newBytes: 100, rtxIn: 1}},
+		{c2p(ack|psh, 1051, 5001, 500, 100), want{kind: KindRetransmit, es: true, born: 7, rel: 51, bytesIn: 150, newBytes: 50, rtxIn: 2}},
+		{p2c(ack, 5001, 1151, 900, 0), want{kind: KindNew, es: true, born: 7, rel: 1, bytesIn: 150, rtxIn: 2}},
+		{p2c(ack, 5001, 1151, 1200, 0), want{kind: KindNew, winUpd: true, es: true, born: 7, rel: 1, bytesIn: 150, rtxIn: 2}},
+		{p2c(ack, 5001, 1151, 0, 0), want{kind: KindNew, es: true, born: 7, rel: 1, bytesIn: 150, rtxIn: 2}}, // zero window: no update
+		{p2c(ack|psh, 5001, 1151, 0, 20), want{kind: KindNew, es: true, born: 7, rel: 1, bytesIn: 150, bytesOut: 20, newBytes: 20, rtxIn: 2}},
+		{c2p(fin|ack, 1151, 5021, 500, 0), want{kind: KindNew, es: true, born: 7, rel: 151, bytesIn: 150, bytesOut: 20, rtxIn: 2}},
+		{c2p(rst, 1152, 0, 0, 0), want{kind: KindNew, es: true, born: 7, rel: 152, bytesIn: 150, bytesOut: 20, rtxIn: 2}},
+		// A new connection on the same 4-tuple starts from scratch.
+		{c2p(syn, 9000, 0, 500, 0), want{kind: KindNew, opened: true, born: 7}},
+	}
+	tr := NewTracker(0)
+	for i, st := range steps {
+		got := tr.Track(&st.s, 7)
+		w := st.want
+		if got.Kind != w.kind || got.Opened != w.opened || got.HandshakeAck != w.hsAck || got.WindowUpdate != w.winUpd ||
+			got.Established != w.es || got.Born != w.born || got.RelSeq != w.rel || got.Bytes != [2]uint64{w.bytesIn, w.bytesOut} ||
+			got.NewBytes != w.newBytes || got.Retrans[0] != w.rtxIn {
+			t.Errorf("step %d: got %+v\nwant %+v", i, got, w)
+		}
+	}
+}
+
+func TestTrackMidStream(t *testing.T) {
+	tr := NewTracker(0)
+	steps := []struct {
+		s    Segment
+		kind Kind
+		rel  uint32
+	}{
+		{c2p(ack, 5000, 77, 500, 0), KindNew, 1},            // idle keepalive's first probe: unknown
+		{p2c(ack, 77, 5001, 500, 0), KindNew, 1},            // its answer acknowledges 5001
+		{c2p(ack, 5000, 77, 500, 0), KindKeepaliveProbe, 1}, // one below what the peer acknowledged
+		{c2p(ack|psh, 5001, 77, 500, 10), KindNew, 2},
+	}
+	for i, st := range steps {
+		got := tr.Track(&st.s, 3)
+		if got.Kind != st.kind || got.RelSeq != st.rel || got.Born != 0 || !got.Established {
+			t.Errorf("step %d: %+v, want kind %v rel %d, born 0, established", i, got, st.kind, st.rel)
+		}
+	}
+}
+
+func TestTableBounded(t *testing.T) {
+	ft := NewTable[int, int](4) // two generations of two
+	for i := range 10 {
+		ft.Put(i, i*10)
+		if ft.Len() > ft.Limit() {
+			t.Fatalf("after %d puts: %d entries, limit %d", i+1, ft.Len(), ft.Limit())
+		}
+	}
+	if _, ok := ft.Get(7); !ok {
+		t.Fatal("Get(7) missed")
+	}
+	ft.Put(10, 100)
+	ft.Put(11, 110)
+	if _, ok := ft.Peek(7); !ok {
+		t.Error("refreshed entry 7 was evicted")
+	}
+	if _, ok := ft.Peek(8); ok {
+		t.Error("stale entry 8 survived")
+	}
+}
+
+func TestTrackDoesNotAllocate(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	tr := NewTracker(0)
+	segs := []Segment{c2p(syn, 1, 0, 500, 0), p2c(syn|ack, 9, 2, 500, 0), c2p(ack|psh, 2, 10, 500, 100), p2c(ack, 10, 102, 500, 0)}
+	for i := range segs {
+		tr.Track(&segs[i], 1)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		for i := range segs {
+			tr.Track(&segs[i], 1)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Track allocates %.1f times per %d segments", allocs, len(segs))
+	}
+}
