@@ -31,3 +31,8 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./stack/...
+
+# A few seconds of every fuzz target (FUZZTIME=5s each), as CI runs it.
+.PHONY: fuzz-smoke
+fuzz-smoke:
+	GO=$(GO) .ci/fuzz

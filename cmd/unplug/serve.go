@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -61,13 +63,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usagef("--mtu %d out of range; use 1280-65535", f.mtu)
 	}
 	f.svc.Forwards = f.forwards
+	if err := f.svc.Validate(); err != nil {
+		return usageError{err} // conflicting ports: fail before anything exists
+	}
 	return serve(ctx, f, stdout, stderr)
 }
 
 // serve creates everything in an order that fails early (capture file and
 // control socket before the device) and undoes it in reverse on any error.
 func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err error) {
+	// Signals are caught from the start: one that arrives while serve sets
+	// up, or just after it said it is ready, still shuts it down cleanly.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	var undo []func()
+	ready := false // set once the peer runs; undo keeps its capture then
 	defer func() {
 		for i := len(undo) - 1; i >= 0; i-- {
 			undo[i]()
@@ -76,9 +87,18 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 	start := time.Now()
 	var pcap *capture.Writer
 	if f.pcap != "" {
+		_, statErr := os.Lstat(f.pcap)
 		pcap, err = capture.Create(f.pcap)
 		if err != nil {
 			return err
+		}
+		if errors.Is(statErr, fs.ErrNotExist) {
+			// A capture of a serve that never started is not left behind.
+			undo = append(undo, func() {
+				if !ready {
+					os.Remove(f.pcap)
+				}
+			})
 		}
 		pcap.OnError = func(err error) {
 			fmt.Fprintf(stderr, "unplug: capture stopped, the run continues: %v\n", err)
@@ -88,6 +108,10 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 				fmt.Fprintf(stderr, "unplug: close capture: %v\n", err)
 			}
 		})
+	}
+	if dir := filepath.Dir(f.control); !exists(dir) {
+		// Listen creates the directory; it goes again (if empty).
+		undo = append(undo, func() { os.Remove(dir) })
 	}
 	srv := control.NewServer()
 	if err := srv.Listen(f.control); err != nil {
@@ -128,6 +152,7 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 		return err
 	}
 	undo = append(undo, func() { peer.Close() })
+	ready = true
 	registerControl(srv, peer)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx) }()
@@ -142,9 +167,6 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 		fmt.Fprintf(stdout, "unplug: rule %d: %s\n", r.ID, r.Spec)
 	}
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	select {
 	case sig := <-sigs:
 		fmt.Fprintf(stderr, "unplug: %s: shutting down (again to exit at once)\n", sig)
@@ -189,4 +211,10 @@ func printCounters(w io.Writer, st stack.Status) {
 	for _, r := range st.Rules {
 		fmt.Fprintf(w, "unplug: rule %d (%s): %s, matched %d, dropped %d, delayed %d\n", r.ID, r.Spec, r.State, r.Matched, r.Dropped, r.Delayed)
 	}
+}
+
+// exists reports whether path exists (a broken symlink counts).
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
