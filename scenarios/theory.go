@@ -68,6 +68,18 @@ func retries2Boundary(n int) time.Duration {
 // boundary (the kernel checks only when an RTO fires, so neighbouring
 // values of retries2 can give the same time).
 func kernelDataTimeout(retries2 int, u time.Duration) (at time.Duration, retransmits int) {
+	at, retransmits, _ = kernelDataTimeoutRange(retries2, u)
+	return at, retransmits
+}
+
+// boundaryMargin is how close (relative) the retry limit may come to a
+// timer firing before that firing counts as a possible end too.
+const boundaryMargin = 0.1
+
+// kernelDataTimeoutRange is kernelDataTimeout plus the earliest time the
+// timeout may come at: the firing before the predicted one when the retry
+// limit falls within boundaryMargin of it (0 when it does not).
+func kernelDataTimeoutRange(retries2 int, u time.Duration) (at time.Duration, retransmits int, earliest time.Duration) {
 	times := kernelRetransmitTimes(64)
 	first := times[1]
 	if u > 0 {
@@ -77,15 +89,18 @@ func kernelDataTimeout(retries2 int, u time.Duration) (at time.Duration, retrans
 				retransmits++
 			}
 		}
-		return at, retransmits
+		return at, retransmits, 0
 	}
 	boundary := retries2Boundary(retries2)
 	for k := 2; k < len(times); k++ {
 		if times[k]-first >= boundary {
-			return times[k], k
+			if gap := boundary - (times[k-1] - first); float64(gap) < boundaryMargin*float64(boundary) {
+				earliest = times[k-1]
+			}
+			return times[k], k, earliest
 		}
 	}
-	return times[len(times)-1], len(times) - 1
+	return times[len(times)-1], len(times) - 1, 0
 }
 
 // kernelRecovery predicts a request sent into an outage of length d: it

@@ -48,6 +48,9 @@ type Options struct {
 	Faults   []fault.Spec   // installed at start
 	Observer fault.Observer // sees every packet; nil = none
 	Services services.Config
+	// Transparent terminates TCP connections to any other address too and
+	// re-dials their original destination with Services.Dial.
+	Transparent bool
 }
 
 // Peer is a running netstack on a device.
@@ -56,9 +59,10 @@ type Peer struct {
 	Fault    *fault.Endpoint
 	Services *services.Set
 
-	link      *deviceLink
-	closeOnce sync.Once
-	closeErr  error
+	link        *deviceLink
+	transparent *transparent
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // NewNetstack returns a gVisor stack with IPv4, IPv6, TCP, UDP and ICMP on
@@ -167,6 +171,11 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Transparent {
+		if err := p.enableTransparent(ctx, opts.Services.Dial, opts.Services.Logf); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
@@ -181,6 +190,9 @@ func (p *Peer) Close() error {
 			p.closeErr = p.Services.Close()
 		}
 		p.Stack.Close()
+		if p.transparent != nil {
+			p.transparent.stop()
+		}
 		if err := p.link.stop(); err != nil && p.closeErr == nil {
 			p.closeErr = err
 		}

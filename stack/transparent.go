@@ -1,0 +1,134 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// transparent terminates every TCP connection to any address the peer does
+// not serve itself and re-dials its original destination with dial (from
+// unplug's own network namespace), splicing the two: an unmodified program
+// whose default route is the TUN meets packet-level faults on its real
+// upstreams. A failed dial answers the client with an RST.
+type transparent struct {
+	ctx  context.Context
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	logf func(format string, args ...any)
+	wg   sync.WaitGroup
+
+	mu     sync.Mutex
+	ups    map[net.Conn]struct{} // upstream connections, closed on stop
+	closed bool
+}
+
+// maxPendingHandshakes bounds connections being dialed at once.
+const maxPendingHandshakes = 1024
+
+func (p *Peer) enableTransparent(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), logf func(string, ...any)) error {
+	if err := p.Stack.SetPromiscuousMode(nicID, true); err != nil {
+		return fmt.Errorf("transparent mode: promiscuous NIC: %s", err)
+	}
+	if err := p.Stack.SetSpoofing(nicID, true); err != nil {
+		return fmt.Errorf("transparent mode: spoofing NIC: %s", err)
+	}
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	t := &transparent{ctx: ctx, dial: dial, logf: logf, ups: map[net.Conn]struct{}{}}
+	p.transparent = t
+	fwd := tcp.NewForwarder(p.Stack, 0, maxPendingHandshakes, t.handle)
+	p.Stack.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
+	return nil
+}
+
+func (t *transparent) handle(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	ip, _ := netip.AddrFromSlice(id.LocalAddress.AsSlice())
+	target := netip.AddrPortFrom(ip.Unmap(), id.LocalPort).String()
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		up, err := t.dial(t.ctx, "tcp", target)
+		if err != nil {
+			t.logf("transparent: dial %s: %v", target, err)
+			r.Complete(true)
+			return
+		}
+		var wq waiter.Queue
+		ep, terr := r.CreateEndpoint(&wq)
+		if terr != nil {
+			r.Complete(true)
+			up.Close()
+			return
+		}
+		r.Complete(false)
+		if !t.track(up) {
+			ep.Abort()
+			up.Close()
+			return
+		}
+		defer t.untrack(up)
+		splicePair(gonet.NewTCPConn(&wq, ep), up)
+	}()
+}
+
+// splicePair copies both ways until both directions end, passing
+// half-closes on, then closes both.
+func splicePair(a *gonet.TCPConn, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		io.Copy(b, a)
+		if cw, ok := b.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		io.Copy(a, b)
+		a.CloseWrite()
+	}()
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+func (t *transparent) track(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.ups[c] = struct{}{}
+	return true
+}
+
+func (t *transparent) untrack(c net.Conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.ups, c)
+}
+
+// stop closes every upstream connection and joins the splices.
+func (t *transparent) stop() {
+	t.mu.Lock()
+	t.closed = true
+	for c := range t.ups {
+		c.Close()
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+}
