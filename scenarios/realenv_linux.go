@@ -179,6 +179,13 @@ func (e *realEnv) Close() error {
 			c.Close()
 		}
 		e.closeErr = e.peer.Close()
+		// An agent that died mid-run took the namespace's guarantees
+		// with it (no new sockets, sysctls or cleanup): the run failed.
+		select {
+		case <-e.ns.Done():
+			e.closeErr = fmt.Errorf("the namespace agent (pid %d) died during the run: %w", e.ns.PID(), e.ns.Err())
+		default:
+		}
 		if err := e.ns.Close(); err != nil && e.closeErr == nil {
 			e.closeErr = err
 		}

@@ -132,6 +132,18 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 		opts.Device.Close()
 		return nil, err
 	}
+	// Without RACK: in this gVisor version a lost tail-loss probe can leave
+	// a sender with unacknowledged data and no retransmission timer (see
+	// cmd/unplug/soak_linux_test.go), so a real application would
+	// wait forever for the peer's last bytes. Classic RTO recovery never
+	// stalls. The virtual-time client keeps RACK: its timings are the
+	// ones FACTS.md documents.
+	noRACK := tcpip.TCPRecovery(0)
+	if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, &noRACK); terr != nil {
+		s.Close()
+		opts.Device.Close()
+		return nil, fmt.Errorf("disable RACK: %s", terr)
+	}
 	p := &Peer{Stack: s, link: newDeviceLink(opts.Device)}
 	defer func() {
 		if err != nil {
