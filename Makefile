@@ -1,16 +1,18 @@
 # unplug — build, test and debug targets. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: build test deps debug fuzz bench
+.PHONY: build test deps debug bench
 
 build:
 	$(GO) build -o unplug ./cmd/unplug
 
 # Installs what the tests use (tshark to read captures back, curl and iperf3
-# as real clients) when missing, then runs every test. Run as root for the
-# namespace tests; without root they skip.
+# as real clients) when missing, vets, runs a few seconds of every fuzz
+# target, then every test (go test's summary comes last). Run as root for
+# the namespace tests; without root they skip.
 test: deps
 	$(GO) vet ./...
+	GO=$(GO) .ci/fuzz
 	$(GO) test -count=1 -timeout 40m ./...
 
 deps:
@@ -25,9 +27,6 @@ deps:
 # A binary without optimizations or inlining, for delve (docs/debugging.md).
 debug:
 	$(GO) build -gcflags=all='-N -l' -o unplug-debug ./cmd/unplug
-
-fuzz:
-	$(GO) test ./stack/fault -run '^$$' -fuzz FuzzParseSpec -fuzztime 30s
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./stack/...
