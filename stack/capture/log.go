@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/fault/flow"
 )
 
 // Logger writes one line per packet for --log-packets, in a tcpdump-like
@@ -43,7 +44,7 @@ type Logger struct {
 	w       io.Writer
 	start   time.Time
 	tracker *RetransmitTracker
-	conns   flowTable[connKey, connBases]
+	conns   flow.Table[connKey, connBases]
 	line    []byte
 	err     error
 }
@@ -66,7 +67,7 @@ func NewLogger(w io.Writer, start time.Time) *Logger {
 		w:       w,
 		start:   start,
 		tracker: NewRetransmitTracker(),
-		conns:   newFlowTable[connKey, connBases](DefaultMaxFlows),
+		conns:   flow.NewTable[connKey, connBases](DefaultMaxFlows),
 		line:    make([]byte, 0, 256),
 	}
 }
@@ -214,14 +215,14 @@ func (l *Logger) relative(src, dst netip.AddrPort, p *fault.Packet) (seq, ack ui
 		k, self = connKey{a: dst, b: src}, 1
 	}
 	other := 1 - self
-	c, _ := l.conns.get(k)
+	c, _ := l.conns.Get(k)
 	hasACK := p.Flags&fault.FlagACK != 0
 	if p.Flags&fault.FlagSYN != 0 {
 		c.isn[self], c.known[self] = p.Seq, true
 		if hasACK {
 			c.isn[other], c.known[other] = p.Ack-1, true
 		}
-		l.conns.put(k, c)
+		l.conns.Put(k, c)
 		return p.Seq, p.Ack
 	}
 	if !c.known[self] || (hasACK && !c.known[other]) {
@@ -231,7 +232,7 @@ func (l *Logger) relative(src, dst netip.AddrPort, p *fault.Packet) (seq, ack ui
 		if hasACK && !c.known[other] {
 			c.isn[other], c.known[other] = p.Ack-1, true
 		}
-		l.conns.put(k, c)
+		l.conns.Put(k, c)
 	}
 	return p.Seq - c.isn[self], p.Ack - c.isn[other]
 }

@@ -29,6 +29,10 @@ type RetransmitTracker struct {
 	flows *flow.Tracker
 }
 
+// DefaultMaxFlows bounds the per-flow state kept by RetransmitTracker and
+// Logger: beyond it, the least recently active flows are forgotten.
+const DefaultMaxFlows = 65536
+
 // NewRetransmitTracker returns an empty tracker.
 func NewRetransmitTracker() *RetransmitTracker { return newRetransmitTracker(DefaultMaxFlows) }
 

@@ -214,38 +214,6 @@ func TestTrackerBounded(t *testing.T) {
 	}
 }
 
-func TestFlowTable(t *testing.T) {
-	ft := newFlowTable[int, int](4) // two generations of two
-	for i := range 10 {
-		ft.put(i, i*10)
-		if ft.len() > 4 {
-			t.Fatalf("after %d puts: %d entries, limit 4", i+1, ft.len())
-		}
-	}
-	for i := range 10 {
-		v, ok := ft.peek(i)
-		if wantOK := i >= 6; ok != wantOK || (ok && v != i*10) {
-			t.Errorf("peek(%d) = %d, %v; want present=%v", i, v, ok, wantOK)
-		}
-	}
-	// Refreshing 7 (in the old generation) keeps it across the next rotation.
-	if _, ok := ft.get(7); !ok {
-		t.Fatal("get(7) missed")
-	}
-	ft.put(10, 100)
-	ft.put(11, 110)
-	if _, ok := ft.peek(7); !ok {
-		t.Error("refreshed entry 7 was evicted")
-	}
-	if _, ok := ft.peek(8); ok {
-		t.Error("stale entry 8 survived")
-	}
-	ft.put(7, 71) // update in place: no duplicate
-	if v, _ := ft.get(7); v != 71 || ft.len() > 4 {
-		t.Errorf("update: got %d with %d entries", v, ft.len())
-	}
-}
-
 func TestClassifyDoesNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")

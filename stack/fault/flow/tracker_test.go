@@ -129,3 +129,37 @@ func TestTrackDoesNotAllocate(t *testing.T) {
 		t.Errorf("Track allocates %.1f times per %d segments", allocs, len(segs))
 	}
 }
+
+// TestTableGenerations: recently used entries survive a rotation, idle
+// ones are forgotten, and the table never exceeds its limit.
+func TestFlowTable(t *testing.T) {
+	ft := NewTable[int, int](4) // two generations of two
+	for i := range 10 {
+		ft.Put(i, i*10)
+		if ft.Len() > 4 {
+			t.Fatalf("after %d puts: %d entries, limit 4", i+1, ft.Len())
+		}
+	}
+	for i := range 10 {
+		v, ok := ft.Peek(i)
+		if wantOK := i >= 6; ok != wantOK || (ok && v != i*10) {
+			t.Errorf("peek(%d) = %d, %v; want present=%v", i, v, ok, wantOK)
+		}
+	}
+	// Refreshing 7 (in the old generation) keeps it across the next rotation.
+	if _, ok := ft.Get(7); !ok {
+		t.Fatal("get(7) missed")
+	}
+	ft.Put(10, 100)
+	ft.Put(11, 110)
+	if _, ok := ft.Peek(7); !ok {
+		t.Error("refreshed entry 7 was evicted")
+	}
+	if _, ok := ft.Peek(8); ok {
+		t.Error("stale entry 8 survived")
+	}
+	ft.Put(7, 71) // update in place: no duplicate
+	if v, _ := ft.Get(7); v != 71 || ft.Len() > 4 {
+		t.Errorf("update: got %d with %d entries", v, ft.Len())
+	}
+}
