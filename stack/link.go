@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -18,56 +19,134 @@ import (
 // before the link drops (like a full NIC ring).
 const outboundQueue = 4096
 
+// Write batching: the write loop takes whatever the peer has queued, up to
+// maxWriteBatch packets or writeSlab bytes, and hands it to the device at
+// once (an offload device merges runs of TCP segments into one write).
+const (
+	maxWriteBatch = 64
+	writeSlab     = 256 << 10
+)
+
 // deviceLink is the link endpoint on a tun.Device: a channel endpoint whose
 // inbound side is fed by a read loop and whose outbound queue is drained by a
 // write loop, so gVisor never blocks on the device (the iobased pattern).
+//
+// On an offload device (tun.Offload) the read loop receives the kernel's
+// TCP super-packets, cuts them into the MSS-sized segments a wire would
+// carry without copying their payload, and brackets each super-packet with
+// the GRO layer's begin and end so that the segments the fault layer lets
+// through are merged again before TCP.
 type deviceLink struct {
 	*channel.Endpoint
-	dev    tun.Device
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
-	errs   chan error
+	dev     tun.Device
+	offload tun.Offload // nil for a plain device
+	gro     *groEndpoint
+	// checksums makes the segments cut from super-packets carry complete
+	// TCP checksums, for observers that record them; without it they keep
+	// the kernel's partial one (gVisor does not check either).
+	checksums bool
+	stats     offloadCounters
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	once      sync.Once
+	errs      chan error
+}
+
+// offloadCounters are the link's OffloadStats.
+type offloadCounters struct {
+	superPackets, segments, outPackets, outWrites atomic.Uint64
+}
+
+// OffloadStats counts the work of the link on an offload device (all zero
+// on a plain one): the kernel's TCP super-packets, the wire-sized segments
+// the fault layer judged, how they went up to TCP, and how many writes the
+// peer's packets took.
+type OffloadStats struct {
+	// SuperPackets are TCP super-packets read from the device; Segments
+	// the MSS-sized segments cut from them for the fault layer.
+	SuperPackets uint64 `json:"super_packets"`
+	Segments     uint64 `json:"segments"`
+	// Whole counts super-packets whose segments all passed and went up to
+	// TCP as one; Merged those whose surviving segments were merged again.
+	Whole  uint64 `json:"whole"`
+	Merged uint64 `json:"merged"`
+	// OutPackets are packets the peer sent; OutWrites the system calls
+	// that carried them (runs of segments are written as one).
+	OutPackets uint64 `json:"out_packets"`
+	OutWrites  uint64 `json:"out_writes"`
+}
+
+// OffloadStats returns the link's offload counters.
+func (p *Peer) OffloadStats() OffloadStats {
+	c := &p.link.stats
+	st := OffloadStats{
+		SuperPackets: c.superPackets.Load(),
+		Segments:     c.segments.Load(),
+		OutPackets:   c.outPackets.Load(),
+		OutWrites:    c.outWrites.Load(),
+	}
+	if g := p.link.gro; g != nil {
+		st.Whole, st.Merged = g.wholeBatches.Load(), g.mergedBatches.Load()
+	}
+	return st
 }
 
 func newDeviceLink(dev tun.Device) *deviceLink {
-	return &deviceLink{
+	l := &deviceLink{
 		Endpoint: channel.New(outboundQueue, uint32(dev.MTU()), ""),
 		dev:      dev,
 		errs:     make(chan error, 2),
 	}
+	l.offload, _ = dev.(tun.Offload)
+	return l
 }
 
 // start runs the read and write loops until stop.
 func (l *deviceLink) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
-	l.wg.Add(2)
-	go l.readLoop()
+	l.wg.Add(2) // the reader stage of an offload device adds itself
+	if l.offload != nil {
+		go l.readOffloadLoop()
+	} else {
+		go l.readLoop()
+	}
 	go l.writeLoop(ctx)
 }
 
+// readFailed reports a read error other than the device closing.
+func (l *deviceLink) readFailed(err error) {
+	if !errors.Is(err, tun.ErrClosed) {
+		l.errs <- err
+	}
+}
+
+// networkProtocol names the IP version of pkt; 0 for anything else.
+func networkProtocol(pkt []byte) tcpip.NetworkProtocolNumber {
+	if len(pkt) == 0 {
+		return 0
+	}
+	switch header.IPVersion(pkt) {
+	case header.IPv4Version:
+		return header.IPv4ProtocolNumber
+	case header.IPv6Version:
+		return header.IPv6ProtocolNumber
+	}
+	return 0
+}
+
+// readLoop serves a plain device: one packet per read.
 func (l *deviceLink) readLoop() {
 	defer l.wg.Done()
 	buf := make([]byte, l.dev.MTU()+64)
 	for {
 		n, err := l.dev.Read(buf)
 		if err != nil {
-			if !errors.Is(err, tun.ErrClosed) {
-				l.errs <- err
-			}
+			l.readFailed(err)
 			return
 		}
-		if n == 0 {
-			continue
-		}
-		var proto tcpip.NetworkProtocolNumber
-		switch header.IPVersion(buf[:n]) {
-		case header.IPv4Version:
-			proto = header.IPv4ProtocolNumber
-		case header.IPv6Version:
-			proto = header.IPv6ProtocolNumber
-		default:
+		proto := networkProtocol(buf[:n])
+		if proto == 0 {
 			continue
 		}
 		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{
@@ -78,23 +157,197 @@ func (l *deviceLink) readLoop() {
 	}
 }
 
+// readPipeline is how many packets the offload reader may prepare ahead
+// of the goroutine that delivers them.
+const readPipeline = 4
+
+// inbound is one packet read from an offload device, prepared for
+// delivery: an ordinary packet alone in pkts, or a super-packet's segments
+// in pkts and the super-packet itself in whole. The batch owns one
+// reference to each; delivery releases them.
+type inbound struct {
+	proto tcpip.NetworkProtocolNumber
+	pkts  []*gstack.PacketBuffer
+	whole *gstack.PacketBuffer // nil for an ordinary packet
+}
+
+// readOffloadLoop serves an offload device in two stages, so that the
+// system call, its copy and the cutting of a super-packet overlap with
+// judging and delivering the previous one: a reader goroutine
+// (readOffload) prepares packets and hands them over; this goroutine
+// injects them in order. Batches travel back through free for reuse.
+func (l *deviceLink) readOffloadLoop() {
+	defer l.wg.Done()
+	ready := make(chan *inbound, readPipeline)
+	free := make(chan *inbound, readPipeline+2)
+	for range cap(free) {
+		free <- &inbound{pkts: make([]*gstack.PacketBuffer, 0, 64)}
+	}
+	l.wg.Add(1)
+	go l.readOffload(ready, free)
+	for in := range ready {
+		l.deliver(in)
+		in.pkts, in.whole = in.pkts[:0], nil
+		free <- in
+	}
+}
+
+// deliver injects one prepared packet or super-packet.
+func (l *deviceLink) deliver(in *inbound) {
+	if in.whole == nil || l.gro == nil {
+		for _, pkt := range in.pkts {
+			l.InjectInbound(in.proto, pkt)
+			pkt.DecRef()
+		}
+		if in.whole != nil {
+			in.whole.DecRef()
+		}
+		return
+	}
+	// The GRO layer sends the super-packet up if exactly these segments
+	// came through; the batch's references keep their identities unique.
+	l.gro.begin()
+	for _, pkt := range in.pkts {
+		l.InjectInbound(in.proto, pkt)
+	}
+	l.gro.end(in.pkts, in.proto, in.whole)
+	clear(in.pkts)
+}
+
+// readOffload is the reader stage: it reads into pooled 64 KiB views and
+// prepares what it read. An ordinary packet is copied out of the view (so
+// a small packet held in a receive queue does not pin 64 KiB) and the view
+// is reused; a super-packet keeps its view, shared by its segments, and the
+// reader takes a new one. It closes ready when the device fails or closes.
+func (l *deviceLink) readOffload(ready chan<- *inbound, free <-chan *inbound) {
+	defer l.wg.Done()
+	defer close(ready)
+	view := buffer.NewViewSize(tun.MaxOffloadSize)
+	defer func() { view.Release() }()
+	var scratch [256]byte
+	for {
+		n, gso, err := l.offload.ReadOffload(view.AsSlice())
+		if err != nil {
+			l.readFailed(err)
+			return
+		}
+		data := view.AsSlice()[:n]
+		proto := networkProtocol(data)
+		if proto == 0 {
+			continue
+		}
+		if gso.Type == tun.GSONone && tun.CompleteChecksum(data, gso) != nil {
+			continue
+		}
+		in := <-free
+		in.proto = proto
+		if gso.Type == tun.GSONone {
+			pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(data)})
+			// A checksum the kernel left to us was just computed.
+			pkt.RXChecksumValidated = gso.NeedsCsum
+			in.pkts = append(in.pkts, pkt)
+			ready <- in
+			continue
+		}
+		view.CapLength(n)
+		l.cutSegments(in, view, gso, scratch[:])
+		ready <- in
+		view = buffer.NewViewSize(tun.MaxOffloadSize)
+	}
+}
+
+// cutSegments fills in with the segments of the super-packet in super,
+// each its own header view followed by a clone of super trimmed to its
+// payload, and with super itself as whole. It takes over the caller's
+// reference to super.
+func (l *deviceLink) cutSegments(in *inbound, super *buffer.View, gso tun.GSO, scratch []byte) {
+	hdrLen := 0
+	tun.SplitTCP(super.AsSlice(), gso, scratch, l.checksums, func(s tun.TCPSegment) error {
+		if hdrLen == 0 {
+			hdrLen = s.Off
+		}
+		payload := super.Clone()
+		payload.TrimFront(s.Off)
+		payload.CapLength(s.Len)
+		b := buffer.MakeWithView(payload)
+		b.Prepend(buffer.NewViewWithData(s.Header))
+		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: b})
+		// The kernel built the segment's data; nothing on the way can have
+		// damaged it.
+		pkt.RXChecksumValidated = true
+		in.pkts = append(in.pkts, pkt)
+		return nil
+	})
+	l.stats.superPackets.Add(1)
+	l.stats.segments.Add(uint64(len(in.pkts)))
+	if hdrLen == 0 || l.gro == nil {
+		super.Release()
+		return
+	}
+	// The headers get a view of their own: gVisor's IP layer pulls them up
+	// while it holds a second reference to their view, which makes the
+	// pull-up copy the view's whole chunk.
+	b := buffer.MakeWithView(buffer.NewViewWithData(super.AsSlice()[:hdrLen]))
+	super.TrimFront(hdrLen)
+	b.Append(super)
+	in.whole = gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: b})
+	in.whole.RXChecksumValidated = true
+}
+
+// writeLoop drains the outbound queue in batches: it blocks for the first
+// packet, takes whatever else is queued, flattens the batch into one slab
+// and writes it.
 func (l *deviceLink) writeLoop(ctx context.Context) {
 	defer l.wg.Done()
-	buf := make([]byte, 0, l.dev.MTU()+64)
+	mtu := l.dev.MTU()
+	slab := make([]byte, 0, max(writeSlab, 2*mtu))
+	pkts := make([]*gstack.PacketBuffer, 0, maxWriteBatch)
+	bufs := make([][]byte, 0, maxWriteBatch)
 	for {
 		pkt := l.ReadContext(ctx)
 		if pkt == nil {
 			return
 		}
-		buf = buf[:0]
-		for _, s := range pkt.AsSlices() {
-			buf = append(buf, s...)
+		pkts = append(pkts[:0], pkt)
+		for total := pkt.Size(); len(pkts) < maxWriteBatch && total+mtu <= cap(slab); {
+			next := l.Read()
+			if next == nil {
+				break
+			}
+			pkts = append(pkts, next)
+			total += next.Size()
 		}
-		pkt.DecRef()
-		if _, err := l.dev.Write(buf); err != nil && errors.Is(err, tun.ErrClosed) {
+		slab, bufs = slab[:0], bufs[:0]
+		for _, p := range pkts {
+			start := len(slab)
+			for _, s := range p.AsSlices() {
+				slab = append(slab, s...)
+			}
+			bufs = append(bufs, slab[start:])
+			p.DecRef()
+		}
+		clear(pkts)
+		if err := l.write(bufs); errors.Is(err, tun.ErrClosed) {
 			return
 		}
 	}
+}
+
+// write hands a batch to the device. Errors other than ErrClosed lose
+// the packet concerned only, as on a wire.
+func (l *deviceLink) write(bufs [][]byte) error {
+	if l.offload != nil {
+		writes, err := l.offload.WriteBatch(bufs)
+		l.stats.outPackets.Add(uint64(len(bufs)))
+		l.stats.outWrites.Add(uint64(writes))
+		return err
+	}
+	for _, b := range bufs {
+		if _, err := l.dev.Write(b); errors.Is(err, tun.ErrClosed) {
+			return err
+		}
+	}
+	return nil
 }
 
 // stop closes the device and joins both loops.

@@ -128,9 +128,8 @@ func (a *agent) init(req request) (response, []int, error) {
 	if err != nil {
 		return response{}, nil, err
 	}
-	fdev := dev.(*fileDevice)
-	fd, err := dupFile(fdev.f)
-	fdev.Close()
+	fd, err := dupFile(deviceFile(dev))
+	dev.Close()
 	if err != nil {
 		return response{}, nil, err
 	}
@@ -140,7 +139,8 @@ func (a *agent) init(req request) (response, []int, error) {
 			return response{}, nil, err
 		}
 	}
-	return response{Name: dev.Name(), MTU: dev.MTU()}, []int{fd}, nil
+	_, offload := dev.(*offloadDevice)
+	return response{Name: dev.Name(), MTU: dev.MTU(), Offload: offload}, []int{fd}, nil
 }
 
 // newSocket creates a close-on-exec, non-blocking socket in the agent's

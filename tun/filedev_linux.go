@@ -67,6 +67,17 @@ func (d *fileDevice) Close() error {
 	return d.closeErr
 }
 
+// deviceFile returns the descriptor behind a device Create made.
+func deviceFile(dev Device) *os.File {
+	switch d := dev.(type) {
+	case *offloadDevice:
+		return d.f
+	case *fileDevice:
+		return d.f
+	}
+	panic(fmt.Sprintf("tun: no file behind %T", dev))
+}
+
 // dupFile returns a close-on-exec duplicate of f's descriptor without
 // touching its blocking mode (f.Fd would switch it to blocking).
 func dupFile(f *os.File) (int, error) {

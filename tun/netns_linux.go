@@ -160,7 +160,16 @@ func (ns *Namespace) init(ctx context.Context, cfg Config, sysctls map[string]st
 	if err != nil {
 		return err
 	}
-	ns.dev = newFileDevice(f, resp.Name, resp.MTU)
+	if !resp.Offload {
+		ns.dev = newFileDevice(f, resp.Name, resp.MTU)
+		return nil
+	}
+	dev, err := newOffloadDevice(f, resp.Name, resp.MTU)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	ns.dev = dev
 	return nil
 }
 

@@ -37,11 +37,10 @@ func Create(cfg Config) (Device, error) {
 	if err := probeCreate(cfg.Name); err != nil {
 		return nil, err
 	}
-	f, name, err := openWater(cfg.Name, false)
+	dev, name, err := openDevice(cfg)
 	if err != nil {
 		return nil, createError(err, cfg.Name)
 	}
-	dev := newFileDevice(f, name, cfg.MTU)
 	li, err := c.linkByName(name)
 	if err == nil {
 		err = configureLink(c, li.index, cfg)
@@ -51,6 +50,33 @@ func Create(cfg Config) (Device, error) {
 		return nil, fmt.Errorf("configure tun %s: %w", name, err)
 	}
 	return dev, nil
+}
+
+// openDevice opens a new TUN for cfg: with IFF_VNET_HDR and offloads when
+// cfg.Offload asks for them and the kernel has them, through water
+// otherwise.
+func openDevice(cfg Config) (Device, string, error) {
+	if !cfg.Offload {
+		f, name, err := openWater(cfg.Name, false)
+		if err != nil {
+			return nil, "", err
+		}
+		return newFileDevice(f, name, cfg.MTU), name, nil
+	}
+	f, name, err := openOffload(cfg.Name)
+	if errors.Is(err, errNoOffload) {
+		cfg.Offload = false
+		return openDevice(cfg)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	dev, err := newOffloadDevice(f, name, cfg.MTU)
+	if err != nil {
+		f.Close()
+		return nil, "", err
+	}
+	return dev, name, nil
 }
 
 // Attach opens an existing persistent TUN device, for example one an

@@ -56,6 +56,8 @@ type response struct {
 	Value string     `json:"value,omitempty"`
 	PID   int        `json:"pid,omitempty"`
 	Code  int        `json:"code,omitempty"`
+	// Offload says the TUN descriptor carries virtio-net headers.
+	Offload bool `json:"offload,omitempty"`
 }
 
 // wireError carries an error across the socket keeping what errors.Is

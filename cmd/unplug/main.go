@@ -62,6 +62,7 @@ func commands() []command {
 		{"scenarios", "list the experiments `unplug run` knows", runScenarios},
 		{"run", "run one experiment in a private namespace and report", runScenario},
 		{"exec", "run a program whose only network is the faulty link to the peer", runExec},
+		{"bench", "measure the peer against kernel loopback in a private namespace", runBench},
 	}
 }
 

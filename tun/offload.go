@@ -1,0 +1,236 @@
+package tun
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+)
+
+// Offload is the optional side of a Device opened with Config.Offload: the
+// kernel and the device exchange TCP super-packets of up to 64 KiB, each
+// described by a GSO header, instead of one system call per MTU-sized
+// packet. Read and Write still carry ordinary packets; ReadOffload,
+// WriteBatch and SplitTCP let a caller keep the super-packet in one buffer
+// and cut it without copying the payload.
+type Offload interface {
+	Device
+	// ReadOffload reads one packet as the kernel queued it into p, which
+	// should hold MaxOffloadSize bytes: a TCP super-packet when gso.Type is
+	// not GSONone, and possibly with an incomplete transport checksum
+	// (gso.NeedsCsum). SplitTCP and CompleteChecksum turn it into the
+	// packets Read would return.
+	ReadOffload(p []byte) (n int, gso GSO, err error)
+	// WriteBatch sends pkts in order, writing runs of consecutive
+	// full-sized segments of one TCP flow as one super-packet, which the
+	// kernel takes as if its own GRO had merged them. It returns the
+	// number of writes (system calls) it made; a packet the kernel refuses
+	// is lost, as on a wire, and only ErrClosed is returned.
+	WriteBatch(pkts [][]byte) (writes int, err error)
+}
+
+// MaxOffloadSize is the largest packet ReadOffload returns.
+const MaxOffloadSize = 65535
+
+// maxHeaderLen bounds IP (with IPv6 extension headers) plus TCP headers.
+const maxHeaderLen = 256
+
+// GSOType is the kind of super-packet, as in virtio-net's gso_type.
+type GSOType uint8
+
+// GSO types the device exchanges.
+const (
+	GSONone  GSOType = 0 // an ordinary packet
+	GSOTCPv4 GSOType = 1 // a TCP/IPv4 super-packet
+	GSOTCPv6 GSOType = 4 // a TCP/IPv6 super-packet
+)
+
+// virtio-net header constants (linux/virtio_net.h).
+const (
+	vnetHdrLen       = 10
+	vnetFlagNeedsCsm = 1
+	vnetGSOECN       = 0x80
+	tcpCsumOffset    = 16
+	udpCsumOffset    = 6
+)
+
+// GSO describes a packet read from an offload device: how to cut it into
+// segments and how to finish its checksum.
+type GSO struct {
+	// Type is GSONone for an ordinary packet.
+	Type GSOType
+	// Size is the payload bytes per segment (the sender's MSS).
+	Size uint16
+	// NeedsCsum says the transport checksum is partial: the field at
+	// CsumStart+CsumOffset holds only the pseudo-header sum.
+	NeedsCsum bool
+	// CsumStart is where the transport header starts; CsumOffset is the
+	// checksum field's offset in it.
+	CsumStart, CsumOffset uint16
+}
+
+// parseVnetHdr decodes the virtio-net header that precedes every packet.
+// Its fields are in the host's byte order (legacy virtio).
+func parseVnetHdr(b []byte) GSO {
+	return GSO{
+		Type:       GSOType(b[1] &^ vnetGSOECN),
+		NeedsCsum:  b[0]&vnetFlagNeedsCsm != 0,
+		Size:       binary.NativeEndian.Uint16(b[4:]),
+		CsumStart:  binary.NativeEndian.Uint16(b[6:]),
+		CsumOffset: binary.NativeEndian.Uint16(b[8:]),
+	}
+}
+
+// putVnetHdr encodes g with header length hdrLen into b.
+func putVnetHdr(b []byte, g GSO, hdrLen int) {
+	b[0] = 0
+	if g.NeedsCsum {
+		b[0] = vnetFlagNeedsCsm
+	}
+	b[1] = byte(g.Type)
+	binary.NativeEndian.PutUint16(b[2:], uint16(hdrLen))
+	binary.NativeEndian.PutUint16(b[4:], g.Size)
+	binary.NativeEndian.PutUint16(b[6:], g.CsumStart)
+	binary.NativeEndian.PutUint16(b[8:], g.CsumOffset)
+}
+
+// errBadGSO reports a super-packet whose headers do not add up.
+var errBadGSO = errors.New("malformed offload packet")
+
+// CompleteChecksum finishes the partial transport checksum of an ordinary
+// packet read with gso.NeedsCsum set, in place. Packets without it are
+// left alone.
+func CompleteChecksum(pkt []byte, gso GSO) error {
+	if !gso.NeedsCsum {
+		return nil
+	}
+	start, field := int(gso.CsumStart), int(gso.CsumStart)+int(gso.CsumOffset)
+	if field+2 > len(pkt) {
+		return fmt.Errorf("complete checksum: %w: checksum field at %d of %d bytes", errBadGSO, field, len(pkt))
+	}
+	sum := ^checksum.Checksum(pkt[start:], 0)
+	if sum == 0 && gso.CsumOffset == udpCsumOffset {
+		sum = 0xffff // UDP sends a computed zero as all ones
+	}
+	binary.BigEndian.PutUint16(pkt[field:], sum)
+	return nil
+}
+
+// TCPSegment is one packet cut from a TCP super-packet by SplitTCP: its
+// headers, rebuilt in the caller's scratch buffer, and where its payload
+// lies in the super-packet.
+type TCPSegment struct {
+	// Header is the segment's IP and TCP headers with lengths, sequence
+	// number, flags and both checksums set for this segment.
+	Header []byte
+	// Off and Len locate the payload in the super-packet.
+	Off, Len int
+}
+
+// Segment returns the whole segment as one packet (header and payload
+// copied into dst's spare capacity).
+func (s TCPSegment) Segment(dst, super []byte) []byte {
+	dst = append(dst, s.Header...)
+	return append(dst, super[s.Off:s.Off+s.Len]...)
+}
+
+// SplitTCP cuts the TCP super-packet pkt into the segments a sender
+// without offload would have sent, calling fn for each in order: the IPv4
+// identification counts up, the sequence number advances by gso.Size, FIN
+// and PSH stay on the last segment and CWR on the first. The IPv4 header
+// checksum is always recomputed; the TCP checksum is computed in full when
+// checksums is set (a pass over the payload), and otherwise left partial
+// (the pseudo-header sum, as the kernel hands out packets with NeedsCsum)
+// for a receiver that trusts its source. scratch must hold the headers
+// (up to 120 bytes); each call's Header reuses it.
+func SplitTCP(pkt []byte, gso GSO, scratch []byte, checksums bool, fn func(TCPSegment) error) error {
+	ipLen, err := ipHeaderLen(pkt, gso)
+	if err != nil {
+		return err
+	}
+	if len(pkt) < ipLen+20 {
+		return fmt.Errorf("split: %w: %d bytes", errBadGSO, len(pkt))
+	}
+	tcpLen := int(pkt[ipLen+12]>>4) * 4
+	hdrLen := ipLen + tcpLen
+	mss := int(gso.Size)
+	if tcpLen < 20 || hdrLen > len(pkt) || hdrLen > len(scratch) || mss == 0 {
+		return fmt.Errorf("split: %w: headers of %d bytes, segment size %d, %d bytes", errBadGSO, hdrLen, mss, len(pkt))
+	}
+	v4 := pkt[0]>>4 == 4
+	var src, dst []byte
+	if v4 {
+		src, dst = pkt[12:16], pkt[16:20]
+	} else {
+		src, dst = pkt[8:24], pkt[24:40]
+	}
+	addrSum := checksum.Checksum(dst, checksum.Checksum(src, 0))
+	id := binary.BigEndian.Uint16(pkt[4:])
+	seq := binary.BigEndian.Uint32(pkt[ipLen+4:])
+	flags := pkt[ipLen+13]
+	hdr := scratch[:hdrLen]
+	for i, off := 0, hdrLen; off < len(pkt); i, off = i+1, off+mss {
+		n := min(mss, len(pkt)-off)
+		copy(hdr, pkt[:hdrLen])
+		if v4 {
+			binary.BigEndian.PutUint16(hdr[2:], uint16(hdrLen+n))
+			binary.BigEndian.PutUint16(hdr[4:], id+uint16(i))
+			hdr[10], hdr[11] = 0, 0
+			binary.BigEndian.PutUint16(hdr[10:], ^checksum.Checksum(hdr[:ipLen], 0))
+		} else {
+			binary.BigEndian.PutUint16(hdr[4:], uint16(hdrLen-40+n))
+		}
+		th := hdr[ipLen:]
+		binary.BigEndian.PutUint32(th[4:], seq+uint32(i*mss))
+		f := flags
+		if off+n < len(pkt) {
+			f &^= tcpFIN | tcpPSH
+		}
+		if i > 0 {
+			f &^= tcpCWR
+		}
+		th[13] = f
+		th[16], th[17] = 0, 0
+		sum := checksum.Combine(addrSum, uint16(ipProtoTCP))
+		sum = checksum.Combine(sum, uint16(tcpLen+n))
+		if checksums {
+			sum = checksum.Checksum(th, sum)
+			sum = ^checksum.Checksum(pkt[off:off+n], sum)
+		}
+		binary.BigEndian.PutUint16(th[16:], sum)
+		if err := fn(TCPSegment{Header: hdr, Off: off, Len: n}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TCP flags and numbers SplitTCP and the coalescer need.
+const (
+	tcpFIN     = 0x01
+	tcpSYN     = 0x02
+	tcpRST     = 0x04
+	tcpPSH     = 0x08
+	tcpACK     = 0x10
+	tcpURG     = 0x20
+	tcpCWR     = 0x80
+	ipProtoTCP = 6
+)
+
+// ipHeaderLen returns the length of pkt's IP header(s) before TCP.
+func ipHeaderLen(pkt []byte, gso GSO) (int, error) {
+	if gso.NeedsCsum && gso.CsumStart != 0 {
+		return int(gso.CsumStart), nil
+	}
+	if len(pkt) < 1 {
+		return 0, fmt.Errorf("split: %w: empty", errBadGSO)
+	}
+	switch pkt[0] >> 4 {
+	case 4:
+		return int(pkt[0]&0xf) * 4, nil
+	case 6:
+		return 40, nil
+	}
+	return 0, fmt.Errorf("split: %w: IP version %d", errBadGSO, pkt[0]>>4)
+}
