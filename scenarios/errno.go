@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/unplug-dev/unplug/stack/vlink"
 )
 
 // NetstackError carries a gVisor tcpip.Error as a Go error, so that a
@@ -54,7 +56,8 @@ var tcpipErrno = func() map[string]string {
 // "ETIMEDOUT", "EPIPE", "ECONNRESET"... Reports use names, never numbers,
 // because numbers differ between operating systems (ETIMEDOUT is 110 on
 // Linux and 60 on macOS). It understands syscall.Errno anywhere in the
-// chain, NetstackError, and gVisor errors flattened by gonet. io.EOF is
+// chain, vlink.Errno (the virtual client), NetstackError, and gVisor errors
+// flattened by gonet. io.EOF is
 // "EOF"; a passed deadline is "EAGAIN", as SO_RCVTIMEO reports it. Errors
 // that are not socket errors give "".
 func ErrnoName(err error) string {
@@ -73,6 +76,10 @@ func ErrnoName(err error) string {
 			return name
 		}
 		return fmt.Sprintf("errno %d", int(errno))
+	}
+	var ve vlink.Errno
+	if errors.As(err, &ve) {
+		return string(ve)
 	}
 	var ne *NetstackError
 	if errors.As(err, &ne) {

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"syscall"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -341,22 +340,8 @@ func (vc *virtualConn) Info() ConnInfo {
 	}
 }
 
-// virtualErr turns vlink's errors into the syscall.Errno a kernel socket
-// would return, so reports name the same errno in both modes.
-func virtualErr(op string, err error) error {
-	if name := vlink.ErrnoOf(err); name != "" {
-		if errno, ok := errnoByName[string(name)]; ok {
-			return fmt.Errorf("%s: %w", op, errno)
-		}
-	}
-	return fmt.Errorf("%s: %w", op, err)
-}
-
-var errnoByName = map[string]syscall.Errno{
-	"ETIMEDOUT": syscall.ETIMEDOUT, "ECONNRESET": syscall.ECONNRESET, "ECONNREFUSED": syscall.ECONNREFUSED,
-	"ECONNABORTED": syscall.ECONNABORTED, "EPIPE": syscall.EPIPE, "EAGAIN": syscall.EAGAIN,
-	"ENOTCONN": syscall.ENOTCONN, "ENETUNREACH": syscall.ENETUNREACH, "EHOSTUNREACH": syscall.EHOSTUNREACH,
-}
+// virtualErr names the operation; ErrnoName reads the errno vlink carries.
+func virtualErr(op string, err error) error { return fmt.Errorf("%s: %w", op, err) }
 
 // virtualServices are the peer's services for virtual time: the same
 // behaviour as stack/services, but as state machines the driver polls
