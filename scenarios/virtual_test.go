@@ -114,3 +114,33 @@ func TestVirtualCatalog(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkVirtualSpeed reports simulated seconds per wall second for whole
+// virtual-clock scenario runs (the target: ≥ 10 000×).
+func BenchmarkVirtualSpeed(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		values map[string]string
+	}{
+		{"timeout", map[string]string{"retries2": "15"}},
+		{"loss", nil},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			sc, _ := Lookup(tc.name)
+			p, err := ParseParams(sc, tc.values)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var simulated time.Duration
+			start := time.Now()
+			for b.Loop() {
+				rep, err := Run(context.Background(), tc.name, p, Options{Clock: ClockVirtual})
+				if err != nil {
+					b.Fatal(err)
+				}
+				simulated += rep.Duration
+			}
+			b.ReportMetric(simulated.Seconds()/time.Since(start).Seconds(), "sim-s/wall-s")
+		})
+	}
+}
