@@ -132,8 +132,19 @@ func (r *Recorder) Observe(ev *fault.Event) {
 	t := ev.Time.Sub(r.start)
 	p := ev.Packet
 	pk := &Packet{Dir: p.Dir.String(), Verdict: ev.Decision.Verdict.String(), Comment: ev.Comment, Proto: protoName(p), Len: p.PayloadLen}
-	kind := r.tracker.Classify(p)
+	// A packet the fault layer made up (a reject's RST, a duplicate) is no
+	// transmission of the sender's: keep it out of the retransmission
+	// analysis, which would count a duplicate as a retransmission.
+	kind := capture.KindNew
+	if ev.Decision.Verdict != fault.Injected {
+		kind = r.tracker.Classify(p)
+	} else if !p.IsTCP() {
+		kind = capture.KindOther
+	}
 	pk.Kind = kind.String()
+	if ev.Decision.Verdict == fault.Injected {
+		pk.Kind = "injected"
+	}
 
 	c := &r.counts
 	c.Total++

@@ -244,3 +244,27 @@ func TestRecorderCallsAndFaults(t *testing.T) {
 		}
 	}
 }
+
+// TestRecorderInjected: packets the fault layer makes up are shown but never
+// counted as the sender's retransmissions.
+func TestRecorderInjected(t *testing.T) {
+	h := newRecorderHarness(t)
+	h.handshake()
+	h.at(10 * ms)
+	h.send(inDir, fault.Pass, psh|ackf, isnC+1, isnP+1, 502, 21)
+	h.send(inDir, fault.Injected, psh|ackf, isnC+1, isnP+1, 502, 21) // a duplicate
+	var rep Report
+	h.rec.fill(&rep)
+	if len(rep.Retransmissions) != 0 {
+		t.Fatalf("a duplicate made by the fault layer counted as a retransmission: %+v", rep.Retransmissions)
+	}
+	var last *Packet
+	for _, ev := range rep.Timeline {
+		if ev.Packet != nil {
+			last = ev.Packet
+		}
+	}
+	if last == nil || last.Kind != "injected" {
+		t.Fatalf("last packet %+v, want the injected one", last)
+	}
+}
