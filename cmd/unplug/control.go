@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -168,7 +169,7 @@ func printRules(w io.Writer, rules []fault.RuleStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSTATE\tMATCHED\tDROPPED\tDELAYED\tSPEC")
 	for _, r := range rules {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\n", r.ID, r.State, r.Matched, r.Dropped, r.Delayed, r.Spec)
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s%s\n", r.ID, r.State, r.Matched, r.Dropped, r.Delayed, r.Spec, otherCounters(r))
 	}
 	tw.Flush()
 }
@@ -177,4 +178,25 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// otherCounters lists the counters of the TCP-aware actions that are not
+// zero, for the rules table: "  (rejected 3, corrupted 1)".
+func otherCounters(r fault.RuleStatus) string {
+	var parts []string
+	for _, c := range []struct {
+		name string
+		n    uint64
+	}{
+		{"rejected", r.Rejected}, {"reset", r.Reset}, {"duplicated", r.Duplicated}, {"reordered", r.Reordered},
+		{"corrupted", r.Corrupted}, {"tail-dropped", r.TailDropped}, {"healed", r.Healed},
+	} {
+		if c.n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", c.name, c.n))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "  (" + strings.Join(parts, ", ") + ")"
 }

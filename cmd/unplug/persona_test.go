@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 )
 
@@ -51,5 +52,20 @@ func TestPersonaFlag(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestOtherCounters(t *testing.T) {
+	for _, tt := range []struct {
+		r    fault.RuleStatus
+		want string
+	}{
+		{fault.RuleStatus{}, ""},
+		{fault.RuleStatus{Rejected: 3}, "  (rejected 3)"},
+		{fault.RuleStatus{Corrupted: 1, Healed: 2}, "  (corrupted 1, healed 2)"},
+	} {
+		if got := otherCounters(tt.r); got != tt.want {
+			t.Errorf("otherCounters(%+v) = %q, want %q", tt.r, got, tt.want)
+		}
 	}
 }

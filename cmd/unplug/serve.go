@@ -210,7 +210,7 @@ func printCounters(w io.Writer, st stack.Status) {
 	l := st.Link
 	fmt.Fprintf(w, "unplug: packets in %d, out %d, dropped %d, delayed %d\n", l.In, l.Out, l.Dropped, l.Delayed)
 	for _, r := range st.Rules {
-		fmt.Fprintf(w, "unplug: rule %d (%s): %s, matched %d, dropped %d, delayed %d\n", r.ID, r.Spec, r.State, r.Matched, r.Dropped, r.Delayed)
+		fmt.Fprintf(w, "unplug: rule %d (%s): %s, matched %d, dropped %d, delayed %d%s\n", r.ID, r.Spec, r.State, r.Matched, r.Dropped, r.Delayed, otherCounters(r))
 	}
 }
 
