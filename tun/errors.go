@@ -74,7 +74,7 @@ func errNoNetAdmin(cause error, name string) error {
 	return newUserError(ErrPermission, cause,
 		"create tun %q: %v: CAP_NET_ADMIN is missing; use --attach NAME with a persistent TUN an admin made "+
 			"(ip tuntap add NAME mode tun user $USER), or unplug run/unplug exec (private user namespace), "+
-			"or in docker add --cap-add NET_ADMIN --device /dev/net/tun",
+			"or in docker run as --user 0 with --cap-add NET_ADMIN --device /dev/net/tun (docs/containers.md)",
 		name, cause)
 }
 
