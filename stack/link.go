@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -49,7 +50,7 @@ type deviceLink struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	once      sync.Once
-	errs      chan error
+	readErr   atomic.Pointer[error] // first read error other than closing
 }
 
 // offloadCounters are the link's OffloadStats.
@@ -95,7 +96,6 @@ func newDeviceLink(dev tun.Device) *deviceLink {
 	l := &deviceLink{
 		Endpoint: channel.New(outboundQueue, uint32(dev.MTU()), ""),
 		dev:      dev,
-		errs:     make(chan error, 2),
 	}
 	l.offload, _ = dev.(tun.Offload)
 	return l
@@ -114,10 +114,11 @@ func (l *deviceLink) start() {
 	go l.writeLoop(ctx)
 }
 
-// readFailed reports a read error other than the device closing.
+// readFailed records a read error other than the device closing; stop
+// returns it, so the peer's Close reports why packets stopped arriving.
 func (l *deviceLink) readFailed(err error) {
 	if !errors.Is(err, tun.ErrClosed) {
-		l.errs <- err
+		l.readErr.CompareAndSwap(nil, &err)
 	}
 }
 
@@ -360,6 +361,9 @@ func (l *deviceLink) stop() error {
 		err = l.dev.Close()
 		l.wg.Wait()
 		l.Endpoint.Close()
+		if rerr := l.readErr.Load(); rerr != nil && err == nil {
+			err = fmt.Errorf("read from %s: %w", l.dev.Name(), *rerr)
+		}
 	})
 	return err
 }

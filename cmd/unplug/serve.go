@@ -152,7 +152,11 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 	if err != nil {
 		return err
 	}
-	undo = append(undo, func() { peer.Close() })
+	undo = append(undo, func() {
+		if err := peer.Close(); err != nil {
+			fmt.Fprintf(stderr, "unplug: stop the peer: %v\n", err)
+		}
+	})
 	ready = true
 	registerControl(srv, peer)
 	serveErr := make(chan error, 1)
