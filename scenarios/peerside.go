@@ -79,16 +79,7 @@ func (pc peerControl) Forget() (int, error) {
 	ctl := pc.peer.Controller()
 	id := ctl.Add(fault.Spec{Action: fault.ActDrop, Dir: fault.Out})
 	defer ctl.Remove(id)
-	n := 0
-	for _, te := range pc.peer.Stack.RegisteredEndpoints() {
-		ep, ok := te.(*tcp.Endpoint)
-		if !ok || !connected(ep) {
-			continue
-		}
-		ep.Abort()
-		n++
-	}
-	return n, nil
+	return services.Forget(pc.peer.Stack), nil
 }
 
 // Accepted implements PeerControl.
@@ -103,9 +94,12 @@ func (pc peerControl) Accepted(port uint16) int {
 }
 
 // Conns implements PeerControl.
-func (pc peerControl) Conns(port uint16) []stack.ConnStatus {
+func (pc peerControl) Conns(port uint16) []stack.ConnStatus { return connsOnPort(pc.peer.Stack, port) }
+
+// connsOnPort lists the TCP connections of s whose local port is port.
+func connsOnPort(s *gstack.Stack, port uint16) []stack.ConnStatus {
 	var out []stack.ConnStatus
-	for _, c := range stack.Conns(pc.peer.Stack) {
+	for _, c := range stack.Conns(s) {
 		if ap, err := netip.ParseAddrPort(c.Local); err == nil && ap.Port() == port {
 			out = append(out, c)
 		}

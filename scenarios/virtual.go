@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net/netip"
 	"os"
 	"strconv"
 	"time"
@@ -504,13 +503,7 @@ func (s *virtualServices) Accepted(port uint16) int { return s.accepted[port] }
 
 // Conns implements PeerControl.
 func (s *virtualServices) Conns(port uint16) []stack.ConnStatus {
-	var out []stack.ConnStatus
-	for _, c := range stack.Conns(s.pair.Peer) {
-		if ap, err := netip.ParseAddrPort(c.Local); err == nil && ap.Port() == port {
-			out = append(out, c)
-		}
-	}
-	return out
+	return connsOnPort(s.pair.Peer, port)
 }
 
 // SetUserTimeout implements PeerControl.
