@@ -55,8 +55,8 @@ var helps = map[string]helpText{
 		intro: "Installs each SPEC (one quoted argument per rule) on the running serve and prints its id.\n" +
 			"Example: unplug fault add 'drop dir=in for=3s'",
 		outro: "\n" + faultGrammar},
-	"unplug fault list": {usage: "unplug fault list [--json] [flags]"},
-	"unplug fault rm":   {usage: "unplug fault rm ID... [flags]"},
+	"unplug fault list":  {usage: "unplug fault list [--json] [flags]"},
+	"unplug fault rm":    {usage: "unplug fault rm ID... [flags]"},
 	"unplug fault clear": {usage: "unplug fault clear [flags]"},
 	"unplug status": {usage: "unplug status [--json] [flags]",
 		intro: "Shows a running serve's connections (state, RTT, RTO, retransmissions), link counters and rules."},
