@@ -137,7 +137,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	// cmd/unplug/soak_linux_test.go), so a real application would
 	// wait forever for the peer's last bytes. Classic RTO recovery never
 	// stalls. The virtual-time client keeps RACK: its timings are the
-	// ones FACTS.md documents.
+	// ones docs/facts.md documents.
 	noRACK := tcpip.TCPRecovery(0)
 	if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, &noRACK); terr != nil {
 		s.Close()

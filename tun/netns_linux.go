@@ -58,6 +58,9 @@ type Namespace struct {
 // Errors name the precondition that failed and its fix, and match
 // ErrPermission, ErrNoTunDevice or ErrExists with errors.Is.
 func NewNamespace(ctx context.Context, cfg NamespaceConfig) (*Namespace, error) {
+	if os.Getenv(agentEnv) == "1" {
+		refuseNestedAgent()
+	}
 	tcfg, err := cfg.TUN.normalize()
 	if err != nil {
 		return nil, err
