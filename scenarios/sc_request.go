@@ -17,13 +17,14 @@ func timeoutScenario() Scenario {
 		Name:    "timeout",
 		Summary: "request sent into a dead link: backoff until recv() fails with ETIMEDOUT",
 		Params: []Param{
-			{Name: "retries2", Kind: KindInt, Default: "3", Min: "1", Max: "15",
-				Help: "net.ipv4.tcp_retries2 in the private namespace: how long the kernel retransmits before ETIMEDOUT (Linux default 15 ≈ 15 min; 3 ≈ 6.7 s)"},
+			{Name: "retries2", Kind: KindInt, Default: "4", Min: "1", Max: "15",
+				Help: "net.ipv4.tcp_retries2 in the private namespace: how long the kernel retransmits before ETIMEDOUT (Linux default 15 ≈ 15.6 min; 4 ≈ 6.7 s; 3 sits on a boundary: 3.4 s or 6.7 s depending on the RTT)"},
 			{Name: "user-timeout", Kind: KindDuration, Default: "0s", Max: "1h",
 				Help: "TCP_USER_TIMEOUT on the client socket (0 = off); when set it decides instead of retries2 (ETIMEDOUT ≈ U + 0.41 s)"},
 		},
-		Run:    runTimeout,
-		Expect: expectTimeout,
+		Run:     runTimeout,
+		Expect:  nominal(preciseTimeout),
+		Precise: preciseTimeout,
 	}
 }
 
@@ -51,39 +52,35 @@ func runTimeout(ctx context.Context, env Env, p Params, r *Recorder) error {
 	return fmt.Errorf("recv returned %d bytes although every packet is dropped", n)
 }
 
-func expectTimeout(p Params, kernel bool) Theory {
+func preciseTimeout(p Params, c Conditions) Theory {
 	n2, u := p.Int("retries2"), p.Duration("user-timeout")
-	var at, earliest time.Duration
-	var n int
+	plan := planData(c, 1, n2, u)
+	tol := c.tolerance()
+	lo, hi := plan.endRange()
 	var basis string
 	switch {
-	case kernel && u > 0:
-		at, n = kernelDataTimeout(n2, u)
-		basis = fmt.Sprintf("TCP_USER_TIMEOUT %s counts from the first RTO retransmission (+0.41 s); FACTS: 1 s → 1.42 s", u)
-	case kernel:
-		at, n, earliest = kernelDataTimeoutRange(n2, u)
-		basis = fmt.Sprintf("tcp_retries2=%d: the kernel gives up at the first RTO more than %s (from a 200 ms base) after the first RTO retransmission; FACTS: 3 → 6.7 s", n2, retries2Boundary(n2))
+	case c.Kernel && u > 0:
+		basis = fmt.Sprintf("TCP_USER_TIMEOUT %s counts from the first RTO retransmission; the RTO is clamped to what is left of it; FACTS: 1 s → 1.42 s", u)
+	case c.Kernel:
+		basis = fmt.Sprintf("tcp_retries2=%d: the kernel gives up at the first RTO firing %s or more (tcp_model_timeout, 200 ms base) after the first RTO retransmission", n2, fmtSecs(retries2Boundary(n2)))
 	case u > 0:
-		at, n = gvisorDataTimeout(n2, u)
-		basis = fmt.Sprintf("gVisor gives up %s after the segment's first transmission (TCPUserTimeoutOption)", u)
+		basis = fmt.Sprintf("gVisor gives up when %s has passed since the segment's last transmission before the first RTO (TCPUserTimeoutOption)", u)
 	default:
-		at, n = gvisorDataTimeout(n2, u)
-		basis = fmt.Sprintf("gVisor gives up when the RTO after %d retransmissions fires (TCPMaxRetriesOption), RTO 1 s doubling", n2)
+		basis = fmt.Sprintf("gVisor gives up at the RTO firing that finds the segment sent more than %d times (TCPMaxRetriesOption)", n2)
 	}
-	th := Theory{Outcome: "ETIMEDOUT", At: at, AtBasis: basis, AtEarliest: earliest}
-	if earliest > 0 {
-		th.AtBasis += fmt.Sprintf("; the limit falls just after the firing at %s, which may end it instead", fmtDur(earliest))
+	th := Theory{Outcome: "ETIMEDOUT", At: (lo + hi) / 2, AtLo: max(lo-tol, 0), AtHi: hi + tol,
+		AtBasis: basis + "; " + c.describeClient()}
+	nlo, nhi := 1<<30, 0
+	for _, e := range plan.Ends {
+		nlo, nhi = min(nlo, e.Firing), max(nhi, e.Firing)
 	}
-	lo := n - 1
-	if earliest > 0 { // ending at the earlier firing saves one retransmission
-		lo = n - 2
-	}
-	th.Checks = append(th.Checks, countCheck("retransmissions", "in", "retransmit", n, max(lo, 1), n+1,
-		"the tail-loss probe, then one retransmission per RTO until the timeout"))
-	if n >= 3 {
-		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", 1, 2, 1.6, 2.5,
-			"each RTO doubles the previous one (RFC 6298 5.5); the first interval follows the tail-loss probe"))
-	}
+	th.Checks = append(th.Checks,
+		endCheck(plan, "ETIMEDOUT", c),
+		countCheck("retransmissions", "in", "retransmit", plan.likely().Firing, nlo, nhi,
+			"the tail-loss probe, then one retransmission per RTO firing until the one that ends it"),
+		scheduleCheck("retransmission times", plan.Retrans, c.LinkDelay, tol,
+			"TLP, then RTO doubling (RFC 6298 5.5); kernel timers in jiffies, rounded up by the timer wheel; times after the send"),
+	)
 	return th
 }
 
