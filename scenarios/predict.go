@@ -88,8 +88,11 @@ func planData(c Conditions, packetsOut, retries2 int, u time.Duration) dataPlan 
 
 // firingName names a retransmission: "TLP" or "RTO #3".
 func firingName(f firingRange) string {
-	if f.Kind == fireTLP {
+	switch f.Kind {
+	case fireTLP:
 		return "tail-loss probe"
+	case "keepalive":
+		return fmt.Sprintf("probe #%d", f.N)
 	}
 	return fmt.Sprintf("RTO #%d", f.N)
 }
@@ -201,8 +204,14 @@ func endCheck(plan dataPlan, errno string, c Conditions) Check {
 // range). offset is added to the model's times (the link delay before
 // the fault layer sees a packet).
 func scheduleCheck(name string, want []firingRange, offset, tol time.Duration, basis string) Check {
+	return seriesCheck(name, "retransmit", want, offset, tol, basis)
+}
+
+// seriesCheck is scheduleCheck for the client's retransmissions or probes
+// of the given kinds.
+func seriesCheck(name, kinds string, want []firingRange, offset, tol time.Duration, basis string) Check {
 	worst := func(r *Report) (float64, int, time.Duration) {
-		got := clientSeries(r, "retransmit")
+		got := clientSeries(r, kinds)
 		var excess time.Duration
 		idx, dev := -1, time.Duration(0)
 		for i := 0; i < len(got) && i < len(want); i++ {
@@ -244,7 +253,7 @@ func scheduleCheck(name string, want []firingRange, offset, tol time.Duration, b
 	}
 	return Check{Name: name, Unit: "s", Want: 0, Min: 0, Max: 0, Timing: true, Basis: basis, TheoryText: text,
 		measure: func(r *Report) (float64, bool) {
-			if len(clientSeries(r, "retransmit")) == 0 {
+			if len(clientSeries(r, kinds)) == 0 {
 				return 0, false
 			}
 			v, _, _ := worst(r)
