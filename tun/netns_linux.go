@@ -173,8 +173,7 @@ func (ns *Namespace) init(ctx context.Context, cfg Config, sysctls map[string]st
 	return nil
 }
 
-// call sends one request and waits for its response. ctx bounds the wait;
-// nil means no bound. Descriptors in fds are sent, not closed.
+// call sends one request and waits for its response. ctx bounds the wait. Descriptors in fds are sent, not closed.
 func (ns *Namespace) call(ctx context.Context, req request, fds ...int) (response, []int, error) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
@@ -183,14 +182,12 @@ func (ns *Namespace) call(ctx context.Context, req request, fds ...int) (respons
 		return response{}, nil, fmt.Errorf("namespace: %w", ErrClosed)
 	default:
 	}
-	if ctx != nil {
-		stop := context.AfterFunc(ctx, func() { ns.conn.SetDeadline(time.Unix(1, 0)) })
-		defer func() {
-			if !stop() {
-				ns.conn.SetDeadline(time.Time{})
-			}
-		}()
-	}
+	stop := context.AfterFunc(ctx, func() { ns.conn.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !stop() {
+			ns.conn.SetDeadline(time.Time{})
+		}
+	}()
 	var resp response
 	err := send(ns.conn, req, fds...)
 	var files []int
@@ -210,7 +207,7 @@ func (ns *Namespace) call(ctx context.Context, req request, fds ...int) (respons
 // callError explains a failed exchange: a cancelled context, a closed
 // Namespace, or a dead agent.
 func (ns *Namespace) callError(ctx context.Context, op string, err error) error {
-	if ctx != nil && ctx.Err() != nil {
+	if ctx.Err() != nil {
 		return fmt.Errorf("namespace %s: %w", op, ctx.Err())
 	}
 	select {
@@ -257,7 +254,7 @@ func (ns *Namespace) PID() int { return ns.cmd.Process.Pid }
 // net.FileConn, net.FilePacketConn or f.SyscallConn (f.Fd switches it to
 // blocking mode). The caller closes it.
 func (ns *Namespace) Socket(domain, typ, proto int) (*os.File, error) {
-	_, files, err := ns.call(nil, request{Op: opSocket, Domain: domain, Type: typ, Proto: proto})
+	_, files, err := ns.call(context.Background(), request{Op: opSocket, Domain: domain, Type: typ, Proto: proto})
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +271,7 @@ func (ns *Namespace) SetSysctl(name, value string) error {
 	if _, err := sysctlPath(name); err != nil {
 		return err
 	}
-	_, _, err := ns.call(nil, request{Op: opSysctlSet, Name: name, Value: value})
+	_, _, err := ns.call(context.Background(), request{Op: opSysctlSet, Name: name, Value: value})
 	return err
 }
 
@@ -283,7 +280,7 @@ func (ns *Namespace) Sysctl(name string) (string, error) {
 	if _, err := sysctlPath(name); err != nil {
 		return "", err
 	}
-	resp, _, err := ns.call(nil, request{Op: opSysctlGet, Name: name})
+	resp, _, err := ns.call(context.Background(), request{Op: opSysctlGet, Name: name})
 	return resp.Value, err
 }
 

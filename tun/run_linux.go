@@ -44,7 +44,7 @@ func (ns *Namespace) Run(ctx context.Context, stdin io.Reader, stdout, stderr io
 	}
 	defer status.Close()
 	fds := append(st.fds(), int(theirs.Fd()))
-	resp, _, err := ns.call(nil, request{Op: opRun, Argv: argv, Env: os.Environ(), Dir: dir}, fds...)
+	resp, _, err := ns.call(context.Background(), request{Op: opRun, Argv: argv, Env: os.Environ(), Dir: dir}, fds...)
 	theirs.Close()
 	st.started()
 	if err != nil {
