@@ -52,7 +52,7 @@ func TestPodman(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (to create the rootless test user and host-side TUNs)")
 	}
-	for _, tool := range []string{"podman", "runc", "nsenter", "ip", "tshark", "runuser"} {
+	for _, tool := range []string{"podman", "runc", "catatonit", "nsenter", "ip", "tshark", "runuser"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("needs %s (make deps installs it): %v", tool, err)
 		}
@@ -662,7 +662,11 @@ func (e *podEngine) testRecipeB(t *testing.T, env *podEnv, uid int) {
 	holder := fmt.Sprintf("%s-%s-b-%d-netns", env.tag, e.name, uid)
 	// The holder only keeps the namespace: catatonit -P pauses (it is
 	// static, so it runs from the scratch image).
-	h := e.start(t, holder, "", "--network", "none", "-v", "/usr/bin/catatonit:/catatonit:ro",
+	catatonit, err := exec.LookPath("catatonit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := e.start(t, holder, "", "--network", "none", "-v", catatonit+":/catatonit:ro",
 		"--entrypoint", "/catatonit", env.image, "-P")
 	ip := func(args ...string) {
 		t.Helper()
