@@ -596,6 +596,17 @@ func (e *podEngine) testRecipeA(t *testing.T, env *podEnv, uid int, serveArgs []
 		t.Errorf("serve runs as host uid %d, want %d (uid %d in the container)", got, want, uid)
 	}
 	e.exercise(t, env, c, name, false)
+	var seen uint64 // packets the peer had seen (the capture has every one, dropped too)
+	if pcap != "" {
+		var st struct {
+			Link struct{ In, Out uint64 } `json:"link"`
+		}
+		out := e.must(t, "exec", name, "/unplug", "status", "--json")
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status --json: %v: %s", err, out)
+		}
+		seen = st.Link.In + st.Link.Out
+	}
 	if pcap != "" && how == "kill" {
 		// The capture is flushed at least every second: what happened more
 		// than a second before the kill is in the file.
@@ -604,19 +615,22 @@ func (e *podEngine) testRecipeA(t *testing.T, env *podEnv, uid int, serveArgs []
 	e.end(t, c, how)
 	checkNoNewHostTuns(t, before)
 	if pcap != "" {
-		checkPcap(t, pcap)
+		if n := checkPcap(t, pcap); uint64(n) < seen {
+			t.Errorf("capture after podman %s holds %d packets; the peer had seen %d more than a second before", how, n, seen)
+		}
 	}
 }
 
 // checkPcap reads a capture with tshark: it must parse to the end, hold
-// the HTTP exchanges, and comment the packets the outage dropped.
-func checkPcap(t *testing.T, path string) {
+// the HTTP exchanges, and comment the packets the outage dropped. It
+// returns the number of packets.
+func checkPcap(t *testing.T, path string) int {
 	t.Helper()
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("tshark", "-r", path, "-T", "fields", "-e", "frame.comment").CombinedOutput()
+	out, err := exec.Command("tshark", "-r", path, "-T", "fields", "-e", "frame.number", "-e", "frame.comment").CombinedOutput()
 	if err != nil {
 		t.Fatalf("tshark -r %s (%d bytes): %v\n%s", path, fi.Size(), err, out)
 	}
@@ -632,6 +646,7 @@ func checkPcap(t *testing.T, path string) {
 			path, fi.Size(), len(lines), dropped, out)
 	}
 	t.Logf("capture: %d bytes, %d packets read by tshark, %d with a drop comment", fi.Size(), len(lines), dropped)
+	return len(lines)
 }
 
 // testIPv6Disabled runs recipe A in a namespace with IPv6 disabled (as
@@ -688,6 +703,7 @@ func (e *podEngine) testRecipeB(t *testing.T, env *podEnv, uid int) {
 		if err == nil || !strings.Contains(out, want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
 			t.Errorf("attach to a TUN owned by host uid %d: %v, %q; want one line with %q", uid, err, out, want)
 		}
+		t.Logf("attach to a TUN owned by host uid %d: %s", uid, strings.TrimSpace(out))
 		ip("link", "del", "unplug0")
 	}
 	ip("tuntap", "add", "unplug0", "mode", "tun", "user", strconv.Itoa(hostUID))
