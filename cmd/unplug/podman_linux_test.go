@@ -115,11 +115,10 @@ func sharedDir(t *testing.T, mode os.FileMode) string {
 }
 
 // imageContexts prepares the two build contexts. The unplug image is
-// built from a Containerfile whose last stage is the Dockerfile's, word for
-// word; its build stage is replaced by the static binary built here (the
-// Dockerfile's golang stage needs the network), laid out as the
-// Dockerfile's build stage lays it out: /out/root/unplug and a 1777
-// /out/root/tmp.
+// built from the Dockerfile's last stage, word for word but for the
+// stage its COPY reads from: the static binary built here (the
+// Dockerfile's golang stage needs the network) is laid out in the context
+// as the build stage lays it out, out/root/unplug and a 1777 out/root/tmp.
 func imageContexts(t *testing.T) (ctxDir, curlDir string) {
 	bin := unplugBinary(t)
 	base := sharedDir(t, 0o755)
@@ -136,8 +135,10 @@ func imageContexts(t *testing.T) (ctxDir, curlDir string) {
 	must(copyFile(bin, filepath.Join(root, "unplug"), 0o755))
 	final, err := finalStage("../../Dockerfile")
 	must(err)
+	// COPY --from=build /out/root/ / becomes COPY out/root/ /: the same
+	// tree copied the same way, and no intermediate image to clean up.
 	must(os.WriteFile(filepath.Join(ctxDir, "Containerfile"),
-		[]byte("FROM scratch AS build\nCOPY out/ /out/\n\n"+final), 0o644))
+		[]byte(strings.ReplaceAll(final, "COPY --from=build /out/", "COPY out/")), 0o644))
 
 	// The application image: curl with its libraries, and /unplug copied
 	// in as docs/containers.md says (COPY --from=unplug /unplug ...).
@@ -258,6 +259,9 @@ func removeTestUser(t *testing.T, uid int) {
 	if out, err := exec.Command("userdel", "--remove", podTestUser).CombinedOutput(); err != nil {
 		t.Logf("userdel %s: %v: %s", podTestUser, err, out)
 	}
+	// Rootless podman's run root and its tmp when XDG_RUNTIME_DIR is unset.
+	os.RemoveAll(fmt.Sprintf("/tmp/podman-run-%d", uid))
+	os.RemoveAll(fmt.Sprintf("/tmp/containers-user-%d", uid))
 }
 
 // processesOf lists the processes whose real uid is uid.
@@ -313,7 +317,7 @@ func (e *podEngine) runArgs(args ...string) []string {
 
 // build builds an image from dir and removes it when the test ends.
 func (e *podEngine) build(t *testing.T, name, dir string) {
-	e.must(t, "build", "--quiet", "-t", name, "-f", filepath.Join(dir, "Containerfile"), dir)
+	e.must(t, "build", "--quiet", "--network", "none", "-t", name, "-f", filepath.Join(dir, "Containerfile"), dir)
 	t.Cleanup(func() { e.try(time.Minute, "rmi", "-f", name) })
 }
 
