@@ -28,8 +28,9 @@ import (
 //	go test -count=1 -run TestPodman -v ./cmd/unplug    (as root)
 
 // podTestUser is the user rootless Podman runs as; the test creates it
-// (with subordinate uid and gid ranges) and removes it again.
-const podTestUser = "unplug-test"
+// (with subordinate uid and gid ranges) and removes it again. The name is
+// this process's own, so that concurrent runs do not share it.
+var podTestUser = fmt.Sprintf("unplug-test-%d", os.Getpid())
 
 // podEngine is one way to run podman: rootful, or rootless as podTestUser.
 type podEngine struct {
