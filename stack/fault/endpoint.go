@@ -68,6 +68,7 @@ type Stats struct {
 	Unparseable atomic.Uint64
 	Injected    atomic.Uint64 // packets the layer made up: RSTs, duplicates
 	Corrupted   atomic.Uint64 // packets forwarded with a broken checksum
+	Fragments   atomic.Uint64 // first fragments dropped for a truncated transport header
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
@@ -252,10 +253,22 @@ func (e *Endpoint) writeOne(pkt *stack.PacketBuffer) {
 // decide classifies pkt, asks the controller and tells the observer.
 func (e *Endpoint) decide(dir Direction, pkt *stack.PacketBuffer) Decision {
 	var p Packet
+	var d Decision
 	if err := parsePkt(dir, pkt, &p); err != nil {
 		e.stats.Unparseable.Add(1)
+		if dir == In && p.Fragment == FirstFragment {
+			// A first fragment too short to hold the transport header
+			// (RFC 1858, RFC 7112) would let the datagram past every
+			// rule that looks at ports or flags: the rest of the header
+			// is in a fragment those rules cannot read. No stack sends
+			// these; drop it, as a filtering router does.
+			e.stats.Fragments.Add(1)
+			d = Decision{Verdict: Dropped, Action: ActDrop}
+		}
 	}
-	d := e.ctl.Decide(&p)
+	if d.Verdict == Pass {
+		d = e.ctl.Decide(&p)
+	}
 	switch d.Verdict {
 	case Dropped:
 		e.stats.Dropped.Add(1)
