@@ -105,8 +105,12 @@ func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pk
 			// Copied and reported before TCP consumes pkt's headers and
 			// answers it; the copy goes through the queue, as every
 			// further packet for the peer does (one per timer firing, see
-			// release).
-			dup = pkt.Clone()
+			// release). A deep copy, not a Clone: gVisor keeps slices of
+			// a packet's headers across pull-ups that replace a shared
+			// chunk, so a clone released on the timer's goroutine could
+			// free memory the IP layer is still reading.
+			dup = newPacket(flatten(pkt, make([]byte, 0, pkt.Size())))
+			dup.RXChecksumValidated = pkt.RXChecksumValidated
 			e.injected(In, dup, d)
 		}
 		e.Endpoint.DeliverNetworkPacket(protocol, pkt)
