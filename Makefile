@@ -8,13 +8,17 @@ build:
 
 # Installs what the tests use (tshark to read captures back, curl and iperf3
 # as real clients; Podman with runc, uidmap (rootless) and catatonit (the
-# pause process of recipe B) for the container suite) when missing, vets, runs a few seconds of every fuzz
-# target, then every test (go test's summary comes last). Run as root for
-# the namespace tests; without root they skip.
+# pause process of recipe B) for the container suite) when missing, vets,
+# runs a few seconds of every fuzz target, then every test, then the
+# hostile-traffic test once more with the race detector (about 30 s:
+# malformed and fragmented packets and injected super-packets on an offload
+# TUN; see stack/hostile_linux_test.go). Run as root for the namespace
+# tests; without root they skip.
 test: deps
 	$(GO) vet ./...
 	GO=$(GO) .ci/fuzz
 	$(GO) test -count=1 -timeout 40m ./...
+	$(GO) test -race -count=1 -timeout 10m -run '^TestHostileTraffic$$' ./stack/
 
 deps:
 	@missing=""; \
