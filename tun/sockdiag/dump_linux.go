@@ -34,6 +34,8 @@ type Dumper struct {
 	parsers [2]parser // alternate between dumps: see the Info contract
 	turn    int
 	out     []Socket // result slice handed out by Dump, reused by Append
+
+	tap func(datagram []byte) // tests: sees every reply datagram
 }
 
 // NewDumper returns a Dumper reading through nl, a NETLINK_SOCK_DIAG
@@ -125,6 +127,9 @@ func (d *Dumper) dumpFamily(p *parser, family uint8, dst []Socket) ([]Socket, er
 		}
 		if n > len(d.buf) {
 			return dst, fmt.Errorf("sock_diag: dump reply of %d bytes does not fit the %d-byte buffer", n, len(d.buf))
+		}
+		if d.tap != nil {
+			d.tap(d.buf[:n])
 		}
 		var done bool
 		dst, done, err = p.parse(d.buf[:n], seq, dst)

@@ -306,26 +306,6 @@ func accept(t *testing.T, ns *tun.Namespace, l rawSock) rawSock {
 	return rawSock{f, rc}
 }
 
-// find returns the dumped socket with the given inode.
-func find(socks []Socket, inode uint64) (Socket, bool) {
-	for _, s := range socks {
-		if s.Inode == inode {
-			return s, true
-		}
-	}
-	return Socket{}, false
-}
-
-// findTuple returns the dumped socket with the given addresses.
-func findTuple(socks []Socket, src, dst netip.AddrPort) (Socket, bool) {
-	for _, s := range socks {
-		if s.Src == src && s.Dst == dst {
-			return s, true
-		}
-	}
-	return Socket{}, false
-}
-
 // helperProc is a running socket-holding program inside a namespace.
 type helperProc struct {
 	pid   int

@@ -124,6 +124,9 @@ func (p *parser) parse(b []byte, seq uint32, out []Socket) (_ []Socket, done boo
 			out = append(out, s)
 		}
 	}
+	if len(b) != 0 {
+		return out, false, fmt.Errorf("sock_diag: malformed netlink reply (%d trailing bytes)", len(b))
+	}
 	return out, false, nil
 }
 
