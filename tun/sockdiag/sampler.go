@@ -13,6 +13,7 @@ const (
 	DefaultInterval     = 20 * time.Millisecond
 	DefaultOptionsEvery = time.Second
 	DefaultMaxSamples   = 100_000
+	DefaultFullDump     = 200 * time.Millisecond // Tracker.FullEvery
 )
 
 // Sample is one poll's view of a socket: the inet_diag header and the

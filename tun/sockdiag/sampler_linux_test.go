@@ -516,3 +516,18 @@ func compareSS(t *testing.T, ns *tun.Namespace, d *Dumper, src netip.AddrPort) {
 	within("rto (µs)", v.rto.Microseconds(), int64(before.Info.Rto), int64(after.Info.Rto))
 	t.Logf("ss: %s\nDump: timer %s %v retrans %d backoff %d rto %v", v.line, before.Timer, before.TimerExpires, before.TimerRetrans, before.Info.Backoff, time.Duration(before.Info.Rto)*time.Microsecond)
 }
+
+// TestReadTCPSysctlsNamespace reads a private namespace's settings through
+// tun.Namespace.Sysctl.
+func TestReadTCPSysctlsNamespace(t *testing.T) {
+	requireRoot(t)
+	ns := newTestNamespace(t, map[string]string{"net.ipv4.tcp_retries2": "4", "net.ipv4.tcp_keepalive_time": "600"})
+	got, err := ReadTCPSysctls(ns.Sysctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Retries2 != 4 || got.KeepaliveTime != 10*time.Minute || got.KeepaliveIntvl != 75*time.Second || got.KeepaliveProbes != 9 || got.SynRetries != 6 {
+		t.Errorf("ReadTCPSysctls = %+v, want retries2 4, keepalive 600s/75s/9, syn retries 6", got)
+	}
+	t.Logf("%+v", got)
+}
