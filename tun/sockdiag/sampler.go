@@ -85,6 +85,9 @@ type ConnSamples struct {
 	// freed it (closed and fully shut, reset, timed out, TIME_WAIT over).
 	FirstSeen, LastSeen time.Time
 	Gone                bool
+	// GoneAt is the first dump that no longer listed a Gone socket: it
+	// disappeared in (LastSeen, GoneAt].
+	GoneAt time.Time
 	// Options are the socket's options each time they were read and
 	// differed from the reading before (see Sampler.OptionsEvery).
 	Options []OptionsSample
@@ -200,8 +203,8 @@ func (s *Sampler) Sample() error {
 	}
 	if !interrupted { // an interrupted dump may have missed live sockets
 		for _, c := range s.order {
-			if c.gen != s.gen {
-				c.c.Gone = true
+			if c.gen != s.gen && !c.c.Gone {
+				c.c.Gone, c.c.GoneAt = true, now
 			}
 		}
 	}
@@ -263,7 +266,7 @@ func (s *Sampler) observe(now time.Time, so *Socket) {
 	stateChanged := c.c.Polls == 0 || c.c.Last.State != smp.State
 	c.c.Last = smp
 	c.c.LastSeen = now
-	c.c.Gone = false
+	c.c.Gone, c.c.GoneAt = false, time.Time{}
 	c.c.Polls++
 	c.gen = s.gen
 	if so.Inode != 0 && s.opts != nil {
