@@ -220,8 +220,20 @@ func (d *Dumper) Lookup(s Socket) (_ Socket, found bool, err error) {
 	return d.lookupLocked(p, &s)
 }
 
-// lookupLocked runs one lookup with parser p.
+// lookupLocked runs one lookup with parser p. A miss is asked again once:
+// a socket entering TIME_WAIT is briefly invisible to lookups (the kernel
+// unhashes it before the TIME_WAIT entry that replaces it takes its
+// reference), which TestLookup's tight loop around close hits.
 func (d *Dumper) lookupLocked(p *parser, s *Socket) (Socket, bool, error) {
+	got, found, err := d.lookupOnce(p, s)
+	if err == nil && !found {
+		got, found, err = d.lookupOnce(p, s)
+	}
+	return got, found, err
+}
+
+// lookupOnce sends one lookup request and reads its reply.
+func (d *Dumper) lookupOnce(p *parser, s *Socket) (Socket, bool, error) {
 	d.seq++
 	seq := d.seq
 	d.req = appendLookup(d.req[:0], s, seq)
