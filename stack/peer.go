@@ -25,14 +25,16 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/netaddr"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
 )
 
-// The peer's addresses on the TUN link: the benchmarking range and a ULA.
+// The peer's addresses on the TUN link: the benchmarking range and a ULA
+// (netaddr.Peer4 and Peer6).
 var (
-	DefaultAddr4 = netip.MustParseAddr("198.18.0.2")
-	DefaultAddr6 = netip.MustParseAddr("fd00:198:18::2")
+	DefaultAddr4 = netaddr.Peer4
+	DefaultAddr6 = netaddr.Peer6
 )
 
 const nicID tcpip.NICID = 1

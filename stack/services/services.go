@@ -31,6 +31,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/netaddr"
 )
 
 // Service names, as they appear in Stats, Conns and error messages.
@@ -52,10 +53,11 @@ const (
 	DefaultSourcePort  = 5002
 )
 
-// Default listen addresses: the peer's side of unplug's TUN network.
+// Default listen addresses: the peer's side of unplug's TUN network
+// (netaddr.Peer4 and Peer6).
 var (
-	DefaultAddrV4 = tcpip.AddrFrom4([4]byte{198, 18, 0, 2})
-	DefaultAddrV6 = tcpip.AddrFrom16([16]byte{0xfd, 0x00, 0x01, 0x98, 0x00, 0x18, 15: 0x02})
+	DefaultAddrV4 = tcpip.AddrFrom4(netaddr.Peer4.As4())
+	DefaultAddrV6 = tcpip.AddrFrom16(netaddr.Peer6.As16())
 )
 
 // listenBacklog matches gonet's and common Linux somaxconn defaults.

@@ -12,19 +12,20 @@ import (
 
 	ustack "github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/netaddr"
 )
 
 // The client's addresses: the host side of unplug's TUN network, where the
 // kernel sits on the real path.
 var (
-	ClientAddr4 = netip.MustParseAddr("198.18.0.1")
-	ClientAddr6 = netip.MustParseAddr("fd00:198:18::1")
+	ClientAddr4 = netaddr.Host4
+	ClientAddr6 = netaddr.Host6
 )
 
 // The peer's addresses, the same as on the TUN path.
 var (
-	PeerAddr4 = ustack.DefaultAddr4
-	PeerAddr6 = ustack.DefaultAddr6
+	PeerAddr4 = netaddr.Peer4
+	PeerAddr6 = netaddr.Peer6
 )
 
 // nicID is the only NIC of either stack.
