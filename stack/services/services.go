@@ -103,7 +103,6 @@ func DefaultConfig() Config {
 type service struct {
 	name   string
 	port   uint16
-	flag   string // CLI flag that moves it, for conflict messages
 	target string // forwards only
 	handle func(s *Set, c *conn)
 	addrs  []netip.AddrPort
@@ -208,28 +207,21 @@ func Start(ctx context.Context, s *stack.Stack, nic tcpip.NICID, cfg Config) (*S
 // Stats reports them.
 func plan(cfg Config) ([]*service, error) {
 	builtin := []struct {
-		name, flag string
-		port       int
-		handle     func(*Set, *conn)
+		name   string
+		port   int
+		handle func(*Set, *conn)
 	}{
-		{ServiceHTTP, "--http-port", cfg.HTTP, (*Set).serveHTTP},
-		{ServiceEcho, "--echo-port", cfg.Echo, (*Set).serveEcho},
-		{ServiceDiscard, "--discard-port", cfg.Discard, (*Set).serveDiscard},
-		{ServiceSink, "--sink-port", cfg.Sink, (*Set).serveSink},
-		{ServiceSource, "--source-port", cfg.Source, (*Set).serveSource},
+		{ServiceHTTP, cfg.HTTP, (*Set).serveHTTP},
+		{ServiceEcho, cfg.Echo, (*Set).serveEcho},
+		{ServiceDiscard, cfg.Discard, (*Set).serveDiscard},
+		{ServiceSink, cfg.Sink, (*Set).serveSink},
+		{ServiceSource, cfg.Source, (*Set).serveSource},
 	}
 	var svcs []*service
 	byPort := make(map[uint16]*service)
 	add := func(svc *service) error {
 		if other, ok := byPort[svc.port]; ok {
-			if other.name == ServiceForward && svc.name == ServiceForward {
-				return fmt.Errorf("port %d is used by two forwards (to %s and %s); give each --forward its own port", svc.port, other.target, svc.target)
-			}
-			move := other.flag + " or " + svc.flag
-			if svc.name == ServiceForward {
-				move = other.flag
-			}
-			return fmt.Errorf("port %d is used by both %s and %s; pick another with %s", svc.port, other.name, svc.name, move)
+			return &PortError{Port: int(svc.port), Services: []string{other.name, svc.name}, Targets: []string{other.target, svc.target}}
 		}
 		byPort[svc.port] = svc
 		svcs = append(svcs, svc)
@@ -240,9 +232,9 @@ func plan(cfg Config) ([]*service, error) {
 			continue
 		}
 		if b.port < 0 || b.port > 65535 {
-			return nil, fmt.Errorf("%s port %d is out of range; pick 1-65535 with %s, or 0 to disable it", b.name, b.port, b.flag)
+			return nil, &PortError{Port: b.port, Services: []string{b.name}, Targets: []string{""}}
 		}
-		if err := add(&service{name: b.name, flag: b.flag, port: uint16(b.port), handle: b.handle}); err != nil {
+		if err := add(&service{name: b.name, port: uint16(b.port), handle: b.handle}); err != nil {
 			return nil, err
 		}
 	}

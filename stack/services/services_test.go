@@ -463,15 +463,15 @@ func TestStartErrors(t *testing.T) {
 		want string
 	}{
 		{"http vs forward", func(c *Config) { c.Forwards = fwd(80, "127.0.0.1:8080") },
-			"port 80 is used by both http and forward; pick another with --http-port"},
+			"port 80 is used by both http and forward; give one of them another port"},
 		{"echo vs discard", func(c *Config) { c.Discard = 7 },
-			"port 7 is used by both echo and discard; pick another with --echo-port or --discard-port"},
+			"port 7 is used by both echo and discard; give one of them another port"},
 		{"two forwards", func(c *Config) {
 			c.HTTP = 0
 			c.Forwards = []Forward{{80, "a:1"}, {80, "b:2"}}
 		}, "port 80 is used by two forwards (to a:1 and b:2)"},
 		{"port out of range", func(c *Config) { c.Sink = 70000 },
-			"sink port 70000 is out of range; pick 1-65535 with --sink-port, or 0 to disable it"},
+			"sink port 70000 is out of range; use 1-65535, or 0 to disable the service"},
 		{"negative port", func(c *Config) { c.Echo = -1 }, "echo port -1 is out of range"},
 		{"forward port zero", func(c *Config) { c.Forwards = fwd(0, "a:1") }, "port must be from 1 to 65535"},
 		{"forward bad target", func(c *Config) { c.Forwards = fwd(81, "x") }, `forward "81=x": target must be HOST:PORT`},
@@ -498,6 +498,9 @@ func TestStartErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
 				t.Errorf("error = %q, want one line containing %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "--") {
+				t.Errorf("error = %q names a command-line flag; the library speaks Config, cmd/unplug adds flags", err)
 			}
 		})
 	}
