@@ -62,7 +62,7 @@
 // processed before the next timer fires, loss draws come from the fault
 // controller's seeded generator, and Dial assigns local ports in order.
 // gVisor's own random choices (initial sequence numbers, TCP timestamp
-// offsets, IPv4 IDs) come from generators that stack.NewNetstack seeds from
+// offsets, IPv4 IDs) come from generators that netstack.New seeds from
 // PairOptions.Seed, so the packets are byte-identical too. One more caveat:
 // a delay rule that releases packets of different connections at the same
 // instant hands them to gVisor together, and their replies may leave in

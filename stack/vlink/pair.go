@@ -10,9 +10,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	ustack "github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/netaddr"
+	"github.com/unplug-dev/unplug/stack/netstack"
 )
 
 // The client's addresses: the host side of unplug's TUN network, where the
@@ -86,10 +86,11 @@ func NewPair(opts PairOptions) (_ *Pair, err error) {
 	}()
 	// Distinct non-zero seeds: both stacks' random choices (ISNs, timestamps)
 	// are reproducible from opts.Seed, and differ from each other.
-	if p.Client, err = ustack.NewNetstack(clock, 2*opts.Seed+1); err != nil {
+	if p.Client, err = netstack.New(clock, 2*opts.Seed+1); err != nil {
 		return nil, fmt.Errorf("client stack: %w", err)
 	}
-	if p.Peer, err = ustack.NewNetstack(clock, 2*opts.Seed+2); err != nil {
+	// The peer's stack is configured as on the TUN path (RACK off).
+	if p.Peer, err = netstack.NewPeer(clock, 2*opts.Seed+2); err != nil {
 		return nil, fmt.Errorf("peer stack: %w", err)
 	}
 	p.Faults = fault.NewController(clock, opts.Seed)
@@ -104,12 +105,12 @@ func NewPair(opts PairOptions) (_ *Pair, err error) {
 		return nil, fmt.Errorf("create peer NIC: %s", terr)
 	}
 	for _, a := range []netip.Addr{ClientAddr4, ClientAddr6} {
-		if err := ustack.AddAddress(p.Client, nicID, a); err != nil {
+		if err := netstack.AddAddress(p.Client, nicID, a); err != nil {
 			return nil, fmt.Errorf("client: %w", err)
 		}
 	}
 	for _, a := range []netip.Addr{PeerAddr4, PeerAddr6} {
-		if err := ustack.AddAddress(p.Peer, nicID, a); err != nil {
+		if err := netstack.AddAddress(p.Peer, nicID, a); err != nil {
 			return nil, fmt.Errorf("peer: %w", err)
 		}
 	}

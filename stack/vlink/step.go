@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	ustack "github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/services"
 )
 
 // Stepper pauses a virtual-time run at every timer firing and every packet,
@@ -139,7 +139,7 @@ func (s *Stepper) prompt() {
 }
 
 func (s *Stepper) printConns() {
-	conns := ustack.Conns(s.pair.Client)
+	conns := services.StackConns(s.pair.Client)
 	if len(conns) == 0 {
 		return
 	}
