@@ -416,9 +416,12 @@ type ServiceStats struct {
 
 // Stats returns the counters of every service, built-ins first in the order
 // http, echo, discard, sink, source, then forwards in configuration order.
-func (s *Set) Stats() []ServiceStats {
-	out := make([]ServiceStats, 0, len(s.services))
-	for _, svc := range s.services {
+func (s *Set) Stats() []ServiceStats { return serviceStats(s.services) }
+
+// serviceStats snapshots the counters of svcs.
+func serviceStats(svcs []*service) []ServiceStats {
+	out := make([]ServiceStats, 0, len(svcs))
+	for _, svc := range svcs {
 		out = append(out, ServiceStats{
 			Service:    svc.name,
 			Port:       svc.port,

@@ -31,6 +31,10 @@ var (
 // nicID is the only NIC of either stack.
 const nicID tcpip.NICID = 1
 
+// NIC is the id of either stack's only NIC, for code that listens on the
+// peer's addresses itself (services.NewPoller).
+const NIC = nicID
+
 // firstClientPort is where Dial starts handing out local ports (the start of
 // the IANA ephemeral range): fixed ports keep runs reproducible.
 const firstClientPort = 49152
