@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"strconv"
 	"time"
@@ -34,12 +33,8 @@ type virtualEnv struct {
 
 var _ envCloser = (*virtualEnv)(nil)
 
-// errIdleForever is what a blocking call gets when nothing could ever wake
-// it: no timer is pending and no packet is in flight.
-var errIdleForever = errors.New("would block forever: no timer is pending and nothing is in flight (set a deadline, keepalive or user timeout)")
-
 // forever is the limit of a blocking call without a deadline.
-const forever = time.Duration(math.MaxInt64)
+const forever = vlink.Forever
 
 func newVirtualEnv(_ context.Context, cfg envConfig) (envCloser, error) {
 	e := &virtualEnv{rec: cfg.Recorder}
@@ -197,41 +192,13 @@ func applyVirtualOpts(c *vlink.Conn, o SockOpts) error {
 	return nil
 }
 
-// drive runs the virtual world until done() holds: it polls the peer's
-// services, lets both stacks settle, and fires the next timer, one at a
-// time. It returns os.ErrDeadlineExceeded at limit (virtual time then
-// stands at limit) and errIdleForever when no limit is set and nothing is
-// left that could make done() true.
+// drive runs the virtual world until done() holds: vlink.Driver with the
+// peer's services. It returns os.ErrDeadlineExceeded at limit (virtual time
+// then stands at limit) and vlink.ErrIdle when no limit is set and nothing
+// is left that could make done() true.
 func (e *virtualEnv) drive(ctx context.Context, done func() bool, limit time.Duration) error {
-	for {
-		// Settle delivers what is due now (zero-delay packets included);
-		// what is still in flight afterwards waits on a clock timer.
-		e.pair.Settle()
-		for e.svc.poll() {
-			e.pair.Settle()
-		}
-		if done() {
-			return nil
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if next, ok := e.pair.Clock.Next(); ok && next <= limit {
-			e.pair.Step()
-			continue
-		}
-		if limit == forever {
-			return errIdleForever
-		}
-		e.pair.AdvanceTo(limit)
-		for e.svc.poll() {
-			e.pair.Settle()
-		}
-		if done() {
-			return nil
-		}
-		return os.ErrDeadlineExceeded
-	}
+	d := vlink.Driver{Pair: e.pair, Poll: e.svc.Poll}
+	return d.Drive(ctx, done, limit)
 }
 
 // virtualConn gives a vlink.Conn the blocking semantics of a kernel socket.
