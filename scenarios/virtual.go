@@ -329,10 +329,6 @@ func newVirtualServices(pair *vlink.Pair) (*virtualServices, error) {
 
 func (s *virtualServices) close() { s.Poller.Close() }
 
-// poll serves without blocking; it reports whether it did anything that
-// may have produced packets.
-func (s *virtualServices) poll() bool { return s.Poll() }
-
 // Forget implements PeerControl like the real peer: the RSTs of the aborted
 // connections are eaten by a temporary drop rule.
 func (s *virtualServices) Forget() (int, error) {
