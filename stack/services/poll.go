@@ -1,7 +1,6 @@
 package services
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"time"
@@ -17,13 +16,14 @@ var ErrNeedsRealTime = errors.New("needs real time")
 
 // Poller runs the built-in services (http, echo, discard, sink, source) on
 // a stack without goroutines of its own: every call to Poll accepts what is
-// waiting and moves each connection's service as far as it can go without
-// blocking. It is how the virtual-time driver (stack/vlink, the scenarios'
+// waiting and steps each connection's session (the state machine Set's
+// goroutines step too) as far as it can go without blocking. It is how the virtual-time driver (stack/vlink, the scenarios'
 // virtual environment) serves: between two clock steps it polls until
 // nothing moves, so the services react at the virtual instant their input
-// arrived and never race the clock. The services answer as Start's do: the
-// same ports and listeners (Config, plan), the same HTTP responses
-// (HTTPResponse) and source pattern (Pattern), the same counters (Stats).
+// arrived and never race the clock. The services are Start's: the same
+// ports and listeners (Config, plan), sessions and counters (Stats). One
+// difference: the http service's lingering close has no time bound in
+// virtual time (lingerBytes still bounds it).
 //
 // A Poller is driven from one goroutine, like the stacks under a virtual
 // clock; it is not safe for concurrent use.
@@ -31,19 +31,15 @@ type Poller struct {
 	services  []*service
 	listeners []*listener
 	conns     []*polledConn
-	buf       [64 << 10]byte
 }
 
-// polledConn is one connection's service state between polls.
+// polledConn is one connection under a Poller.
 type polledConn struct {
-	svc       *service
-	ep        tcpip.Endpoint
-	in        []byte // http: request bytes so far
-	out       []byte // queued response bytes
-	sent      int64  // source: bytes written so far
-	responded bool   // http: the response is queued
-	eof       bool   // the client half-closed
-	closed    bool
+	svc    *service
+	ep     tcpip.Endpoint
+	io     endpointIO
+	s      *session
+	closed bool
 }
 
 // NewPoller listens on every enabled built-in port of cfg on each of
@@ -91,48 +87,22 @@ func (p *Poller) Poll() bool {
 			}
 			l.svc.accepted.Add(1)
 			l.svc.active.Add(1)
-			p.conns = append(p.conns, &polledConn{svc: l.svc, ep: ep})
+			p.conns = append(p.conns, &polledConn{svc: l.svc, ep: ep, io: endpointIO{ep: ep, svc: l.svc}, s: newSession(l.svc.name)})
 			busy = true
 		}
 	}
 	for _, c := range p.conns {
-		if !c.closed && c.serve(p.buf[:]) {
+		if c.closed {
+			continue
+		}
+		if c.s.step(&c.io) {
 			busy = true
+		}
+		if c.s.closed {
+			c.finish()
 		}
 	}
 	return busy
-}
-
-// read is a non-blocking read: (0, nil) means nothing yet, eof the client's
-// FIN, err a connection that is gone.
-func (c *polledConn) read(buf []byte) (n int, eof bool, err tcpip.Error) {
-	w := tcpip.SliceWriter(buf)
-	res, terr := c.ep.Read(&w, tcpip.ReadOptions{})
-	switch terr.(type) {
-	case nil:
-		if res.Count > 0 {
-			c.ep.ModerateRecvBuf(res.Count)
-		}
-		c.svc.bytesIn.Add(uint64(res.Count))
-		return res.Count, false, nil
-	case *tcpip.ErrWouldBlock:
-		return 0, false, nil
-	case *tcpip.ErrClosedForReceive:
-		return 0, true, nil
-	}
-	return 0, false, terr
-}
-
-// write is a non-blocking write of as much of b as fits.
-func (c *polledConn) write(b []byte) (int, tcpip.Error) {
-	var r bytes.Reader
-	r.Reset(b)
-	n, terr := c.ep.Write(&r, tcpip.WriteOptions{})
-	c.svc.bytesOut.Add(uint64(n))
-	if _, ok := terr.(*tcpip.ErrWouldBlock); ok {
-		terr = nil
-	}
-	return int(n), terr
 }
 
 // finish closes the connection (FIN, or RST with unread input, as close(2)).
@@ -140,97 +110,6 @@ func (c *polledConn) finish() {
 	c.ep.Close()
 	c.closed = true
 	c.svc.active.Add(-1)
-}
-
-// serve runs one connection's service as far as it can go now and reports
-// whether it did anything.
-func (c *polledConn) serve(buf []byte) bool {
-	busy := false
-	switch c.svc.name {
-	case ServiceSink:
-		return false // accepts, never reads
-	case ServiceSource:
-		for {
-			chunk := Pattern(c.sent, 16<<10)
-			n, err := c.write(chunk)
-			c.sent += int64(n)
-			if n > 0 {
-				busy = true
-			}
-			if err != nil {
-				c.finish()
-				return true
-			}
-			if n < len(chunk) {
-				return busy
-			}
-		}
-	}
-	for !c.eof {
-		n, eof, err := c.read(buf)
-		if err != nil {
-			c.finish()
-			return true
-		}
-		if n > 0 {
-			busy = true
-			switch {
-			case c.svc.name == ServiceEcho:
-				c.out = append(c.out, buf[:n]...)
-			case c.svc.name == ServiceHTTP && !c.responded:
-				c.in = append(c.in, buf[:n]...)
-				if resp, ok := HTTPResponse(c.in); ok {
-					c.out, c.in, c.responded = resp, nil, true
-				}
-			}
-		}
-		if eof {
-			c.eof, busy = true, true
-			if c.svc.name == ServiceHTTP && !c.responded && len(bytes.TrimSpace(c.in)) > 0 {
-				// A partial head ended by the client's FIN is answered,
-				// as readHead does.
-				c.out, c.in, c.responded = respondTo(c.in), nil, true
-			}
-		}
-		if n == 0 && !eof {
-			break
-		}
-	}
-	for len(c.out) > 0 {
-		n, err := c.write(c.out)
-		c.out = c.out[n:]
-		if n > 0 {
-			busy = true
-		}
-		if err != nil {
-			c.finish()
-			return true
-		}
-		if n == 0 {
-			break
-		}
-	}
-	if len(c.out) > 0 {
-		return busy
-	}
-	switch {
-	case c.svc.name == ServiceHTTP && c.responded:
-		// The response is out: close, as the http service does.
-		c.finish()
-		busy = true
-	case c.eof:
-		c.ep.Shutdown(tcpip.ShutdownWrite)
-		c.finish()
-		busy = true
-	}
-	return busy
-}
-
-// respondTo answers a request head that ended without a blank line.
-func respondTo(head []byte) []byte {
-	var b bytes.Buffer
-	respond(&b, head, nil)
-	return b.Bytes()
 }
 
 // Accepted returns how many connections the services on port accepted.

@@ -23,6 +23,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -211,11 +212,11 @@ func plan(cfg Config) ([]*service, error) {
 		port   int
 		handle func(*Set, *conn)
 	}{
-		{ServiceHTTP, cfg.HTTP, (*Set).serveHTTP},
-		{ServiceEcho, cfg.Echo, (*Set).serveEcho},
-		{ServiceDiscard, cfg.Discard, (*Set).serveDiscard},
-		{ServiceSink, cfg.Sink, (*Set).serveSink},
-		{ServiceSource, cfg.Source, (*Set).serveSource},
+		{ServiceHTTP, cfg.HTTP, (*Set).runSession},
+		{ServiceEcho, cfg.Echo, (*Set).runSession},
+		{ServiceDiscard, cfg.Discard, (*Set).runSession},
+		{ServiceSink, cfg.Sink, (*Set).runSession},
+		{ServiceSource, cfg.Source, (*Set).runSession},
 	}
 	var svcs []*service
 	byPort := make(map[uint16]*service)
@@ -344,6 +345,40 @@ func (s *Set) serve(svc *service, ep tcpip.Endpoint, wq *waiter.Queue, peer tcpi
 		defer s.untrack(c)
 		svc.handle(s, c)
 	}()
+}
+
+// runSession serves a built-in service's connection on its goroutine: it
+// steps the connection's session, and when nothing moved, waits for the
+// endpoint's next event (data, window space, FIN, reset), the Set's
+// closing, or the end of the http service's lingering close.
+func (s *Set) runSession(c *conn) {
+	sess := newSession(c.svc.name)
+	io := &endpointIO{ep: c.ep, svc: c.svc, conn: c}
+	entry, notify := waiter.NewChannelEntry(sessionEvents)
+	c.wq.EventRegister(&entry)
+	defer c.wq.EventUnregister(&entry)
+	var linger <-chan time.Time
+	for {
+		busy := sess.step(io)
+		if sess.closed {
+			return
+		}
+		if sess.lingering && linger == nil {
+			t := time.NewTimer(lingerTime)
+			defer t.Stop()
+			linger = t.C
+		}
+		if busy {
+			continue
+		}
+		select {
+		case <-s.done:
+			return
+		case <-linger:
+			return
+		case <-notify:
+		}
+	}
 }
 
 // untrack forgets c once its handler is done, and closes it.
