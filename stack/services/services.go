@@ -354,9 +354,17 @@ func (s *Set) serve(svc *service, ep tcpip.Endpoint, wq *waiter.Queue, peer tcpi
 func (s *Set) runSession(c *conn) {
 	sess := newSession(c.svc.name)
 	io := &endpointIO{ep: c.ep, svc: c.svc, conn: c}
-	entry, notify := waiter.NewChannelEntry(sessionEvents)
-	c.wq.EventRegister(&entry)
-	defer c.wq.EventUnregister(&entry)
+	// Wait only for the events the session can use now (input while it
+	// reads, window space while output is queued): a discard connection
+	// is not woken by every ACK, an idle echo by nothing but data.
+	var entry waiter.Entry
+	var notify chan struct{}
+	var mask waiter.EventMask
+	defer func() {
+		if notify != nil {
+			c.wq.EventUnregister(&entry)
+		}
+	}()
 	var linger <-chan time.Time
 	for {
 		busy := sess.step(io)
@@ -367,6 +375,15 @@ func (s *Set) runSession(c *conn) {
 			t := time.NewTimer(lingerTime)
 			defer t.Stop()
 			linger = t.C
+		}
+		if m := sess.wants(); m != mask || notify == nil {
+			if notify != nil {
+				c.wq.EventUnregister(&entry)
+			}
+			entry, notify = waiter.NewChannelEntry(m)
+			c.wq.EventRegister(&entry)
+			mask = m
+			continue // step again: an event may have come before registering
 		}
 		if busy {
 			continue

@@ -242,8 +242,19 @@ func writePattern(w io.Writer, n int64) error {
 	return nil
 }
 
-// sessionEvents wake a session's goroutine.
-const sessionEvents = waiter.ReadableEvents | waiter.WritableEvents | waiter.EventHUp | waiter.EventErr
+// wants returns the endpoint events that can move the session: input
+// while it reads, window space while output waits, and always the end of
+// the connection.
+func (s *session) wants() waiter.EventMask {
+	m := waiter.EventHUp | waiter.EventErr
+	if !s.eof && s.name != ServiceSink && s.name != ServiceSource {
+		m |= waiter.ReadableEvents
+	}
+	if len(s.out) > 0 || s.pattern != 0 {
+		m |= waiter.WritableEvents
+	}
+	return m
+}
 
 // endpointIO is a sessionIO on a gVisor endpoint, counting bytes into the
 // service's counters (and the connection's, when conn is set).
