@@ -31,18 +31,8 @@ const (
 	Out = packet.Out
 )
 
-// TCP flag bits, shorthands for packet's.
-const (
-	flagFIN = packet.FlagFIN
-	flagSYN = packet.FlagSYN
-	flagRST = packet.FlagRST
-	flagPSH = packet.FlagPSH
-	flagACK = packet.FlagACK
-	flagURG = packet.FlagURG
-)
-
 // probeMask are the flags that must be ACK alone on a probe.
-const probeMask = flagSYN | flagFIN | flagRST | flagPSH | flagURG | flagACK
+const probeMask = packet.FlagSYN | packet.FlagFIN | packet.FlagRST | packet.FlagPSH | packet.FlagURG | packet.FlagACK
 
 // Segment is what the tracker needs of one TCP segment. fault.Packet.Segment
 // fills it from a parsed packet.
@@ -222,17 +212,17 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 	h, o := &c.h[d], &c.h[1-d]
 
 	segLen := uint32(s.Len)
-	syn := s.Flags&flagSYN != 0
+	syn := s.Flags&packet.FlagSYN != 0
 	if syn {
 		segLen++
 	}
-	if s.Flags&flagFIN != 0 {
+	if s.Flags&packet.FlagFIN != 0 {
 		segLen++
 	}
 	end := s.Seq + segLen
 	info := Info{Key: k, Kind: KindNew}
 
-	if s.Flags&flagRST != 0 {
+	if s.Flags&packet.FlagRST != 0 {
 		// A RST consumes no sequence space and may come from a stack that
 		// knows nothing of the connection: remember only its window.
 		if ok && h.seen {
@@ -254,7 +244,7 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 	case !ok || !h.seen:
 		if !ok {
 			c.established = !syn
-			if syn && s.Flags&flagACK == 0 {
+			if syn && s.Flags&packet.FlagACK == 0 {
 				c.born = now
 				info.Opened = true
 			}
@@ -265,14 +255,14 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 			info.Kind = KindRetransmit
 			break
 		}
-		if s.Flags&flagACK == 0 {
+		if s.Flags&packet.FlagACK == 0 {
 			// A new connection on the same 4-tuple.
 			c = conn{born: now}
 			h, o = &c.h[d], &c.h[1-d]
 			info.Opened = true
 		}
 		*h = fresh
-	case s.Flags&probeMask == flagACK && s.Len <= 1 &&
+	case s.Flags&probeMask == packet.FlagACK && s.Len <= 1 &&
 		(s.Seq == h.end-1 || (o.hasAck && s.Seq == o.ack-1)):
 		info.Kind = KindKeepaliveProbe
 		if o.seen && o.win == 0 {
@@ -281,7 +271,7 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 	case segLen == 0:
 		// A pure ACK: never a retransmission. Its seq is the sender's
 		// snd.nxt, which is ahead of end if we missed segments.
-		if s.Flags&(flagSYN|flagFIN|flagRST) == 0 && s.Flags&flagACK != 0 && h.hasAck &&
+		if s.Flags&(packet.FlagSYN|packet.FlagFIN|packet.FlagRST) == 0 && s.Flags&packet.FlagACK != 0 && h.hasAck &&
 			s.Seq == h.end && s.Ack == h.ack && s.Window != h.win && s.Window != 0 {
 			info.WindowUpdate = true
 		}
@@ -289,12 +279,12 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 		info.Kind = KindRetransmit
 	}
 
-	if s.Flags&(flagSYN|flagFIN|flagRST) == 0 && s.Flags&flagACK != 0 && s.Len == 0 &&
+	if s.Flags&(packet.FlagSYN|packet.FlagFIN|packet.FlagRST) == 0 && s.Flags&packet.FlagACK != 0 && s.Len == 0 &&
 		h.hasSYN && o.hasSYN && s.Seq == h.isn+1 && s.Ack == o.isn+1 {
 		info.HandshakeAck = true
 	}
 	info.Established = c.established
-	if !syn && s.Flags&flagACK != 0 && o.hasSYN && seqBefore(o.isn, s.Ack) {
+	if !syn && s.Flags&packet.FlagACK != 0 && o.hasSYN && seqBefore(o.isn, s.Ack) {
 		c.established = true
 	}
 
@@ -317,7 +307,7 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 		h.end = end
 	}
 	h.win = s.Window
-	if s.Flags&flagACK != 0 {
+	if s.Flags&packet.FlagACK != 0 {
 		h.ack, h.hasAck = s.Ack, true
 	}
 	t.conns.Put(k, c)

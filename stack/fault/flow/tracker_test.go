@@ -3,6 +3,8 @@ package flow
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 var (
@@ -11,11 +13,11 @@ var (
 )
 
 const (
-	syn = flagSYN
-	ack = flagACK
-	psh = flagPSH
-	fin = flagFIN
-	rst = flagRST
+	syn = packet.FlagSYN
+	ack = packet.FlagACK
+	psh = packet.FlagPSH
+	fin = packet.FlagFIN
+	rst = packet.FlagRST
 )
 
 func c2p(flags uint8, seq, ackn uint32, win uint16, n int) Segment {
