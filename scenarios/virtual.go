@@ -122,7 +122,7 @@ func (e *virtualEnv) SetSysctl(name, value string) error {
 		o := tcpip.TCPMinRTOOption(time.Duration(n) * time.Microsecond)
 		opt = &o
 	default:
-		return fmt.Errorf("sysctl %s has no gVisor equivalent in --clock virtual: %w", name, errors.ErrUnsupported)
+		return fmt.Errorf("sysctl %s has no gVisor equivalent on the virtual clock: %w", name, errors.ErrUnsupported)
 	}
 	if terr := e.pair.Client.SetTransportProtocolOption(tcp.ProtocolNumber, opt); terr != nil {
 		return fmt.Errorf("set %s=%s on the virtual client: %s", name, value, terr)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -17,7 +18,8 @@ import (
 // Control operations understood by serve (stack/control's).
 const opStatus = control.OpStatus
 
-func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	defer func() { err = controlAdvice(err) }()
 	fs := newFlagSet("fault", stderr)
 	path := fs.String("control", control.DefaultPath(), "control socket of the running serve")
 	jsonOut := fs.Bool("json", false, "print JSON")
@@ -92,7 +94,8 @@ func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	defer func() { err = controlAdvice(err) }()
 	fs := newFlagSet("status", stderr)
 	path := fs.String("control", control.DefaultPath(), "control socket of the running serve")
 	jsonOut := fs.Bool("json", false, "print JSON")
@@ -162,4 +165,16 @@ func otherCounters(r fault.RuleStatus) string {
 		return ""
 	}
 	return "  (" + strings.Join(parts, ", ") + ")"
+}
+
+// controlAdvice adds the command line's fix to the control package's
+// errors: which flag chooses the socket, and which command starts a server.
+func controlAdvice(err error) error {
+	switch {
+	case errors.Is(err, control.ErrNoServer):
+		return fmt.Errorf("%w (`unplug serve`, --control PATH)", err)
+	case errors.Is(err, control.ErrSocketPath):
+		return fmt.Errorf("%w (--control PATH)", err)
+	}
+	return err
 }

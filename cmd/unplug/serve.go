@@ -117,7 +117,7 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 	}
 	srv := control.NewServer()
 	if err := srv.Listen(f.control); err != nil {
-		return err
+		return controlAdvice(err)
 	}
 	undo = append(undo, func() { srv.Close() })
 

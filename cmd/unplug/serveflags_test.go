@@ -2,8 +2,10 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
+	"github.com/unplug-dev/unplug/stack/control"
 	"github.com/unplug-dev/unplug/stack/services"
 )
 
@@ -41,5 +43,27 @@ func TestPortFlagError(t *testing.T) {
 	}
 	if got := portFlagError(nil); got != nil {
 		t.Fatalf("portFlagError(nil) = %v", got)
+	}
+}
+
+// TestControlAdvice: the control package's errors get the command line's
+// fix; other errors pass unchanged.
+func TestControlAdvice(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("no unplug serve is listening on /x: %w", control.ErrNoServer),
+			"no unplug serve is listening on /x: start the server or choose the socket it listens on (`unplug serve`, --control PATH)"},
+		{fmt.Errorf("control socket path /x is too long; %w", control.ErrShorterPath),
+			"control socket path /x is too long; choose a shorter control socket path (--control PATH)"},
+		{fmt.Errorf("/x exists and is not a socket; remove it or %w", control.ErrSocketPath),
+			"/x exists and is not a socket; remove it or choose another control socket path (--control PATH)"},
+		{errors.New("other"), "other"},
+	}
+	for _, tt := range tests {
+		if got := controlAdvice(tt.err); got.Error() != tt.want {
+			t.Errorf("controlAdvice(%q) = %q, want %q", tt.err, got, tt.want)
+		}
 	}
 }
