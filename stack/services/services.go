@@ -9,6 +9,13 @@
 // including gVisor's view of each connection (RTT, RTO, cwnd, retransmits),
 // for `unplug status`.
 //
+// Each built-in service is a session (session.go): a state machine over the
+// connection's non-blocking gVisor endpoint. Set runs it on a goroutine per
+// connection that steps it and waits for the endpoint's next event; Poller
+// steps every connection from the virtual-time driver between clock steps.
+// Real-time and virtual-time runs are thus served by the same code; only
+// forwards (real dials) and personas (wall-clock pacing) need Set.
+//
 // Listeners are built from raw gVisor endpoints rather than gonet.ListenTCP
 // because gonet.TCPConn hides its endpoint; keeping the endpoint is what lets
 // Conns read tcpip.TCPInfoOption and Close reset connections.
