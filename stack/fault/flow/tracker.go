@@ -158,6 +158,10 @@ type Info struct {
 	// initial sequence number, so the first data byte is 1 (as Wireshark
 	// shows it). If the SYN was not seen, the first segment seen starts at 1.
 	RelSeq uint32
+	// RelAck is the segment's acknowledgment number relative to the other
+	// direction's initial sequence number (0 without ACK, or before that
+	// direction was seen).
+	RelAck uint32
 	// Bytes counts the new payload bytes each direction carried, this
 	// segment included, indexed by Dir-1; NewBytes is this segment's share.
 	Bytes    [2]uint64
@@ -317,13 +321,38 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 
 // fill copies the connection's totals into info.
 func (c *conn) fill(info *Info, s *Segment, d int) {
-	h := &c.h[d]
+	h, o := &c.h[d], &c.h[1-d]
 	if h.seen {
 		info.RelSeq = s.Seq - h.origin
+	}
+	if o.seen && s.Flags&packet.FlagACK != 0 {
+		info.RelAck = s.Ack - o.origin
 	}
 	info.Born = c.born
 	for i := range c.h {
 		info.Bytes[i] = c.h[i].bytes
 		info.Retrans[i] = c.h[i].retrans
 	}
+}
+
+// Peek returns what Track would say of s about its connection (Key,
+// RelSeq, RelAck, Established, Born, the byte and retransmission totals)
+// without recording it: for segments that are no transmission of the
+// sender's, such as those the fault layer makes up. Kind is KindNew, or
+// KindOther for a segment of no TCP connection.
+func (t *Tracker) Peek(s *Segment) Info {
+	if s.SrcPort == 0 && s.DstPort == 0 {
+		return Info{}
+	}
+	d := 0
+	if s.Dir == Out {
+		d = 1
+	}
+	k := KeyOf(s)
+	info := Info{Key: k, Kind: KindNew}
+	if c, ok := t.conns.Peek(k); ok {
+		c.fill(&info, s, d)
+		info.Established = c.established
+	}
+	return info
 }
