@@ -21,7 +21,11 @@
 //	// errors.Is(c.Err(), vlink.ETIMEDOUT), p.Now() is when it happened
 //
 // A scenario runner loops "try the operation; if it returns ErrWouldBlock,
-// Step". Clock.OnFire names every timer as it fires (for gVisor's TCP timers
+// Step"; Driver is that loop, with the peer's services (a services.Poller)
+// polled whenever the stacks have settled. The peer stack has the TCP of
+// stack.New's peer (netstack.NewPeer), so a virtual run tests the peer a
+// real run tests; vlink depends on netstack and services, not on package
+// stack. Clock.OnFire names every timer as it fires (for gVisor's TCP timers
 // the method a breakpoint would be set on, such as
 // tcp.(*sender).retransmitTimerExpired).
 //
