@@ -14,6 +14,7 @@ import (
 	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // MaxTimelinePackets bounds how many packets a report's timeline lists;
@@ -298,20 +299,8 @@ func protoName(p *fault.Packet) string {
 	return "other"
 }
 
-// flagString renders TCP flags as tcpdump does: S, F, R, P, U, E, W, then
-// "." for ACK.
-func flagString(f uint8) string {
-	var b strings.Builder
-	for _, x := range []struct {
-		bit uint8
-		c   byte
-	}{{fault.FlagSYN, 'S'}, {fault.FlagFIN, 'F'}, {fault.FlagRST, 'R'}, {fault.FlagPSH, 'P'}, {fault.FlagURG, 'U'}, {fault.FlagECE, 'E'}, {fault.FlagCWR, 'W'}, {fault.FlagACK, '.'}} {
-		if f&x.bit != 0 {
-			b.WriteByte(x.c)
-		}
-	}
-	return b.String()
-}
+// flagString renders TCP flags as tcpdump does ("S.", "P.", "FP.").
+func flagString(f uint8) string { return packet.FlagString(f) }
 
 // packetText is the one-line description of a packet in the timeline.
 func packetText(p *Packet) string {
