@@ -135,8 +135,6 @@ type Set struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	logf func(format string, args ...any)
 
-	ctx       context.Context // cancelled on Close; bounds forward dials
-	cancel    context.CancelFunc
 	stopAfter func() bool
 
 	services  []*service
@@ -202,7 +200,6 @@ func Start(ctx context.Context, s *stack.Stack, nic tcpip.NICID, cfg Config) (*S
 		}
 		return nil, err
 	}
-	set.ctx, set.cancel = context.WithCancel(ctx)
 	set.wg.Add(len(set.listeners))
 	for _, l := range set.listeners {
 		go set.acceptLoop(l)
@@ -405,6 +402,27 @@ func (s *Set) runSession(c *conn) {
 	}
 }
 
+// onClose runs f when the Set closes (at once if it has); the returned
+// stop undoes that if it has not run yet.
+func (s *Set) onClose(f func()) (stop func()) {
+	quit := make(chan struct{})
+	go func() {
+		select {
+		case <-s.done:
+			f()
+		case <-quit:
+		}
+	}()
+	return func() { close(quit) }
+}
+
+// closing reports whether Close has begun.
+func (s *Set) closing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // untrack forgets c once its handler is done, and closes it.
 func (s *Set) untrack(c *conn) {
 	c.close()
@@ -431,7 +449,6 @@ func (s *Set) Close() error {
 func (s *Set) shutdown() {
 	s.persona.stop()
 	s.stopAfter()
-	s.cancel()
 	s.mu.Lock()
 	s.closed = true // from now on serve resets new connections at once
 	conns := make([]*conn, 0, len(s.conns))
