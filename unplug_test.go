@@ -159,3 +159,40 @@ func TestDialErrors(t *testing.T) {
 		t.Errorf("dial a closed port = %v, want ECONNREFUSED", err)
 	}
 }
+
+// TestVirtualConcurrentClients: many goroutines share the virtual peer
+// (net/http's transport runs a reader and a writer goroutine per
+// connection, and keeps connections alive between requests) through 10 %
+// loss; every request gets its whole answer.
+func TestVirtualConcurrentClients(t *testing.T) {
+	p := unplug.New(t, unplug.Options{Delay: 5 * time.Millisecond, Faults: []string{"loss 10%"}})
+	c := &http.Client{Transport: &http.Transport{DialContext: p.DialContext, MaxIdleConnsPerHost: 4}}
+	const workers, each = 8, 5
+	errs := make(chan error, workers*each)
+	for w := 0; w < workers; w++ {
+		go func() {
+			for i := 0; i < each; i++ {
+				resp, err := c.Get("http://" + p.Addr(80) + "/bytes/20000")
+				if err != nil {
+					errs <- err
+					continue
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil && len(b) != 20000 {
+					err = errors.New("short body")
+				}
+				errs <- err
+			}
+		}()
+	}
+	for i := 0; i < workers*each; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("request: %v", err)
+		}
+	}
+	if rules := p.Faults(); rules[0].Dropped == 0 {
+		t.Errorf("the loss rule dropped nothing: %+v", rules[0])
+	}
+	t.Logf("%d requests through 10%% loss took %v of virtual time", workers*each, p.Now())
+}
