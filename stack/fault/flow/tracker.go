@@ -204,14 +204,10 @@ func (t *Tracker) Classify(s *Segment) Kind { return t.Track(s, 0).Kind }
 // nothing is known of what came before it. Sequence numbers compare in
 // serial arithmetic, so flows crossing 2^32 work. Show each segment once.
 func (t *Tracker) Track(s *Segment, now int64) Info {
-	if s.SrcPort == 0 && s.DstPort == 0 {
+	d, k, tcp := locate(s)
+	if !tcp {
 		return Info{}
 	}
-	d := 0
-	if s.Dir == Out {
-		d = 1
-	}
-	k := KeyOf(s)
 	c, ok := t.conns.Get(k)
 	h, o := &c.h[d], &c.h[1-d]
 
@@ -341,18 +337,26 @@ func (c *conn) fill(info *Info, s *Segment, d int) {
 // sender's, such as those the fault layer makes up. Kind is KindNew, or
 // KindOther for a segment of no TCP connection.
 func (t *Tracker) Peek(s *Segment) Info {
-	if s.SrcPort == 0 && s.DstPort == 0 {
+	d, k, tcp := locate(s)
+	if !tcp {
 		return Info{}
 	}
-	d := 0
-	if s.Dir == Out {
-		d = 1
-	}
-	k := KeyOf(s)
 	info := Info{Key: k, Kind: KindNew}
 	if c, ok := t.conns.Peek(k); ok {
 		c.fill(&info, s, d)
 		info.Established = c.established
 	}
 	return info
+}
+
+// locate returns the index of s's direction in conn.h, its connection, and
+// false for a segment without ports (not one the tracker can follow).
+func locate(s *Segment) (d int, k Key, ok bool) {
+	if s.SrcPort == 0 && s.DstPort == 0 {
+		return 0, Key{}, false
+	}
+	if s.Dir == Out {
+		d = 1
+	}
+	return d, KeyOf(s), true
 }
