@@ -4,8 +4,7 @@
 // port forwards to real hosts.
 //
 // The caller assembles the stack (NIC, addresses, routes), then calls Start
-// with the NIC id and a Config; the returned Set serves until Close or until
-// the context ends. Stats and Conns report what the services are doing,
+// with the NIC id and a Config; the returned Set serves until Close. Stats and Conns report what the services are doing,
 // including gVisor's view of each connection (RTT, RTO, cwnd, retransmits),
 // for `unplug status`.
 //
@@ -135,7 +134,6 @@ type Set struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	logf func(format string, args ...any)
 
-	stopAfter func() bool
 
 	services  []*service
 	listeners []*listener
@@ -154,8 +152,9 @@ type Set struct {
 }
 
 // Start listens on every enabled port on every address in cfg.Addrs and
-// serves until Close is called or ctx ends, whichever comes first. On error
-// nothing is left listening or running.
+// serves until Close. ctx bounds the start only (a cancelled ctx starts
+// nothing); it does not set the Set's lifetime, which is the caller's to
+// end with Close. On error nothing is left listening or running.
 func Start(ctx context.Context, s *stack.Stack, nic tcpip.NICID, cfg Config) (*Set, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("start services: %w", err)
@@ -204,7 +203,6 @@ func Start(ctx context.Context, s *stack.Stack, nic tcpip.NICID, cfg Config) (*S
 	for _, l := range set.listeners {
 		go set.acceptLoop(l)
 	}
-	set.stopAfter = context.AfterFunc(ctx, func() { set.Close() })
 	return set, nil
 }
 
@@ -448,7 +446,6 @@ func (s *Set) Close() error {
 
 func (s *Set) shutdown() {
 	s.persona.stop()
-	s.stopAfter()
 	s.mu.Lock()
 	s.closed = true // from now on serve resets new connections at once
 	conns := make([]*conn, 0, len(s.conns))
