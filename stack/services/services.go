@@ -134,7 +134,6 @@ type Set struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	logf func(format string, args ...any)
 
-
 	services  []*service
 	listeners []*listener
 
