@@ -73,7 +73,9 @@ func AddAddress(s *gstack.Stack, nic tcpip.NICID, addr netip.Addr) error {
 }
 
 // New builds the peer on opts.Device and starts its services. On error nothing
-// is left running; the device is closed.
+// is left running; the device is closed. The peer runs until Close: ctx
+// bounds the start (and, with Transparent, the re-dials of intercepted
+// connections), not the services' lifetime.
 func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	if opts.Clock == nil {
 		opts.Clock = tcpip.NewStdClock()
