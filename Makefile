@@ -7,11 +7,12 @@ build:
 	$(GO) build -o unplug ./cmd/unplug
 
 # Packages whose whole test suite runs again under the race detector: the
+# public package (its virtual dialer serves many goroutines), the
 # data path (fault layer, flow tracker, capture, virtual link, services) and
 # the control socket. Measured on 2 shared cores: about 30 s of tests once
 # the race build (about 2 min, mostly gVisor) is cached.
-RACE_PKGS = ./stack/packet ./stack/units ./stack/errno ./stack/fault/... \
-	./stack/capture ./stack/control ./stack/vlink ./stack/services
+RACE_PKGS = . ./stack/packet ./stack/units ./stack/errno ./stack/fault/... \
+	./stack/capture ./stack/control ./stack/vlink ./stack/services ./stack/netstack
 # Tests of other packages that run under the race detector too: the
 # virtual-time scenarios (no namespace, about 10 s).
 RACE_SCENARIOS = '^TestVirtual'
