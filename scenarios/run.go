@@ -179,6 +179,9 @@ func runWith(ctx context.Context, sc Scenario, params Params, opts Options, fact
 	}
 	rec.fill(rep)
 	closeErr := env.Close()
+	// The counts include the teardown's packets (the FIN exchanges), as
+	// the capture does; the timeline ends with the scenario.
+	rep.Packets = rec.packetCounts()
 	if pcap != nil {
 		if err := pcap.Close(); err != nil && closeErr == nil {
 			closeErr = err

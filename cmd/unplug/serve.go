@@ -185,6 +185,11 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 		}
 	case <-ctx.Done():
 	}
+	// The peer first: its connections finish their FIN exchanges, and the
+	// capture and the counters include every packet.
+	if err := peer.Close(); err != nil {
+		fmt.Fprintf(stderr, "unplug: stop the peer: %v\n", err)
+	}
 	if pcap != nil {
 		if err := pcap.Flush(); err != nil {
 			fmt.Fprintf(stderr, "unplug: flush capture: %v\n", err)

@@ -97,6 +97,7 @@ type Writer struct {
 	reported bool  // OnError has been called
 	closed   bool
 	closeErr error
+	lastTS   uint64 // the latest timestamp written, guarded by mu
 	scratch  [epbHeaderLen + 16]byte
 }
 
@@ -270,7 +271,12 @@ func (w *Writer) writeEPB(ev *fault.Event) error {
 	}
 	total := epbHeaderLen + pad4(len(data)) + optsLen + 4
 
-	ts := w.timestamp(ev.Time)
+	// Inbound and outbound packets are timed on their own goroutines
+	// before they take the lock, so one may reach the file a few
+	// microseconds after a later-timed one: keep the file's timestamps
+	// non-decreasing, in the order the packets are written.
+	ts := max(w.timestamp(ev.Time), w.lastTS)
+	w.lastTS = ts
 	le := binary.LittleEndian
 	h := w.scratch[:epbHeaderLen]
 	le.PutUint32(h[0:], blockEPB)
