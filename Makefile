@@ -7,7 +7,7 @@ build:
 	$(GO) build -o unplug ./cmd/unplug
 
 # Installs what the tests use (tshark to read captures back, curl and iperf3
-# as real clients) when missing, vets, runs a few seconds of every fuzz
+# as real clients, python3 for the README's tour that TestDocExamples runs) when missing, vets, runs a few seconds of every fuzz
 # target, then every test (go test's summary comes last). Run as root for
 # the namespace tests; without root they skip.
 test: deps
@@ -17,11 +17,11 @@ test: deps
 
 deps:
 	@missing=""; \
-	for c in tshark curl iperf3 unshare ip; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	for c in tshark curl iperf3 unshare ip python3; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq >/dev/null && apt-get install -y -qq tshark curl iperf3 util-linux iproute2 >/dev/null; \
+		apt-get update -qq >/dev/null && apt-get install -y -qq tshark curl iperf3 util-linux iproute2 python3 >/dev/null; \
 	fi
 
 # A binary without optimizations or inlining, for delve (docs/debugging.md).
