@@ -82,13 +82,13 @@ var docCases = map[string]docCase{
 	`README.md: sudo ./unplug bench`: {skip: "measures for minutes at full load on every core; bench's own tests run it with --quick"},
 
 	// README: the tour.
-	`README.md: ./unplug run sendbuf-full`:        {},
+	`README.md: ./unplug run sendbuf-full`:             {},
 	`README.md: ./unplug run brief-outage --outage 3s`: {},
 	`README.md: ./unplug run idle-outage`:              {},
 	`README.md: ./unplug run keepalive`:                {},
 	`README.md: curl -si http://198.18.0.2/404 | head -1`: {
 		serveFirst: "sudo ./unplug serve --pcap tour.pcapng", serveOutput: "unplug: interrupt: shutting down"},
-	`README.md: sudo ./unplug fault add 'drop for=3s'`: {},
+	`README.md: sudo ./unplug fault add 'drop for=3s'`:                                            {},
 	`README.md: curl -s -o /dev/null -w '%{http_code} after %{time_total}s\n' http://198.18.0.2/`: {},
 	`README.md: python3 -c '
 import socket, subprocess, time
@@ -102,7 +102,7 @@ try:
     s.recv(100)
 except OSError as e:
     print(repr(e), "after %.1f s" % (time.time() - t))'`: {},
-	`README.md: sudo ./unplug fault list`:                   {},
+	`README.md: sudo ./unplug fault list`:                    {},
 	`README.md: sudo ./unplug fault add 'drop dir=sideways'`: {code: exitUsage},
 	// Quoted in the prose after the tour; runs on the tour's capture.
 	`README.md: tshark -r tour.pcapng -Y frame.comment -T fields -e frame.comment`: {
@@ -129,32 +129,32 @@ except OSError as e:
 	`README.md: sudo ip tuntap add unplug0 mode tun user "$(id -u)"`: {},
 	`README.md: unplug serve --attach unplug0`: {
 		// "+ addresses, link up" on the line before.
-		setup: "ip addr add 198.18.0.1/24 dev unplug0 && ip -6 addr add fd00:198:18::1/64 dev unplug0 nodad && ip link set unplug0 up",
+		setup:      "ip addr add 198.18.0.1/24 dev unplug0 && ip -6 addr add fd00:198:18::1/64 dev unplug0 nodad && ip link set unplug0 up",
 		background: `unplug: peer 198\.18\.0\.2 and fd00:198:18::2 on unplug0`,
 		want:       []string{`unplug: packets in \d+, out \d+`},
 		cleanup:    "ip link del unplug0"},
 	`README.md: unplug exec -- curl -s http://198.18.0.2/404`: {want: []string{`Error code: 404`}},
-	`README.md: unplug fault add 'drop dir=sideways'`:        {code: exitUsage},
+	`README.md: unplug fault add 'drop dir=sideways'`:         {code: exitUsage},
 
 	// docs/containers.md.
 	`docs/containers.md: docker build -t unplug .`: {skip: "needs Docker, and the build fetches golang from the network"},
 	`docs/containers.md: podman run --rm -it --name unplug --cap-add NET_ADMIN --device /dev/net/tun unplug`: {
 		skip: "needs the image, whose build fetches golang from the network (TestContainer builds its own)"},
 	`docs/containers.md: docker run --rm -it --name unplug --user 0 --cap-add NET_ADMIN --device /dev/net/tun unplug`: {skip: "needs Docker"},
-	`docs/containers.md: docker run --rm --network container:unplug curlimages/curl -s http://198.18.0.2/404`:   {skip: "needs Docker"},
-	`docs/containers.md: docker exec unplug /unplug fault add 'drop for=3s'`:                                     {skip: "needs Docker"},
-	`docs/containers.md: docker exec unplug /unplug status`:                                                      {skip: "needs Docker"},
-	`docs/containers.md: sudo ip tuntap add unplug0 mode tun user "$(id -u)"`:                                    {},
-	`docs/containers.md: sudo ip addr add 198.18.0.1/24 dev unplug0`:                                             {},
-	`docs/containers.md: sudo ip -6 addr add fd00:198:18::1/64 dev unplug0 nodad`:                                {},
-	`docs/containers.md: sudo ip link set unplug0 up`:                                                            {},
+	`docs/containers.md: docker run --rm --network container:unplug curlimages/curl -s http://198.18.0.2/404`:         {skip: "needs Docker"},
+	`docs/containers.md: docker exec unplug /unplug fault add 'drop for=3s'`:                                          {skip: "needs Docker"},
+	`docs/containers.md: docker exec unplug /unplug status`:                                                           {skip: "needs Docker"},
+	`docs/containers.md: sudo ip tuntap add unplug0 mode tun user "$(id -u)"`:                                         {},
+	`docs/containers.md: sudo ip addr add 198.18.0.1/24 dev unplug0`:                                                  {},
+	`docs/containers.md: sudo ip -6 addr add fd00:198:18::1/64 dev unplug0 nodad`:                                     {},
+	`docs/containers.md: sudo ip link set unplug0 up`:                                                                 {},
 	`docs/containers.md: unplug serve --attach unplug0`: {background: `unplug: peer 198\.18\.0\.2 and fd00:198:18::2 on unplug0`,
 		want: []string{`unplug: packets in \d+, out \d+`}},
-	`docs/containers.md: sudo ip link del unplug0`:                                             {},
-	`docs/containers.md: docker run -d --name netns --network none registry.k8s.io/pause:3.9`:  {skip: "needs Docker"},
-	`docs/containers.md: pid=$(docker inspect -f '{{.State.Pid}}' netns)`:                      {skip: "needs Docker"},
-	`docs/containers.md: sudo nsenter -t "$pid" -n ip tuntap add unplug0 mode tun user 65534`:  {skip: "needs the Docker pause container"},
-	`docs/containers.md: sudo nsenter -t "$pid" -n ip addr add 198.18.0.1/24 dev unplug0`:      {skip: "needs the Docker pause container"},
+	`docs/containers.md: sudo ip link del unplug0`:                                            {},
+	`docs/containers.md: docker run -d --name netns --network none registry.k8s.io/pause:3.9`: {skip: "needs Docker"},
+	`docs/containers.md: pid=$(docker inspect -f '{{.State.Pid}}' netns)`:                     {skip: "needs Docker"},
+	`docs/containers.md: sudo nsenter -t "$pid" -n ip tuntap add unplug0 mode tun user 65534`: {skip: "needs the Docker pause container"},
+	`docs/containers.md: sudo nsenter -t "$pid" -n ip addr add 198.18.0.1/24 dev unplug0`:     {skip: "needs the Docker pause container"},
 	`docs/containers.md: sudo nsenter -t "$pid" -n ip -6 addr add fd00:198:18::1/64 dev unplug0 nodad`: {
 		skip: "needs the Docker pause container"},
 	`docs/containers.md: sudo nsenter -t "$pid" -n ip link set unplug0 up`: {skip: "needs the Docker pause container"},
