@@ -8,8 +8,9 @@ build:
 
 # Installs what the tests use (tshark to read captures back, curl and iperf3
 # as real clients, python3 for the README tour TestDocExamples runs) when
-# missing, vets, runs a few seconds of every fuzz target, then every test (go test's summary comes last). Run as root for
-# the namespace tests; without root they skip.
+# missing, vets, runs a few seconds of every fuzz target, then every test
+# (go test's summary comes last). Run as root for the namespace tests;
+# without root they skip.
 test: deps
 	$(GO) vet ./...
 	GO=$(GO) .ci/fuzz
