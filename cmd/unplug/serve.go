@@ -141,7 +141,10 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 	if f.logPackets {
 		obs = append(obs, capture.NewLogger(stdout, start))
 	}
-	peer, err := stack.New(ctx, stack.Options{
+	// The peer outlives ctx: when ctx ends, serve stops it below with
+	// Close, which lets FIN exchanges finish; services that saw ctx end
+	// would reset their connections at once instead.
+	peer, err := stack.New(context.WithoutCancel(ctx), stack.Options{
 		Device:   dev,
 		Seed:     f.seed,
 		NoIPv6:   f.noIPv6,
