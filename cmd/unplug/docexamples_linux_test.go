@@ -77,8 +77,9 @@ var docCases = map[string]docCase{
 		`(?m)^outcome +ETIMEDOUT at 1088\.000 s`, `(?m)^verdict +PASS`, `on the virtual clock`}},
 	`README.md: ./unplug exec --fault 'drop after=1s for=3s' -- sh -c 'sleep 2; curl -s -o /dev/null -w "%{http_code} after %{time_total}s\n" http://198.18.0.2/'`: {
 		// The SYN sent 2 s in meets the outage; connect succeeds with the
-		// first SYN after it ends, 2 s later.
-		want: []string{`(?m)^404 after 2\.\d+s$`}},
+		// first SYN after it ends, about 2 s later (1 s resends: 1 to 3 s
+		// on a loaded machine).
+		want: []string{`(?m)^404 after [123]\.\d+s$`}},
 	`README.md: sudo ./unplug bench`: {skip: "measures for minutes at full load on every core; bench's own tests run it with --quick"},
 
 	// README: the tour.
