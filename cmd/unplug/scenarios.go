@@ -54,6 +54,7 @@ func addRunFlags(fs *pflag.FlagSet, f *runFlags) {
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON (schema: docs/report-schema.md)")
 	fs.StringVar(&f.pcap, "pcap", "", "write every packet, with drop comments, to this pcapng file")
 	fs.StringVar(&f.svg, "svg", "", "draw the time-sequence graph to this SVG file")
+	fs.StringVar(&f.svgTime, "svg-time", "auto", "time axis of --svg: linear, log, or auto (log when the early events would crowd the left edge)")
 	fs.StringVar(&f.expect, "expect", "", "exit 0 if the run ends so (an errno name, recovered, survived or connected), 1 if not")
 	fs.StringVar(&f.clock, "clock", scenarios.ClockReal, "real (host kernel client, real time) or virtual (gVisor client, simulated time)")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed for loss and jitter (same seed, same run in virtual time)")
@@ -66,6 +67,7 @@ func addRunFlags(fs *pflag.FlagSet, f *runFlags) {
 type runFlags struct {
 	json, step        bool
 	pcap, svg, expect string
+	svgTime           string
 	clock, stepScript string
 	seed              uint64
 	linkDelay         time.Duration
@@ -137,6 +139,13 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if f.clock == scenarios.ClockVirtual && sc.Kernel {
 		return usagef("scenario %s shows the host kernel's behaviour; run it with --clock real", sc.Name)
 	}
+	svgOpts := scenarios.SVGOptions{Time: f.svgTime}
+	if f.svgTime == "auto" {
+		svgOpts.Time = scenarios.SVGTimeAuto
+	}
+	if svgOpts.Time != scenarios.SVGTimeAuto && svgOpts.Time != scenarios.SVGTimeLinear && svgOpts.Time != scenarios.SVGTimeLog {
+		return usagef("--svg-time %q: use auto, linear or log", f.svgTime)
+	}
 	var svg *os.File
 	if f.svg != "" { // fail before running, not after
 		if svg, err = os.Create(f.svg); err != nil {
@@ -180,7 +189,7 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if svg != nil {
-		if err := rep.WriteSVG(svg); err != nil {
+		if err := rep.WriteSVGOptions(svg, svgOpts); err != nil {
 			return fmt.Errorf("write --svg %s: %w", f.svg, err)
 		}
 	}
