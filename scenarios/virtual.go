@@ -349,6 +349,7 @@ type virtualServices struct {
 	pair      *vlink.Pair
 	listeners []*vlink.Listener
 	accepted  map[uint16]int
+	received  map[uint16]int64 // bytes read from clients, per port
 	conns     []*virtualPeerConn
 	buf       [64 << 10]byte
 }
@@ -365,7 +366,7 @@ type virtualPeerConn struct {
 }
 
 func newVirtualServices(pair *vlink.Pair) (*virtualServices, error) {
-	s := &virtualServices{pair: pair, accepted: map[uint16]int{}}
+	s := &virtualServices{pair: pair, accepted: map[uint16]int{}, received: map[uint16]int64{}}
 	cfg := peerServices()
 	for _, port := range []int{cfg.HTTP, cfg.Echo, cfg.Discard, cfg.Sink, cfg.Source} {
 		l, err := pair.Listen(uint16(port))
@@ -403,7 +404,7 @@ func (s *virtualServices) poll() bool {
 		}
 	}
 	for _, pc := range s.conns {
-		if !pc.closed && pc.serve(s.buf[:]) {
+		if !pc.closed && pc.serve(s.buf[:], s.received) {
 			busy = true
 		}
 	}
@@ -411,7 +412,7 @@ func (s *virtualServices) poll() bool {
 }
 
 // serve runs one connection's service as far as it can go now.
-func (pc *virtualPeerConn) serve(buf []byte) bool {
+func (pc *virtualPeerConn) serve(buf []byte, received map[uint16]int64) bool {
 	busy := false
 	cfg := peerServices()
 	switch int(pc.port) {
@@ -435,6 +436,7 @@ func (pc *virtualPeerConn) serve(buf []byte) bool {
 	}
 	for !pc.eof {
 		n, err := pc.c.Read(buf)
+		received[pc.port] += int64(n)
 		if n > 0 {
 			busy = true
 			switch {
@@ -500,6 +502,9 @@ func (s *virtualServices) Forget() (int, error) {
 
 // Accepted implements PeerControl.
 func (s *virtualServices) Accepted(port uint16) int { return s.accepted[port] }
+
+// Received implements PeerControl.
+func (s *virtualServices) Received(port uint16) int64 { return s.received[port] }
 
 // Conns implements PeerControl.
 func (s *virtualServices) Conns(port uint16) []stack.ConnStatus {
