@@ -51,6 +51,59 @@ func bulk(ctx context.Context, dial func(context.Context) (net.Conn, error), d t
 	return float64(sent) / time.Since(start).Seconds(), nil
 }
 
+// transfer moves data through a fresh connection from dial for d and
+// returns bytes per second.
+type transfer func(ctx context.Context, dial func(context.Context) (net.Conn, error), d time.Duration) (float64, error)
+
+// upload is bulk for d: the client sends.
+func upload(ctx context.Context, dial func(context.Context) (net.Conn, error), d time.Duration) (float64, error) {
+	return bulk(ctx, dial, d, 0)
+}
+
+// download reads from a fresh connection to a source for d: the client
+// receives.
+func download(ctx context.Context, dial func(context.Context) (net.Conn, error), d time.Duration) (float64, error) {
+	c, err := dial(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	buf := make([]byte, bulkChunk)
+	var got int64
+	start := time.Now()
+	for end := start.Add(d); time.Now().Before(end); {
+		n, err := c.Read(buf)
+		got += int64(n)
+		if err != nil {
+			return 0, fmt.Errorf("bulk receive: %w", ctxErr(ctx, err))
+		}
+	}
+	return float64(got) / time.Since(start).Seconds(), nil
+}
+
+// serveSource accepts on l until it is closed and writes to each
+// connection until the client goes away, as the peer's source service
+// does.
+func serveSource(l net.Listener) {
+	buf := make([]byte, bulkChunk)
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			for {
+				if _, err := c.Write(buf); err != nil {
+					break
+				}
+			}
+			c.Close()
+		}()
+	}
+}
+
 // lastMSS is the MSS the kernel client used in the latest bulk transfer.
 var lastMSS atomic.Int64
 

@@ -80,8 +80,12 @@ func peerAddr(port int) string {
 
 // listenLoopback opens a kernel TCP listener on 127.0.0.1 inside the
 // namespace: the baseline's server. Go serves it from this process.
-func (e *env) listenLoopback() (net.Listener, error) {
-	f, err := e.ns.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+func (e *env) listenLoopback() (net.Listener, error) { return listenLoopback(e.ns) }
+
+// listenLoopback opens a kernel TCP listener on 127.0.0.1 (a free port)
+// inside ns.
+func listenLoopback(ns *tun.Namespace) (net.Listener, error) {
+	f, err := ns.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err != nil {
 		return nil, fmt.Errorf("baseline listener: %w", err)
 	}

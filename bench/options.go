@@ -31,6 +31,10 @@ type Options struct {
 	// ServeCommand starts `unplug serve` (the benchmark appends its flags);
 	// nil times an in-process start of the same parts instead.
 	ServeCommand []string
+	// Toxiproxy is the toxiproxy-server binary the forwarding rows compare
+	// against; "" looks for toxiproxy-server on PATH (the rows are skipped
+	// when there is none).
+	Toxiproxy string
 	// Only, when not empty, restricts the run to the named rows (RowBulk...).
 	Only []string
 	// Progress receives a line as each measurement starts; nil discards.

@@ -21,10 +21,17 @@ const (
 	RowServe      = "serve-start"
 	RowVirtual    = "virtual-time"
 	RowIperf      = "iperf3"
+	// RowBulkDown is bulk from the peer to the kernel client.
+	RowBulkDown = "bulk-down"
+	// RowForwardUp, RowForwardDown and RowForwardRTT compare unplug serve
+	// --forward with toxiproxy.
+	RowForwardUp   = "forward-up"
+	RowForwardDown = "forward-down"
+	RowForwardRTT  = "forward-rtt"
 )
 
 // AllRows lists every row in the order Run reports them.
-var AllRows = []string{RowVirtual, RowBulk, RowBulkRules, RowLatencyP50, RowLatencyP99, RowIperf, RowConns, RowServe}
+var AllRows = []string{RowVirtual, RowBulk, RowBulkDown, RowBulkRules, RowLatencyP50, RowLatencyP99, RowIperf, RowForwardUp, RowForwardDown, RowForwardRTT, RowConns, RowServe}
 
 // Row statuses.
 const (

@@ -21,6 +21,9 @@ const (
 	targetPerConnKiB = 20.0  // Go memory per idle connection
 	targetServe      = 100.0 // ms from start to accepting
 	targetVirtual    = 10000 // simulated seconds per wall second
+	// targetVsToxiproxy is the forwarding throughput unplug should reach
+	// against toxiproxy, the proxy a user would pick instead (issue 14).
+	targetVsToxiproxy = 1.5
 )
 
 // Run measures unplug against its baselines in namespaces it creates and
@@ -33,12 +36,19 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if opts.wants(RowVirtual) {
 		r.Rows = append(r.Rows, virtualRow(opts))
 	}
-	if opts.wants(RowBulk) || opts.wants(RowBulkRules) || opts.wants(RowLatencyP50) || opts.wants(RowLatencyP99) || opts.wants(RowIperf) {
+	if opts.wants(RowBulk) || opts.wants(RowBulkDown) || opts.wants(RowBulkRules) || opts.wants(RowLatencyP50) || opts.wants(RowLatencyP99) || opts.wants(RowIperf) {
 		rows, err := mainRows(ctx, opts)
 		if err != nil {
 			return nil, err
 		}
 		r.Rows = append(r.Rows, rows...)
+	}
+	if opts.wants(RowForwardUp) || opts.wants(RowForwardDown) || opts.wants(RowForwardRTT) {
+		for _, row := range forwardRows(ctx, opts) {
+			if opts.wants(row.Name) {
+				r.Rows = append(r.Rows, row)
+			}
+		}
 	}
 	if opts.wants(RowConns) {
 		r.Rows = append(r.Rows, connsRow(ctx, opts))
@@ -100,8 +110,14 @@ func mainRows(ctx context.Context, opts Options) ([]Row, error) {
 		return nil, err
 	}
 	defer el.Close()
+	sl, err := e.listenLoopback()
+	if err != nil {
+		return nil, err
+	}
+	defer sl.Close()
 	go serveDiscard(l)
 	go serveEcho(el)
+	go serveSource(sl)
 	toPeer := func(port int) func(context.Context) (net.Conn, error) {
 		return func(ctx context.Context) (net.Conn, error) { return e.dial(ctx, peerAddr(port)) }
 	}
@@ -112,6 +128,10 @@ func mainRows(ctx context.Context, opts Options) ([]Row, error) {
 	if opts.wants(RowBulk) {
 		fmt.Fprintln(opts.Progress, "bench: bulk transfer, peer and kernel loopback")
 		rows = append(rows, bulkRow(ctx, opts, e, toPeer(services.DefaultDiscardPort), toLoop(l)))
+	}
+	if opts.wants(RowBulkDown) {
+		fmt.Fprintln(opts.Progress, "bench: bulk transfer from the peer, peer and kernel loopback")
+		rows = append(rows, bulkDownRow(ctx, opts, toPeer(services.DefaultSourcePort), toLoop(sl)))
 	}
 	if opts.wants(RowBulkRules) {
 		fmt.Fprintln(opts.Progress, "bench: bulk transfer, 10 non-matching rules and none")
@@ -142,10 +162,22 @@ func bulkRow(ctx context.Context, opts Options, e *env, peer, loop func(context.
 		}
 		return nil
 	}
-	if err := pairedRounds(ctx, opts, &row, peer, loop, measured); err != nil {
+	if err := pairedRounds(ctx, opts, &row, upload, peer, loop, measured); err != nil {
 		return failed(row, err)
 	}
 	row.Note = fmt.Sprintf("client MSS %d through the peer; baseline: kernel loopback in the same namespace; %d rounds of %s transfers, alternating which goes first; medians, ratio = median of the rounds' ratios", mss, opts.Rounds, opts.Duration)
+	judge(&row, row.Ratio >= targetBulk)
+	return row
+}
+
+// bulkDownRow compares reading from the peer's source (gVisor sends, the
+// kernel receives) with a source on kernel loopback.
+func bulkDownRow(ctx context.Context, opts Options, peer, loop func(context.Context) (net.Conn, error)) Row {
+	row := Row{Name: RowBulkDown, Metric: "bulk peer source → client", Unit: "MB/s", Target: fmt.Sprintf(">= %.2f×", targetBulk)}
+	if err := pairedRounds(ctx, opts, &row, download, peer, loop, nil); err != nil {
+		return failed(row, err)
+	}
+	row.Note = fmt.Sprintf("the peer's gVisor TCP sends, the kernel client reads; baseline: a source on kernel loopback in the same namespace; %d rounds of %s, alternating; ratio = median of the rounds' ratios", opts.Rounds, opts.Duration)
 	judge(&row, row.Ratio >= targetBulk)
 	return row
 }
@@ -174,7 +206,7 @@ func rulesRow(ctx context.Context, opts Options, e *env, peer func(context.Conte
 		return nil
 	}
 	defer rules(false)
-	if err := pairedRounds(ctx, opts, &row, peer, peer, rules); err != nil {
+	if err := pairedRounds(ctx, opts, &row, upload, peer, peer, rules); err != nil {
 		return failed(row, err)
 	}
 	row.Note = fmt.Sprintf("baseline: the same peer without rules; %d rounds, alternating which goes first; ratio = median of the rounds' ratios", opts.Rounds)
@@ -187,7 +219,7 @@ func rulesRow(ctx context.Context, opts Options, e *env, peer func(context.Conte
 // fills row with the medians and the median of the per-round ratios (each
 // pair ran back to back, so its ratio is the least disturbed figure).
 // setup, if not nil, is called with true before each a and false after.
-func pairedRounds(ctx context.Context, opts Options, row *Row, a, b func(context.Context) (net.Conn, error), setup func(bool) error) error {
+func pairedRounds(ctx context.Context, opts Options, row *Row, xfer transfer, a, b func(context.Context) (net.Conn, error), setup func(bool) error) error {
 	var av, bv, ratios []float64
 	for i := range opts.Rounds {
 		var x, y float64
@@ -198,12 +230,12 @@ func pairedRounds(ctx context.Context, opts Options, row *Row, a, b func(context
 				}
 				defer setup(false)
 			}
-			v, err := bulk(ctx, a, opts.Duration, 0)
+			v, err := xfer(ctx, a, opts.Duration)
 			x = v / 1e6
 			return err
 		}
 		runB := func() error {
-			v, err := bulk(ctx, b, opts.Duration, 0)
+			v, err := xfer(ctx, b, opts.Duration)
 			y = v / 1e6
 			return err
 		}

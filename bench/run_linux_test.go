@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +41,7 @@ func TestRunQuick(t *testing.T) {
 			t.Errorf("row %d is %q, want %q", i, row.Name, want[i])
 		}
 		switch {
-		case row.Error != "" && row.Status == StatusSkip && row.Name == RowIperf:
+		case row.Error != "" && row.Status == StatusSkip && (row.Name == RowIperf || strings.HasPrefix(row.Name, "forward-")):
 			t.Logf("%s skipped: %s", row.Name, row.Error)
 		case row.Error != "":
 			t.Errorf("%s: %s", row.Name, row.Error)
@@ -97,5 +99,55 @@ func TestRunCancelled(t *testing.T) {
 	cancel()
 	if _, err := Run(ctx, Options{Quick: true, Only: []string{RowBulk}}); err == nil {
 		t.Fatal("Run with a cancelled context succeeded")
+	}
+}
+
+// TestForwardRows builds unplug and toxiproxy-server (a tool dependency of
+// this module) and runs the forwarding comparison once with tiny sizes: every
+// row measured, both forwarders' CPU read, nothing left running. How fast
+// either one was is the benchmark's business, not the test's.
+func TestForwardRows(t *testing.T) {
+	requireRoot(t)
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("needs the go command to build the forwarders")
+	}
+	dir := t.TempDir()
+	for _, b := range []struct{ out, pkg string }{
+		{"unplug", "github.com/unplug-dev/unplug/cmd/unplug"},
+		{"toxiproxy-server", "github.com/Shopify/toxiproxy/v2/cmd/server"},
+	} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, b.out), b.pkg).CombinedOutput(); err != nil {
+			t.Fatalf("build %s: %v\n%s", b.pkg, err, out)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*safetyTimeout)
+	defer cancel()
+	rep, err := Run(ctx, Options{
+		Quick: true, Duration: 200 * time.Millisecond, Rounds: 1, PingPongs: 50,
+		ServeCommand: []string{filepath.Join(dir, "unplug"), "serve"},
+		Toxiproxy:    filepath.Join(dir, "toxiproxy-server"),
+		Only:         []string{RowForwardUp, RowForwardDown, RowForwardRTT},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 3 {
+		t.Fatalf("rows %+v, want the three forwarding rows", rep.Rows)
+	}
+	for _, row := range rep.Rows {
+		if row.Error != "" || row.Unplug <= 0 || row.Baseline <= 0 || row.Ratio <= 0 {
+			t.Errorf("%s: unplug %v, toxiproxy %v, error %q", row.Name, row.Unplug, row.Baseline, row.Error)
+		}
+		if row.Name != RowForwardRTT && !strings.Contains(row.Note, "s/GB") {
+			t.Errorf("%s: no CPU per GB in %q", row.Name, row.Note)
+		}
+	}
+	var table bytes.Buffer
+	rep.WriteTable(&table)
+	t.Logf("\n%s", table.String())
+	for _, marker := range []string{"unplug-bench-fwd-"} {
+		if pid, err := findProcess(marker); err == nil {
+			t.Errorf("a forwarder (pid %d) is still running", pid)
+		}
 	}
 }

@@ -34,8 +34,19 @@ type Scenario struct {
 	// the experiment could not be carried out; what the network did to the
 	// application is the outcome, not an error.
 	Run func(ctx context.Context, env Env, p Params, r *Recorder) error
-	// Expect is the theory for p, for a kernel client or a gVisor one.
+	// Expect is the theory for p, for a kernel client or a gVisor one,
+	// before the run (nominal conditions).
 	Expect func(p Params, kernel bool) Theory
+	// Precise, when set, is the theory Run evaluates the report against:
+	// computed after the run from the client's measured RTT and RTO, the
+	// kernel's HZ and the link (see Conditions). Expect is then Precise on
+	// nominal conditions.
+	Precise func(p Params, c Conditions) Theory
+}
+
+// nominal turns a precise theory into an Expect.
+func nominal(f func(Params, Conditions) Theory) func(Params, bool) Theory {
+	return func(p Params, kernel bool) Theory { return f(p, nominalConditions(kernel)) }
 }
 
 // DefaultStreamDelay is the virtual link's one-way delay for scenarios that

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 
-	"github.com/unplug-dev/unplug/stack/vlink"
+	"github.com/unplug-dev/unplug/stack/errno"
 )
 
 // NetstackError carries a gVisor tcpip.Error as a Go error, so that a
@@ -22,42 +22,12 @@ type NetstackError struct{ Err tcpip.Error }
 // Error implements error with gVisor's message.
 func (e *NetstackError) Error() string { return e.Err.String() }
 
-// tcpipErrno maps gVisor's errors to the Linux errno a socket would return.
-// gonet flattens tcpip errors into errors.New(err.String()), so the table is
-// keyed by the message as well as used for type switches.
-var tcpipErrno = func() map[string]string {
-	m := map[string]string{}
-	for errno, errs := range map[string][]tcpip.Error{
-		"ETIMEDOUT":    {&tcpip.ErrTimeout{}},
-		"ECONNRESET":   {&tcpip.ErrConnectionReset{}},
-		"ECONNREFUSED": {&tcpip.ErrConnectionRefused{}},
-		"ECONNABORTED": {&tcpip.ErrConnectionAborted{}, &tcpip.ErrAborted{}},
-		"EPIPE":        {&tcpip.ErrClosedForSend{}},
-		"EAGAIN":       {&tcpip.ErrWouldBlock{}},
-		"ENOTCONN":     {&tcpip.ErrNotConnected{}},
-		"ENETUNREACH":  {&tcpip.ErrNetworkUnreachable{}},
-		"EHOSTUNREACH": {&tcpip.ErrHostUnreachable{}},
-		"EHOSTDOWN":    {&tcpip.ErrHostDown{}},
-		"ENOBUFS":      {&tcpip.ErrNoBufferSpace{}},
-		"EADDRINUSE":   {&tcpip.ErrPortInUse{}},
-		"EINPROGRESS":  {&tcpip.ErrConnectStarted{}},
-		"EALREADY":     {&tcpip.ErrAlreadyConnecting{}},
-		"EISCONN":      {&tcpip.ErrAlreadyConnected{}},
-		"EMSGSIZE":     {&tcpip.ErrMessageTooLong{}},
-	} {
-		for _, e := range errs {
-			m[e.String()] = errno
-		}
-	}
-	return m
-}()
-
 // ErrnoName returns the symbolic errno an application would see for err:
 // "ETIMEDOUT", "EPIPE", "ECONNRESET"... Reports use names, never numbers,
 // because numbers differ between operating systems (ETIMEDOUT is 110 on
 // Linux and 60 on macOS). It understands syscall.Errno anywhere in the
-// chain, vlink.Errno (the virtual client), NetstackError, and gVisor errors
-// flattened by gonet. io.EOF is
+// chain, errno.Errno (vlink's, the virtual client's), NetstackError, and
+// gVisor errors flattened by gonet, all by package errno's one table. io.EOF is
 // "EOF"; a passed deadline is "EAGAIN", as SO_RCVTIMEO reports it. Errors
 // that are not socket errors give "".
 func ErrnoName(err error) string {
@@ -70,27 +40,24 @@ func ErrnoName(err error) string {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return "EAGAIN"
 	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		if name := unix.ErrnoName(errno); name != "" {
+	var sysErr syscall.Errno
+	if errors.As(err, &sysErr) {
+		if name := unix.ErrnoName(sysErr); name != "" {
 			return name
 		}
-		return fmt.Sprintf("errno %d", int(errno))
+		return fmt.Sprintf("errno %d", int(sysErr))
 	}
-	var ve vlink.Errno
-	if errors.As(err, &ve) {
-		return string(ve)
+	if e := errno.In(err); e != "" {
+		return string(e)
 	}
 	var ne *NetstackError
 	if errors.As(err, &ne) {
-		if name, ok := tcpipErrno[ne.Err.String()]; ok {
-			return name
-		}
-		return ""
+		e, _ := errno.Lookup(ne.Err)
+		return string(e)
 	}
 	for e := err; e != nil; e = errors.Unwrap(e) {
-		if name, ok := tcpipErrno[e.Error()]; ok {
-			return name
+		if name, ok := errno.FromMessage(e.Error()); ok {
+			return string(name)
 		}
 	}
 	return ""

@@ -30,6 +30,9 @@ func TestErrnoName(t *testing.T) {
 		{"gonet flattened", &net.OpError{Op: "read", Err: errors.New((&tcpip.ErrConnectionReset{}).String())}, "ECONNRESET"},
 		{"not a socket error", errors.New("the namespace agent died"), ""},
 		{"unknown netstack error", &NetstackError{&tcpip.ErrBadBuffer{}}, ""},
+		// One table with vlink: gVisor's syserr says EPIPE for ErrAborted.
+		{"netstack aborted", &NetstackError{&tcpip.ErrAborted{}}, "EPIPE"},
+		{"gonet flattened aborted", errors.New((&tcpip.ErrAborted{}).String()), "EPIPE"},
 	}
 	for _, tt := range tests {
 		if got := ErrnoName(tt.err); got != tt.want {

@@ -18,11 +18,10 @@ type Theory struct {
 	At time.Duration
 	// AtBasis says where At comes from.
 	AtBasis string
-	// AtEarliest, when set, is an earlier instant the outcome may also
-	// come at: the kernel checks its retry limit only when a timer fires,
-	// and when the limit falls close to a firing, a few milliseconds of
-	// RTT decide which firing it is.
-	AtEarliest time.Duration
+	// AtLo and AtHi, when AtHi is set, are the accepted range for the
+	// outcome's time: the model's range over timer phases, widened by the
+	// run's tolerance (Conditions.tolerance). Otherwise timeTolerance(At).
+	AtLo, AtHi time.Duration
 	Checks     []Check
 }
 
@@ -36,7 +35,12 @@ type Check struct {
 	Min, Max float64
 	Timing   bool
 	Basis    string
-	measure  func(r *Report) (float64, bool)
+	// TheoryText, when set, is shown instead of Want and the range.
+	TheoryText string
+	measure    func(r *Report) (float64, bool)
+	// explain, when set, says in words what was measured (got is what
+	// measure returned).
+	explain func(r *Report, got float64) string
 }
 
 // inf is an unbounded Max.
@@ -58,8 +62,8 @@ func (th Theory) evaluate(rep *Report) {
 	}}
 	if th.At > 0 {
 		lo, hi := timeTolerance(th.At)
-		if th.AtEarliest > 0 {
-			lo, _ = timeTolerance(th.AtEarliest)
+		if th.AtHi > 0 {
+			lo, hi = th.AtLo, th.AtHi
 		}
 		c := Check{
 			Name: "time to " + th.Outcome, Unit: "s", Timing: true, Basis: th.AtBasis,
@@ -112,6 +116,9 @@ func (c Check) row(rep *Report) Expectation {
 	if c.Min != c.Max || c.Min != c.Want {
 		e.Theory += " (" + formatRange(c.Min, c.Max, c.Unit) + ")"
 	}
+	if c.TheoryText != "" {
+		e.Theory = c.TheoryText
+	}
 	if c.measure == nil {
 		return e
 	}
@@ -121,6 +128,9 @@ func (c Check) row(rep *Report) Expectation {
 	}
 	e.Got = &got
 	e.Measured = formatValue(got, c.Unit)
+	if c.explain != nil {
+		e.Measured = c.explain(rep, got)
+	}
 	e.Pass = got >= c.Min-1e-9 && got <= c.Max+1e-9
 	return e
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/unplug-dev/unplug/stack/units"
 )
 
 // ParamKind is the type of a scenario parameter's value.
@@ -20,8 +22,8 @@ const (
 	KindInt
 	// KindPercent is a percentage with a % sign: 5%, 0.5%.
 	KindPercent
-	// KindSize is a byte count, optionally with a binary suffix: 65536,
-	// 64KiB, 1MiB (K, M and G are accepted for KiB, MiB and GiB).
+	// KindSize is a byte count with an optional unit as package units reads
+	// it: 65536, 64KiB, 1MiB (binary), 64k, 1M (decimal: 64000, 1000000).
 	KindSize
 )
 
@@ -202,41 +204,18 @@ func (d Param) format(v float64) string {
 	return strconv.FormatInt(int64(v), 10)
 }
 
-var sizeUnits = []struct {
-	suffixes []string
-	n        int64
-}{
-	{[]string{"GiB", "G"}, 1 << 30},
-	{[]string{"MiB", "M"}, 1 << 20},
-	{[]string{"KiB", "K"}, 1 << 10},
-	{[]string{"B", ""}, 1},
-}
-
+// parseSize reads a size parameter by the one convention of package units
+// (k, M, G decimal; KiB, MiB, GiB binary).
 func parseSize(s string) (float64, error) {
-	for _, u := range sizeUnits {
-		for _, suf := range u.suffixes {
-			num, ok := strings.CutSuffix(s, suf)
-			if !ok {
-				continue
-			}
-			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
-			if err != nil || n < 0 || n > math.MaxInt64/u.n {
-				return 0, fmt.Errorf("not a size; use e.g. 65536, 64KiB or 1MiB")
-			}
-			return float64(n * u.n), nil
-		}
+	n, err := units.ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("not a size; use e.g. 65536, 64KiB or 1MiB (binary), 64k or 1M (decimal)")
 	}
-	return 0, fmt.Errorf("not a size; use e.g. 65536, 64KiB or 1MiB")
+	return float64(n), nil
 }
 
-func formatSize(n int64) string {
-	for _, u := range sizeUnits[:3] {
-		if n >= u.n && n%u.n == 0 {
-			return strconv.FormatInt(n/u.n, 10) + u.suffixes[0]
-		}
-	}
-	return strconv.FormatInt(n, 10)
-}
+// formatSize writes a size parameter as units.FormatSize does.
+func formatSize(n int64) string { return units.FormatSize(n) }
 
 func (p Params) get(name string, kind ParamKind) float64 {
 	for _, d := range p.decl {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -91,11 +92,15 @@ func (e *realEnv) Sleep(ctx context.Context, d time.Duration) error {
 // opts.NoWaitAccept) a wait until the peer's service has accepted.
 func (e *realEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Conn, error) {
 	before := e.Peer().Accepted(port)
-	fd, err := e.socket()
+	f, err := e.socket()
 	if err != nil {
 		return nil, err
 	}
-	c := &kernelConn{fd: fd, now: e.Now}
+	c, err := newKernelConn(f, e.Now)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	c.stop = context.AfterFunc(ctx, c.shutdown)
 	if err := c.setOptions(opts); err != nil {
 		c.Close()
@@ -117,33 +122,19 @@ func (e *realEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Conn, e
 	return c, nil
 }
 
-// socket returns a blocking TCP socket created inside the namespace. The
-// namespace hands sockets out non-blocking for Go's poller; scenarios want
-// the semantics of a plain blocking socket (a send that blocks and then
-// returns a short count), so the descriptor is taken out of the poller.
-func (e *realEnv) socket() (int, error) {
+// socket returns a TCP socket created inside the namespace, non-blocking
+// and registered with Go's poller. kernelConn gives it the semantics of a
+// plain blocking socket without ever blocking a thread in the kernel: a
+// goroutine parked in connect(2) or recv(2) keeps its P, and when it was the
+// thread polling the network nothing reads the TUN until sysmon notices
+// (up to 10 ms), which inflated the kernel's handshake RTT to 11–13 ms and
+// moved every RTO after it.
+func (e *realEnv) socket() (*os.File, error) {
 	f, err := e.ns.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err != nil {
-		return -1, fmt.Errorf("create a client socket in the namespace: %w", err)
+		return nil, fmt.Errorf("create a client socket in the namespace: %w", err)
 	}
-	defer f.Close()
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return -1, fmt.Errorf("client socket: %w", err)
-	}
-	fd := -1
-	var dupErr error
-	if err := rc.Control(func(s uintptr) { fd, dupErr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, fmt.Errorf("client socket: %w", err)
-	}
-	if dupErr != nil {
-		return -1, fmt.Errorf("client socket: dup: %w", dupErr)
-	}
-	if err := unix.SetNonblock(fd, false); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("client socket: make blocking: %w", err)
-	}
-	return fd, nil
+	return f, nil
 }
 
 // waitAccepted waits until the peer accepted more connections on port than
@@ -193,12 +184,16 @@ func (e *realEnv) Close() error {
 	return e.closeErr
 }
 
-// kernelConn is a blocking kernel TCP socket driven with raw system calls,
-// one send(2) or recv(2) per Write or Read, as the seed's Python did.
-// Cancelling the Dial context shuts the socket down, which wakes a blocked
-// call.
+// kernelConn is a kernel TCP socket with the semantics of a blocking one
+// (the seed's Python): one Write is one send(2) that waits until all of p
+// is queued and returns a short count when an error or the deadline cuts
+// it off; one Read is one recv(2). The waiting happens in Go's poller, not
+// in the kernel (see realEnv.socket). Cancelling the Dial context shuts the
+// socket down, which wakes a waiting call.
 type kernelConn struct {
-	fd  int
+	f   *os.File
+	rc  syscall.RawConn
+	fd  int // f's descriptor, for socket options; valid until Close
 	now func() time.Duration
 
 	mu       sync.Mutex
@@ -209,7 +204,20 @@ type kernelConn struct {
 
 var _ Conn = (*kernelConn)(nil)
 
-// shutdown wakes blocked calls (context cancelled).
+// newKernelConn takes ownership of f, a non-blocking socket.
+func newKernelConn(f *os.File, now func() time.Duration) (*kernelConn, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("client socket: %w", err)
+	}
+	fd := -1
+	if err := rc.Control(func(s uintptr) { fd = int(s) }); err != nil {
+		return nil, fmt.Errorf("client socket: %w", err)
+	}
+	return &kernelConn{f: f, rc: rc, fd: fd, now: now}, nil
+}
+
+// shutdown wakes waiting calls (context cancelled).
 func (c *kernelConn) shutdown() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -263,115 +271,159 @@ func (c *kernelConn) setOptions(o SockOpts) error {
 	return nil
 }
 
-// setTimeout sets SO_SNDTIMEO or SO_RCVTIMEO; d = 0 blocks forever.
-func (c *kernelConn) setTimeout(opt int, d time.Duration) error {
-	tv := unix.NsecToTimeval(d.Nanoseconds())
-	return unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, opt, &tv)
-}
-
-// connect runs a blocking connect(2); timeout, if set, bounds it with
-// SO_SNDTIMEO and yields os.ErrDeadlineExceeded.
+// connect runs connect(2) and waits for the handshake's result, as a
+// blocking connect does; timeout, if set, bounds the wait (the handshake
+// goes on in the kernel, as after SO_SNDTIMEO) and yields
+// os.ErrDeadlineExceeded.
 func (c *kernelConn) connect(to netip.AddrPort, timeout time.Duration) error {
 	sa := &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()}
 	if timeout > 0 {
-		if err := c.setTimeout(unix.SO_SNDTIMEO, timeout); err != nil {
-			return fmt.Errorf("set the connect timeout: %w", err)
+		c.f.SetWriteDeadline(time.Now().Add(timeout))
+		defer c.f.SetWriteDeadline(time.Time{})
+	}
+	started := false
+	var cerr error
+	err := c.rc.Write(func(fd uintptr) bool {
+		if !started {
+			started = true
+			cerr = unix.Connect(int(fd), sa)
+			return cerr != unix.EINPROGRESS && cerr != unix.EINTR
 		}
-		defer c.setTimeout(unix.SO_SNDTIMEO, 0)
-	}
-	err := unix.Connect(c.fd, sa)
-	if err == unix.EINTR {
-		// The handshake goes on; wait for it like a non-blocking connect.
-		err = c.awaitConnect()
-	}
-	switch {
-	case err == nil:
-		return nil
-	case timeout > 0 && (err == unix.EINPROGRESS || err == unix.EAGAIN):
-		return fmt.Errorf("connect to %s: %w", to, os.ErrDeadlineExceeded)
-	}
-	return fmt.Errorf("connect to %s: %w", to, os.NewSyscallError("connect", err))
-}
-
-// awaitConnect waits for an interrupted connect to finish and returns its
-// result.
-func (c *kernelConn) awaitConnect() error {
-	for {
-		fds := []unix.PollFd{{Fd: int32(c.fd), Events: unix.POLLOUT}}
-		if _, err := unix.Poll(fds, -1); err != nil {
-			if err == unix.EINTR {
-				continue
+		soerr, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		switch {
+		case err != nil:
+			cerr = err
+		case soerr != 0:
+			cerr = unix.Errno(soerr)
+		default:
+			if _, err := unix.Getpeername(int(fd)); err == unix.ENOTCONN {
+				return false // not yet: a wake-up without a result
 			}
-			return err
+			cerr = nil
 		}
-		soerr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-		if err != nil {
-			return err
-		}
-		if soerr != 0 {
-			return unix.Errno(soerr)
-		}
-		return nil
+		return true
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("connect to %s: %w", to, os.ErrDeadlineExceeded)
+	case err != nil:
+		return fmt.Errorf("connect to %s: %w", to, err)
+	case cerr != nil:
+		return fmt.Errorf("connect to %s: %w", to, os.NewSyscallError("connect", cerr))
 	}
+	return nil
 }
 
-// arm sets the kernel timeout opt from the deadline before a call; it
-// returns false when the deadline has already passed.
-func (c *kernelConn) arm(opt int) bool {
+// arm sets the poller deadline for f from the scenario deadline before a
+// call; it returns false when the deadline has already passed.
+func (c *kernelConn) arm(set func(time.Time) error) bool {
 	c.mu.Lock()
 	dl := c.deadline
 	c.mu.Unlock()
 	if dl == 0 {
-		c.setTimeout(opt, 0)
+		set(time.Time{})
 		return true
 	}
 	left := dl - c.now()
 	if left <= 0 {
 		return false
 	}
-	c.setTimeout(opt, left)
+	set(time.Now().Add(left))
 	return true
 }
 
-// Write implements Conn: one send(2) with MSG_NOSIGNAL (EPIPE, not
-// SIGPIPE).
+// Write implements Conn like one blocking send(2) with MSG_NOSIGNAL (EPIPE,
+// not SIGPIPE): it queues all of p, waiting for buffer space as often as
+// needed. When an error becomes pending after part of p was queued, it
+// returns the short count and leaves the error for the next call, exactly
+// as the kernel's blocking send does (tcp_sendmsg returns what it copied
+// and keeps sk_err); a deadline does the same.
 func (c *kernelConn) Write(p []byte) (int, error) {
+	if !c.arm(c.f.SetWriteDeadline) {
+		return 0, fmt.Errorf("send: %w", os.ErrDeadlineExceeded)
+	}
+	sent := 0
+	var serr error
+	err := c.rc.Write(func(fd uintptr) bool {
+		for {
+			if sent > 0 && errorPending(int(fd)) {
+				return true
+			}
+			n, err := unix.SendmsgN(int(fd), p[sent:], nil, nil, unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				return false
+			case err != nil:
+				if sent == 0 {
+					serr = err
+				}
+				return true
+			}
+			if sent += n; sent == len(p) {
+				return true
+			}
+		}
+	})
+	switch {
+	case sent > 0:
+		return sent, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, fmt.Errorf("send: %w", os.ErrDeadlineExceeded)
+	case err != nil:
+		return 0, fmt.Errorf("send: %w", err)
+	case serr != nil:
+		return 0, os.NewSyscallError("send", serr)
+	}
+	return 0, nil
+}
+
+// errorPending reports whether the socket has an error or a hang-up
+// waiting, without consuming it (SO_ERROR would).
+func errorPending(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 	for {
-		if !c.arm(unix.SO_SNDTIMEO) {
-			return 0, fmt.Errorf("send: %w", os.ErrDeadlineExceeded)
-		}
-		n, err := unix.SendmsgN(c.fd, p, nil, nil, unix.MSG_NOSIGNAL)
-		switch {
-		case err == unix.EINTR:
+		_, err := unix.Poll(fds, 0)
+		if err == unix.EINTR {
 			continue
-		case err == unix.EAGAIN:
-			return 0, fmt.Errorf("send: %w", os.ErrDeadlineExceeded)
-		case err != nil:
-			return 0, os.NewSyscallError("send", err)
 		}
-		return n, nil
+		return err == nil && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
 	}
 }
 
-// Read implements Conn: one recv(2); 0 bytes is io.EOF.
+// Read implements Conn like one blocking recv(2); 0 bytes is io.EOF.
 func (c *kernelConn) Read(p []byte) (int, error) {
-	for {
-		if !c.arm(unix.SO_RCVTIMEO) {
-			return 0, fmt.Errorf("recv: %w", os.ErrDeadlineExceeded)
-		}
-		n, err := unix.Read(c.fd, p)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return 0, fmt.Errorf("recv: %w", os.ErrDeadlineExceeded)
-		case err != nil:
-			return 0, os.NewSyscallError("recv", err)
-		case n == 0 && len(p) > 0:
-			return 0, io.EOF
-		}
-		return n, nil
+	if !c.arm(c.f.SetReadDeadline) {
+		return 0, fmt.Errorf("recv: %w", os.ErrDeadlineExceeded)
 	}
+	var (
+		n    int
+		rerr error
+	)
+	err := c.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), p)
+			switch rerr {
+			case unix.EINTR:
+				continue
+			case unix.EAGAIN:
+				return false
+			}
+			return true
+		}
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, fmt.Errorf("recv: %w", os.ErrDeadlineExceeded)
+	case err != nil:
+		return 0, fmt.Errorf("recv: %w", err)
+	case rerr != nil:
+		return 0, os.NewSyscallError("recv", rerr)
+	case n == 0 && len(p) > 0:
+		return 0, io.EOF
+	}
+	return n, nil
 }
 
 // SetDeadline implements Conn.
@@ -396,7 +448,7 @@ func (c *kernelConn) Close() error {
 	if c.stop != nil {
 		c.stop()
 	}
-	return unix.Close(c.fd)
+	return c.f.Close()
 }
 
 // Info implements Conn from TCP_INFO.

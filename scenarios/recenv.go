@@ -18,6 +18,7 @@ type recordingEnv struct {
 	Env
 	rec   *Recorder
 	nconn int
+	last  *recordingConn // the latest connection, for its TCP_INFO
 }
 
 // Dial implements Env, recording the attempt and its result.
@@ -37,7 +38,27 @@ func (e *recordingEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Co
 	} else {
 		e.rec.Event(EventAccepted, id, "connected; the peer accepted the connection (%s)", fmtDur(took))
 	}
-	return &recordingConn{Conn: c, rec: e.rec, id: id, now: e.Env.Now}, nil
+	rc := &recordingConn{Conn: c, rec: e.rec, id: id, now: e.Env.Now}
+	e.last = rc
+	return rc, nil
+}
+
+// snapshotClient records the latest open connection's RTT and RTO before
+// the first fault rule goes in: the state the precise theory starts from.
+func (e *recordingEnv) snapshotClient() {
+	c := e.last
+	if c == nil || c.closed || e.rec.hasClientInfo() {
+		return
+	}
+	info := c.Conn.Info()
+	if info.State != "ESTABLISHED" || info.RTO <= 0 {
+		return
+	}
+	ci := ClientInfo{T: e.Env.Now(), RTT: info.RTT, RTO: info.RTO}
+	if e.Env.Kernel() {
+		ci.HZ, ci.HZFrom = hostHZFrom()
+	}
+	e.rec.setClientInfo(ci)
 }
 
 // describeOpts lists the socket options a Dial sets.
@@ -70,6 +91,7 @@ func (e *recordingEnv) AddFault(spec string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	e.snapshotClient()
 	id, err := e.Env.AddFault(sp.String())
 	if err != nil {
 		return 0, err
@@ -92,7 +114,11 @@ func (e *recordingEnv) SetSysctl(name, value string) error {
 	if err := e.Env.SetSysctl(name, value); err != nil {
 		return fmt.Errorf("set %s=%s in the private namespace: %w", name, value, err)
 	}
-	e.rec.Event(EventSysctl, 0, "%s = %s (in the private namespace)", name, value)
+	if e.Env.Kernel() {
+		e.rec.Event(EventSysctl, 0, "%s = %s (in the private namespace)", name, value)
+	} else {
+		e.rec.Event(EventSysctl, 0, "%s = %s (mapped onto the gVisor client's option)", name, value)
+	}
 	return nil
 }
 

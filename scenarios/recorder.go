@@ -51,6 +51,8 @@ type Recorder struct {
 	faultLog []faultLogged // parallel to faults
 	appErrs  []AppError
 	measures []Measurement
+	// clientInfo is the client socket's TCP_INFO before the first fault.
+	clientInfo *ClientInfo
 
 	// lastApp indexes the last application event in timeline, for merging
 	// consecutive successful calls; -1 once anything else but packets
@@ -493,6 +495,22 @@ func (r *Recorder) faultRemoved(id int) {
 	r.lastApp = -1
 }
 
+// setClientInfo records the client socket's state before the first fault.
+func (r *Recorder) setClientInfo(ci ClientInfo) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.clientInfo == nil {
+		r.clientInfo = &ci
+	}
+}
+
+// hasClientInfo reports whether setClientInfo was called.
+func (r *Recorder) hasClientInfo() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.clientInfo != nil
+}
+
 // Measure records a measured value; a second call with the same name
 // replaces the first.
 func (r *Recorder) Measure(name string, value float64, unit string) {
@@ -645,6 +663,10 @@ func (r *Recorder) fill(rep *Report) {
 	rep.Measurements = append([]Measurement(nil), r.measures...)
 	rep.Outcome, rep.OutcomeAt, rep.OutcomeDetail = r.outcome, r.outcomeAt, r.outcomeDetail
 	rep.Anchor, rep.AnchorLabel = r.anchor, r.anchorLabel
+	if r.clientInfo != nil {
+		ci := *r.clientInfo
+		rep.ClientInfo = &ci
+	}
 	if rep.AnchorLabel == "" {
 		rep.AnchorLabel = "scenario start"
 	}

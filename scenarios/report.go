@@ -48,6 +48,10 @@ type Report struct {
 	// the dead link, the outage start...), described by AnchorLabel.
 	Anchor      time.Duration `json:"anchor_ns"`
 	AnchorLabel string        `json:"anchor"`
+	// ClientInfo is the client socket's RTT and RTO (TCP_INFO) read just
+	// before the first fault rule: what the theory's timers start from.
+	// Absent when the fault came before any connection (syn-timeout).
+	ClientInfo *ClientInfo `json:"client_info,omitempty"`
 
 	// Outcome is what happened to the application in the end: an errno
 	// name or recovered / survived / connected; OutcomeAt is when.
@@ -70,6 +74,10 @@ type Report struct {
 	Retransmissions []Retransmission `json:"retransmissions"`
 	Packets         PacketCounts     `json:"packets"`
 	Timeline        []Event          `json:"timeline"`
+
+	// Exec is the program and its connections, for `unplug exec --report`
+	// and `unplug report` (absent in scenario reports).
+	Exec *ExecInfo `json:"exec,omitempty"`
 
 	// Error is why the scenario stopped early (Verdict "error").
 	Error string `json:"error,omitempty"`

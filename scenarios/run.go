@@ -190,6 +190,9 @@ func runWith(ctx context.Context, sc Scenario, params Params, opts Options, fact
 		}
 		rep.Error = runErr.Error()
 	}
+	if sc.Precise != nil {
+		theory = sc.Precise(params, conditionsOf(rep))
+	}
 	theory.evaluate(rep)
 	rep.normalize()
 	rep.Wall = Wall{Start: wallStart, Duration: time.Since(wallStart)}

@@ -115,8 +115,9 @@ func keepaliveScenario() Scenario {
 			{Name: "count", Kind: KindInt, Default: "3", Min: "1", Max: "127",
 				Help: "TCP_KEEPCNT: unanswered probes before the connection is dropped"},
 		},
-		Run:    runKeepalive,
-		Expect: expectKeepalive,
+		Run:     runKeepalive,
+		Expect:  nominal(preciseKeepalive),
+		Precise: preciseKeepalive,
 	}
 }
 
@@ -139,22 +140,41 @@ func runKeepalive(ctx context.Context, env Env, p Params, r *Recorder) error {
 	return fmt.Errorf("recv returned %d bytes although every packet is dropped", n)
 }
 
-func expectKeepalive(p Params, kernel bool) Theory {
+func preciseKeepalive(p Params, c Conditions) Theory {
 	idle, intvl, cnt := p.Duration("idle"), p.Duration("intvl"), p.Int("count")
-	th := Theory{
-		Outcome: "ETIMEDOUT", At: idle + time.Duration(cnt)*intvl,
-		AtBasis: "idle + intvl × count: the connection is dropped one interval after the last unanswered probe; FACTS: 1/1/3 → ≈ 4.0 s",
-		Checks: []Check{
-			countCheck("keepalive probes", "in", "keepalive-probe", cnt, cnt, cnt, "TCP_KEEPCNT probes, then the connection is dropped"),
-			reportCheck("first probe", "s", idle.Seconds(), 0, 0, "the first probe goes out after TCP_KEEPIDLE of silence", firstProbe),
-		},
+	// Both stacks count the idle time from the last packet received; the
+	// probes and the end follow on the keepalive timer.
+	var probes []firingRange
+	var end firingRange
+	from := c.LastReceived
+	basis := "the timer, armed when the connection was established, fires after TCP_KEEPIDLE and finds it idle that long since the last packet received: probe; every TCP_KEEPINTVL another; the firing after TCP_KEEPCNT unanswered probes ends it (tcp_keepalive_timer); timers in jiffies, rounded up by the timer wheel (a 1 s timer fires after 1.024 s); FACTS: 1/1/3 → 4.08–4.10 s after the last packet received"
+	if c.Kernel {
+		probes, end = kernelClock{hz: c.hz()}.keepaliveEnd(idle, intvl, cnt)
+	} else {
+		// gVisor's timer runs on the stack clock, from when the client
+		// got the last packet (a link delay after the fault layer saw it).
+		from += c.LinkDelay
+		for i := 0; i < cnt; i++ {
+			at := idle + time.Duration(i)*intvl
+			probes = append(probes, firingRange{Kind: "keepalive", N: i + 1, Lo: at, Hi: at})
+		}
+		at := idle + time.Duration(cnt)*intvl
+		end = firingRange{Kind: "end", Lo: at, Hi: at}
+		basis = "gVisor's keepalive timer fires TCP_KEEPIDLE after the last packet received, then every TCP_KEEPINTVL; after TCP_KEEPCNT unanswered probes the next firing ends it (keepaliveTimerExpired)"
 	}
-	lo, hi := timeTolerance(idle)
-	th.Checks[1].Min, th.Checks[1].Max, th.Checks[1].Timing = lo.Seconds(), hi.Seconds(), true
-	if cnt >= 3 {
-		th.Checks = append(th.Checks, backoffCheck("probe interval ratio", "in", "keepalive-probe", 1, 1, 0.8, 1.25,
-			"keepalive probes do not back off: every interval is TCP_KEEPINTVL"))
+	tol := c.tolerance()
+	lo, hi := from+end.Lo, from+end.Hi
+	th := Theory{Outcome: "ETIMEDOUT", At: (lo + hi) / 2, AtLo: max(lo-tol, 0), AtHi: hi + tol,
+		AtBasis: basis + fmt.Sprintf("; the last packet was received %s before the anchor; ", fmtDur(-c.LastReceived)) + c.describeClient()}
+	seen := from
+	if !c.Kernel {
+		seen += c.LinkDelay
 	}
+	th.Checks = append(th.Checks,
+		countCheck("keepalive probes", "in", "keepalive-probe", cnt, cnt, cnt, "TCP_KEEPCNT probes, then the connection is dropped"),
+		seriesCheck("probe times", "keepalive-probe", probes, seen, tol,
+			"TCP_KEEPIDLE after the last packet received, then every TCP_KEEPINTVL; keepalive probes do not back off"),
+	)
 	return th
 }
 

@@ -18,10 +18,6 @@ const (
 	kernelRTOMax = 120 * time.Second
 	// synRTO is the initial RTO of a SYN: SYNs go out at 0, 1, 3, 7 s...
 	synRTO = time.Second
-	// userTimeoutBase is where TCP_USER_TIMEOUT counts from after a send
-	// into a dead link: the first RTO retransmission. FACTS: ETIMEDOUT at
-	// ≈ U + 0.41 s.
-	userTimeoutBase = kernelTLP + kernelRTOMin
 )
 
 // kernelRetransmitTimes returns when (after the send) the kernel sends the

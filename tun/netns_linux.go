@@ -49,15 +49,19 @@ type Namespace struct {
 	closeOnce sync.Once
 }
 
-// NewNamespace starts an agent in a new network namespace (and, when not
-// running as root, a new user namespace mapping the caller's uid and gid to
-// themselves), where it brings lo up, applies cfg.Sysctls and creates the
+// NewNamespace starts an agent in a new network namespace (and, unless the
+// caller is uid 0 with CAP_SYS_ADMIN, a new user namespace mapping the
+// caller's uid and gid to themselves: uid 0 in a container usually lacks
+// CAP_SYS_ADMIN but may still create a user namespace), where it brings lo up, applies cfg.Sysctls and creates the
 // TUN device described by cfg.TUN. Its process must call
 // RunAgentIfRequested first thing in main (or TestMain).
 //
 // Errors name the precondition that failed and its fix, and match
 // ErrPermission, ErrNoTunDevice or ErrExists with errors.Is.
 func NewNamespace(ctx context.Context, cfg NamespaceConfig) (*Namespace, error) {
+	if os.Getenv(agentEnv) == "1" {
+		refuseNestedAgent()
+	}
 	tcfg, err := cfg.TUN.normalize()
 	if err != nil {
 		return nil, err
@@ -67,7 +71,7 @@ func NewNamespace(ctx context.Context, cfg NamespaceConfig) (*Namespace, error) 
 			return nil, err
 		}
 	}
-	rootless := os.Geteuid() != 0
+	rootless := !canCreateNetns()
 	if rootless {
 		if err := checkRootless(); err != nil {
 			return nil, err
@@ -173,8 +177,7 @@ func (ns *Namespace) init(ctx context.Context, cfg Config, sysctls map[string]st
 	return nil
 }
 
-// call sends one request and waits for its response. ctx bounds the wait;
-// nil means no bound. Descriptors in fds are sent, not closed.
+// call sends one request and waits for its response. ctx bounds the wait. Descriptors in fds are sent, not closed.
 func (ns *Namespace) call(ctx context.Context, req request, fds ...int) (response, []int, error) {
 	ns.mu.Lock()
 	defer ns.mu.Unlock()
@@ -183,14 +186,12 @@ func (ns *Namespace) call(ctx context.Context, req request, fds ...int) (respons
 		return response{}, nil, fmt.Errorf("namespace: %w", ErrClosed)
 	default:
 	}
-	if ctx != nil {
-		stop := context.AfterFunc(ctx, func() { ns.conn.SetDeadline(time.Unix(1, 0)) })
-		defer func() {
-			if !stop() {
-				ns.conn.SetDeadline(time.Time{})
-			}
-		}()
-	}
+	stop := context.AfterFunc(ctx, func() { ns.conn.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !stop() {
+			ns.conn.SetDeadline(time.Time{})
+		}
+	}()
 	var resp response
 	err := send(ns.conn, req, fds...)
 	var files []int
@@ -210,7 +211,7 @@ func (ns *Namespace) call(ctx context.Context, req request, fds ...int) (respons
 // callError explains a failed exchange: a cancelled context, a closed
 // Namespace, or a dead agent.
 func (ns *Namespace) callError(ctx context.Context, op string, err error) error {
-	if ctx != nil && ctx.Err() != nil {
+	if ctx.Err() != nil {
 		return fmt.Errorf("namespace %s: %w", op, ctx.Err())
 	}
 	select {
@@ -257,7 +258,7 @@ func (ns *Namespace) PID() int { return ns.cmd.Process.Pid }
 // net.FileConn, net.FilePacketConn or f.SyscallConn (f.Fd switches it to
 // blocking mode). The caller closes it.
 func (ns *Namespace) Socket(domain, typ, proto int) (*os.File, error) {
-	_, files, err := ns.call(nil, request{Op: opSocket, Domain: domain, Type: typ, Proto: proto})
+	_, files, err := ns.call(context.Background(), request{Op: opSocket, Domain: domain, Type: typ, Proto: proto})
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +275,7 @@ func (ns *Namespace) SetSysctl(name, value string) error {
 	if _, err := sysctlPath(name); err != nil {
 		return err
 	}
-	_, _, err := ns.call(nil, request{Op: opSysctlSet, Name: name, Value: value})
+	_, _, err := ns.call(context.Background(), request{Op: opSysctlSet, Name: name, Value: value})
 	return err
 }
 
@@ -283,7 +284,7 @@ func (ns *Namespace) Sysctl(name string) (string, error) {
 	if _, err := sysctlPath(name); err != nil {
 		return "", err
 	}
-	resp, _, err := ns.call(nil, request{Op: opSysctlGet, Name: name})
+	resp, _, err := ns.call(context.Background(), request{Op: opSysctlGet, Name: name})
 	return resp.Value, err
 }
 

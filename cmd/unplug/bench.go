@@ -31,6 +31,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&opts.MTU, "mtu", 1500, "MTU of the TUN link")
 	fs.BoolVar(&opts.NoOffload, "no-offload", false, "use the plain TUN device (one packet per system call) instead of TSO offload")
 	fs.StringSliceVar(&opts.Only, "only", nil, "run only these rows: "+strings.Join(bench.AllRows, ", "))
+	fs.StringVar(&opts.Toxiproxy, "toxiproxy", "", "toxiproxy-server binary for the forwarding rows (default: toxiproxy-server on PATH)")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	if err := parseFlags(fs, args); err != nil {
 		return err

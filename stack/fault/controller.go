@@ -144,8 +144,12 @@ func (c *Controller) Clock() tcpip.Clock { return c.clock }
 func stamp(t tcpip.MonotonicTime) int64 { return int64(t.Sub(tcpip.MonotonicTime{})) + 1 }
 
 // Add installs a rule; its after= and for= count from now. It returns the
-// rule's id.
+// rule's id. A zero Dir is stored as Both, so a literal Spec{Action: ActDrop}
+// drops everything, as the zero selectors promise.
 func (c *Controller) Add(sp Spec) int {
+	if sp.Dir == 0 {
+		sp.Dir = Both
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := &Rule{ID: c.nextID, Spec: sp}

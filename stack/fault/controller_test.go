@@ -82,6 +82,37 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+// TestSpecLiteralZeroDir: a Spec built as a literal, with no Dir, selects
+// both directions, as the zero selectors promise, and reports Both.
+func TestSpecLiteralZeroDir(t *testing.T) {
+	data := tcp4(40000, 80, FlagACK|FlagPSH, 0, 10)
+	tests := []struct {
+		name string
+		sp   Spec
+		dir  Direction
+		want Verdict
+	}{
+		{"drop/in", Spec{Action: ActDrop}, In, Dropped},
+		{"drop/out", Spec{Action: ActDrop}, Out, Dropped},
+		{"delay/out", Spec{Action: ActDelay, Delay: 10 * time.Millisecond}, Out, Delayed},
+		{"explicit in/out", Spec{Action: ActDrop, Dir: In}, Out, Pass},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewController(faketime.NewManualClock(), 1)
+			c.Add(tt.sp)
+			if d := c.Decide(parsed(t, tt.dir, data)); d.Verdict != tt.want {
+				t.Fatalf("Spec %+v on a %v packet: verdict %v, want %v", tt.sp, tt.dir, d.Verdict, tt.want)
+			}
+		})
+	}
+	c := NewController(faketime.NewManualClock(), 1)
+	c.Add(Spec{Action: ActDrop})
+	if st := c.Status(); len(st) != 1 || st[0].Spec != "drop" {
+		t.Fatalf("Status after Add(Spec{Action: ActDrop}) = %+v, want one rule \"drop\" (both directions)", st)
+	}
+}
+
 func TestScheduleAndCount(t *testing.T) {
 	clock := faketime.NewManualClock()
 	c := NewController(clock, 1)

@@ -4,50 +4,40 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
-// Direction says which way a packet travels relative to the peer.
-type Direction uint8
+// Direction says which way a packet travels relative to the peer; it is
+// packet.Direction, kept under this name for the fault layer's callers.
+type Direction = packet.Direction
 
 // Directions. In is towards the peer (from the application), Out is from the
 // peer (towards the application). Both is a selector matching either.
 const (
-	In   Direction = 1
-	Out  Direction = 2
-	Both           = In | Out
+	In   = packet.In
+	Out  = packet.Out
+	Both = packet.Both
 )
 
-// String returns "in", "out" or "both".
-func (d Direction) String() string {
-	switch d {
-	case In:
-		return "in"
-	case Out:
-		return "out"
-	case Both:
-		return "both"
-	}
-	return "none"
-}
-
-// TCP flag bits as they appear in the TCP header.
+// TCP flag bits as they appear in the TCP header (packet.Flag*).
 const (
-	FlagFIN uint8 = 1 << iota
-	FlagSYN
-	FlagRST
-	FlagPSH
-	FlagACK
-	FlagURG
-	FlagECE
-	FlagCWR
+	FlagFIN = packet.FlagFIN
+	FlagSYN = packet.FlagSYN
+	FlagRST = packet.FlagRST
+	FlagPSH = packet.FlagPSH
+	FlagACK = packet.FlagACK
+	FlagURG = packet.FlagURG
+	FlagECE = packet.FlagECE
+	FlagCWR = packet.FlagCWR
 )
 
-// IP protocol numbers the classifier distinguishes.
+// IP protocol numbers the classifier distinguishes (packet.Proto*).
 const (
-	ProtoICMP   uint8 = 1
-	ProtoTCP    uint8 = 6
-	ProtoUDP    uint8 = 17
-	ProtoICMPv6 uint8 = 58
+	ProtoICMP   = packet.ProtoICMP
+	ProtoTCP    = packet.ProtoTCP
+	ProtoUDP    = packet.ProtoUDP
+	ProtoICMPv6 = packet.ProtoICMPv6
 )
 
 // Packet is the classifier's view of one IP packet: what the fault rules and

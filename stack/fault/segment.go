@@ -6,7 +6,7 @@ import "github.com/unplug-dev/unplug/stack/fault/flow"
 // parsed TCP packets only (p.IsTCP()).
 func (p *Packet) Segment() flow.Segment {
 	return flow.Segment{
-		Dir: flow.Dir(p.Dir), Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort,
+		Dir: p.Dir, Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort,
 		Flags: p.Flags, Seq: p.Seq, Ack: p.Ack, Window: p.Window, Len: p.PayloadLen,
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/unplug-dev/unplug/stack/units"
 )
 
 // Action is what a rule does to the packets it matches.
@@ -159,7 +161,7 @@ type Spec struct {
 	Seq   uint32         // ActRSTAtSeq: relative sequence number (first data byte = 1)
 	GE    GilbertElliott // ActBurstLoss
 
-	Dir   Direction // In, Out or Both (default)
+	Dir   Direction // In, Out or Both; 0 means Both (Controller.Add stores Both)
 	Port  uint16    // peer-side TCP/UDP port; 0 = any
 	Flags FlagClass // TCP segment classes; 0 = any packet
 
@@ -234,7 +236,7 @@ func ParseSpec(s string) (Spec, error) {
 	case "reject":
 		sp.Action = ActReject
 	case "rst-at-seq":
-		n, err := parseSize(actVal)
+		n, err := units.ParseSize(actVal)
 		if !hasVal || err != nil || n < 1 || n > math.MaxUint32 {
 			return bad(fields[0], "rst-at-seq needs a relative sequence number 1-4294967295, e.g. rst-at-seq=100000")
 		}
@@ -398,7 +400,7 @@ func (sp *Spec) set(key, val string) error {
 			return fmt.Errorf("flows must be existing (open when the rule starts) or new (opened later)")
 		}
 	case "after-bytes":
-		n, err := parseSize(val)
+		n, err := units.ParseSize(val)
 		if err != nil || n <= 0 {
 			return fmt.Errorf("after-bytes must be a positive size such as 1000000 or 1MB")
 		}
@@ -408,7 +410,7 @@ func (sp *Spec) set(key, val string) error {
 		case val == "established":
 			sp.AfterEstablished = true
 		case strings.HasPrefix(val, "bytes:"):
-			n, err := parseSize(strings.TrimPrefix(val, "bytes:"))
+			n, err := units.ParseSize(strings.TrimPrefix(val, "bytes:"))
 			if err != nil || n <= 0 {
 				return fmt.Errorf("after=bytes:N needs a positive size such as bytes:1MB")
 			}
@@ -459,7 +461,7 @@ func (sp *Spec) set(key, val string) error {
 		if err := onlyFor(ActRate); err != nil {
 			return err
 		}
-		n, err := parseSize(val)
+		n, err := units.ParseSize(val)
 		if err != nil || n <= 0 {
 			return fmt.Errorf("queue must be a positive size such as 64KiB or 100000")
 		}
@@ -529,33 +531,6 @@ func formatPercent(p float64, fractionOK bool) string {
 		return strconv.FormatFloat(p, 'g', -1, 64)
 	}
 	return strconv.FormatFloat(x, 'g', -1, 64) + "%"
-}
-
-// sizeUnits are the suffixes parseSize accepts.
-var sizeUnits = []struct {
-	suffix string
-	mult   int64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
-	{"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
-	{"k", 1e3}, {"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"B", 1},
-}
-
-// parseSize parses a byte count: an integer with an optional unit (B, kB or
-// KB or k, MB or M, GB or G, KiB, MiB, GiB).
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for _, u := range sizeUnits {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = num, u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return n * mult, nil
 }
 
 // rateUnits are the suffixes parseRate accepts, in bits per second.

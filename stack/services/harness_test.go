@@ -25,9 +25,10 @@ import (
 // one goroutine per direction moves packets from one endpoint's outbound
 // queue into the other's inbound path, like a TUN device's read loop.
 
+const harnessNIC tcpip.NICID = 1
+
 const (
-	harnessNIC tcpip.NICID = 1
-	harnessMTU             = 1500
+	harnessMTU = 1500
 	// harnessQueue is the per-direction packet queue; a full queue drops,
 	// like a real link.
 	harnessQueue = 1024

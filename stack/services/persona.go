@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/units"
 )
 
 // Persona names: how the whole peer misbehaves, beyond what one fault rule
@@ -72,7 +73,7 @@ func ParsePersona(s string) (Persona, error) {
 	case PersonaSlowReader:
 		n, err := parseRate(arg)
 		if !hasArg || err != nil {
-			return bad("it needs a read rate in bytes per second, a positive integer with an optional k, KiB, M or MiB")
+			return bad("it needs a read rate in bytes per second, a positive integer with an optional k or M (×1000), KiB or MiB (×1024)")
 		}
 		p.Rate = n
 	default:
@@ -81,23 +82,20 @@ func ParsePersona(s string) (Persona, error) {
 	return p, nil
 }
 
-// parseRate parses a positive byte rate with an optional unit.
+// maxRate bounds a slow-reader rate: 1 TiB/s is no longer slow.
+const maxRate = 1 << 40
+
+// parseRate parses a positive byte rate with an optional unit, as package
+// units reads sizes (k, M decimal; KiB, MiB binary).
 func parseRate(s string) (int64, error) {
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"k", 1e3}, {"K", 1e3}, {"M", 1e6}} {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = num, u.mult
-			break
-		}
+	n, err := units.ParseSize(s)
+	if err != nil {
+		return 0, err
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 || n > 1<<40/mult {
+	if n <= 0 || n > maxRate {
 		return 0, errors.New("bad rate")
 	}
-	return n * mult, nil
+	return n, nil
 }
 
 // String returns the persona as ParsePersona reads it ("" for none).

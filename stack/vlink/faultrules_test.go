@@ -204,12 +204,12 @@ func complete(n int) func([]byte) bool { return func(b []byte) bool { return len
 
 func never([]byte) bool { return false }
 
-// waitErr runs until c fails or limit passes and returns the error and
-// when it came.
-func (e *env) waitErr(c *Conn, limit time.Duration) (error, time.Duration) {
+// waitErr runs until c fails or limit passes and returns when the error
+// came and the error.
+func (e *env) waitErr(c *Conn, limit time.Duration) (time.Duration, error) {
 	start := e.p.Now()
 	e.p.RunUntil(func() bool { return c.Err() != nil }, limit)
-	return c.Err(), e.p.Now() - start
+	return e.p.Now() - start, c.Err()
 }
 
 const (
@@ -225,7 +225,7 @@ func TestMatchHandshake(t *testing.T) {
 		e := newEnv(t, 1)
 		id := e.add("drop match=syn")
 		c, _ := e.p.Dial(PeerAddr4.String(), 80)
-		err, _ := e.waitErr(c, 10*time.Minute)
+		_, err := e.waitErr(c, 10*time.Minute)
 		mustErrno(t, "connect", err, ETIMEDOUT)
 		all(t, "dropped", e.log.acted(id), 3, func(x faultEv) bool { return x.Dir == fault.In && x.Flags == fS })
 		if out := e.log.where(func(x faultEv) bool { return x.Dir == fault.Out }); len(out) != 0 {
@@ -236,7 +236,7 @@ func TestMatchHandshake(t *testing.T) {
 		e := newEnv(t, 1)
 		id := e.add("drop match=syn-ack")
 		c, _ := e.p.Dial(PeerAddr4.String(), 80)
-		err, _ := e.waitErr(c, 10*time.Minute)
+		_, err := e.waitErr(c, 10*time.Minute)
 		mustErrno(t, "connect", err, ETIMEDOUT)
 		all(t, "dropped", e.log.acted(id), 2, func(x faultEv) bool { return x.Dir == fault.Out && x.Flags == fS|fA })
 		syns := e.log.where(func(x faultEv) bool { return x.Dir == fault.In && x.Flags == fS })
@@ -318,7 +318,7 @@ func TestMatchSegments(t *testing.T) {
 		rtx := e.add("drop dir=in match=retransmission")
 		e.c.SetUserTimeout(3 * time.Second)
 		e.c.Write([]byte(request))
-		err, _ := e.waitErr(e.c, time.Minute)
+		_, err := e.waitErr(e.c, time.Minute)
 		mustErrno(t, "write", err, ETIMEDOUT)
 		orig := e.log.acted(first)
 		all(t, "first transmission", orig, 1, func(x faultEv) bool { return x.Kind == capture.KindNew })
@@ -416,7 +416,7 @@ func TestReject(t *testing.T) {
 		e := newEnv(t, 1).establish()
 		id := e.add("reject dir=in match=data")
 		e.c.Write([]byte(request))
-		err, after := e.waitErr(e.c, time.Minute)
+		after, err := e.waitErr(e.c, time.Minute)
 		mustErrno(t, "write", err, ECONNRESET)
 		if after != 2*dly {
 			t.Errorf("reset after %v, want at once (one round trip, %v)", after, 2*dly)
@@ -430,7 +430,7 @@ func TestReject(t *testing.T) {
 		e := newEnv(t, 1)
 		e.add("reject match=syn")
 		c, _ := e.p.Dial(PeerAddr4.String(), 80)
-		err, after := e.waitErr(c, time.Minute)
+		after, err := e.waitErr(c, time.Minute)
 		mustErrno(t, "connect", err, ECONNREFUSED)
 		if after != 2*dly {
 			t.Errorf("refused after %v, want %v", after, 2*dly)
@@ -440,7 +440,7 @@ func TestReject(t *testing.T) {
 		e := newEnv(t, 1).establish()
 		id := e.add("reject dir=out match=data")
 		e.srv.Write([]byte("reply"))
-		err, _ := e.waitErr(e.srv, time.Minute)
+		_, err := e.waitErr(e.srv, time.Minute)
 		mustErrno(t, "peer write", err, ECONNRESET)
 		all(t, "made up", e.log.injected(id), 1, func(x faultEv) bool { return x.Dir == fault.In && x.Flags == fR })
 	})
@@ -629,7 +629,7 @@ func TestConnSelectors(t *testing.T) {
 			}
 			e.exchange(c1, s1, []byte(request), []byte("ok"), time.Minute)
 			c2.Write([]byte(request))
-			err, _ := e.waitErr(c2, time.Minute)
+			_, err := e.waitErr(c2, time.Minute)
 			mustErrno(t, "second connection", err, ECONNRESET)
 			e.exchange(c1, s1, []byte(request), []byte("ok"), time.Minute)
 		})
@@ -646,7 +646,7 @@ func TestFlowsSelector(t *testing.T) {
 	e.exchange(c, srv, []byte(request), []byte("ok"), time.Minute)
 	old.SetUserTimeout(2 * time.Second)
 	old.Write([]byte(request))
-	err, _ := e.waitErr(old, time.Minute)
+	_, err := e.waitErr(old, time.Minute)
 	mustErrno(t, "old connection", err, ETIMEDOUT)
 }
 

@@ -76,7 +76,7 @@ func TestPersonaForget(t *testing.T) {
 			}
 			e.c.SetUserTimeout(2 * time.Second)
 			e.c.Write([]byte(request))
-			err, after := e.waitErr(e.c, time.Minute)
+			after, err := e.waitErr(e.c, time.Minute)
 			mustErrno(t, "old connection", err, tt.want)
 			if tt.want == ECONNRESET && after != 2*dly {
 				t.Errorf("reset after %v, want at once (%v)", after, 2*dly)

@@ -9,32 +9,36 @@
 // Build a Tracker with NewTracker and show it every segment once, in the
 // order they cross the link, with Track. Memory is bounded: the tracker
 // remembers at most a fixed number of connections and forgets the least
-// recently active. The package depends on nothing but the standard library,
-// so both the fault layer and the capture can use it.
+// recently active. The package depends on nothing but the standard library
+// (and unplug's stdlib-only packet package), so both the fault layer and
+// the capture can use it.
 package flow
 
 import (
 	"net/netip"
+
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
-// Dir is the direction of a segment, with the same values as fault.Direction:
-// In is towards the peer (from the application), Out is from the peer.
-type Dir uint8
+// Dir is the direction of a segment: packet.Direction, the type the fault
+// layer uses too. In is towards the peer (from the application), Out is
+// from the peer.
+type Dir = packet.Direction
 
-// Directions.
+// Directions (packet.In and packet.Out).
 const (
-	In  Dir = 1
-	Out Dir = 2
+	In  = packet.In
+	Out = packet.Out
 )
 
-// TCP flag bits as they appear in the TCP header.
+// TCP flag bits, shorthands for packet's.
 const (
-	flagFIN uint8 = 1 << 0
-	flagSYN uint8 = 1 << 1
-	flagRST uint8 = 1 << 2
-	flagPSH uint8 = 1 << 3
-	flagACK uint8 = 1 << 4
-	flagURG uint8 = 1 << 5
+	flagFIN = packet.FlagFIN
+	flagSYN = packet.FlagSYN
+	flagRST = packet.FlagRST
+	flagPSH = packet.FlagPSH
+	flagACK = packet.FlagACK
+	flagURG = packet.FlagURG
 )
 
 // probeMask are the flags that must be ACK alone on a probe.

@@ -1,0 +1,82 @@
+package scenarios
+
+import "time"
+
+// Conditions are what a precise theory needs to know about the run besides
+// the parameters: which TCP the client is, and its socket's state just
+// before the first fault (TCP_INFO's smoothed RTT and RTO), the kernel's
+// timer frequency, and for keepalive when the client last received a
+// packet. A theory computed before the run uses nominal conditions
+// (nominalConditions); Run recomputes it from the measured ones.
+type Conditions struct {
+	Kernel  bool
+	Virtual bool // deterministic clock: theory and run agree to the nanosecond
+	// HZ is the kernel's timer frequency (0: unknown, defaultHZ assumed).
+	HZ int
+	// Measured is true when RTT and RTO were read from the client socket.
+	Measured bool
+	RTT, RTO time.Duration
+	// LinkDelay is the virtual link's one-way delay.
+	LinkDelay time.Duration
+	// LastReceived is when the client last received a packet before the
+	// anchor, relative to the anchor (≤ 0); 0 when unknown.
+	LastReceived time.Duration
+}
+
+// defaultHZ is CONFIG_HZ when it cannot be found out (this build machine's).
+const defaultHZ = 250
+
+func (c Conditions) hz() int {
+	if c.HZ > 0 {
+		return c.HZ
+	}
+	return defaultHZ
+}
+
+// nominalConditions are the conditions a theory assumes before the run:
+// a sub-millisecond link, so RTO 200 ms + one jiffy on the kernel and no
+// RTT sample on gVisor (RTO 1 s).
+func nominalConditions(kernel bool) Conditions {
+	c := Conditions{Kernel: kernel, Virtual: !kernel, HZ: hostHZ()}
+	if kernel {
+		k := kernelClock{hz: c.hz()}
+		c.RTO = k.dur(k.jiffies(kernelRTOMin))
+	} else {
+		c.RTO = gvisorInitialRTO
+	}
+	return c
+}
+
+// ClientInfo is the client socket's state just before the first fault, as
+// the report shows it: the theory's starting point.
+type ClientInfo struct {
+	// T is when it was read (scenario time).
+	T   time.Duration `json:"t_ns"`
+	RTT time.Duration `json:"rtt_ns"`
+	RTO time.Duration `json:"rto_ns"`
+	// HZ is the kernel's timer frequency (kernel clients only) and HZFrom
+	// where it was read.
+	HZ     int    `json:"hz,omitempty"`
+	HZFrom string `json:"hz_from,omitempty"`
+}
+
+// conditionsOf derives the measured conditions from a finished report.
+func conditionsOf(rep *Report) Conditions {
+	c := Conditions{Kernel: rep.Client == "kernel", Virtual: rep.Clock == ClockVirtual, LinkDelay: rep.LinkDelay}
+	if ci := rep.ClientInfo; ci != nil {
+		c.HZ, c.RTT, c.RTO, c.Measured = ci.HZ, ci.RTT, ci.RTO, ci.RTO > 0
+	}
+	if !c.Measured {
+		n := nominalConditions(c.Kernel)
+		c.HZ, c.RTO = n.HZ, n.RTO
+	}
+	for _, ev := range rep.Timeline {
+		if ev.T > rep.Anchor {
+			break
+		}
+		if p := ev.Packet; p != nil && p.Dir == "out" && p.Verdict == "pass" && p.Proto == "tcp" {
+			c.LastReceived = ev.T - rep.Anchor
+		}
+	}
+	return c
+}

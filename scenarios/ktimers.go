@@ -1,0 +1,378 @@
+package scenarios
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// The Linux kernel's timer arithmetic, as far as a TCP retransmission or
+// keepalive timer goes (kernel/time/timer.c, net/ipv4/tcp_timer.c,
+// tcp_output.c): timers count jiffies (1/HZ s), and the timer wheel files a
+// timer due in more than 62 jiffies in a coarser bucket, rounding its expiry
+// up to 8, 64, 512… jiffies. So when exactly a 3.3 s RTO fires depends on
+// the jiffies counter's value when it was armed, which user space cannot
+// see: the model runs every possible value and reports the range.
+
+// Timer wheel geometry (kernel/time/timer.c): LVL_CLK_SHIFT 3, LVL_BITS 6.
+const (
+	wheelClkShift = 3
+	wheelLevels   = 9
+)
+
+// wheelLevelStart is LVL_START(n): the smallest delta filed at level n.
+func wheelLevelStart(n int) int64 { return 63 << (wheelClkShift * (n - 1)) }
+
+// wheelFire returns the jiffy at which a timer armed at jiffy at for delta
+// jiffies fires: calc_wheel_index picks the level from delta and
+// calc_index rounds the expiry up to that level's granularity, always by
+// at least one jiffy, so a timer never fires early.
+func wheelFire(at, delta int64) int64 {
+	lvl := 0
+	for lvl+1 < wheelLevels && delta >= wheelLevelStart(lvl+1) {
+		lvl++
+	}
+	shift := uint(wheelClkShift * lvl)
+	return ((at+delta)>>shift + 1) << shift
+}
+
+// wheelPhases is how many values of the jiffies counter (mod the coarsest
+// granularity a TCP timer reaches) the model tries: level 4's 4096 jiffies
+// covers a 120 s RTO at HZ up to 1000.
+const wheelPhases = 4096
+
+// kernelClock is the kernel's jiffy.
+type kernelClock struct{ hz int }
+
+// jiffy is one tick.
+func (k kernelClock) jiffy() time.Duration { return time.Second / time.Duration(k.hz) }
+
+// jiffies converts d to jiffies rounding up, like usecs_to_jiffies.
+func (k kernelClock) jiffies(d time.Duration) int64 {
+	j := k.jiffy()
+	return int64((d + j - 1) / j)
+}
+
+// dur converts jiffies to a duration.
+func (k kernelClock) dur(j int64) time.Duration { return time.Duration(j) * k.jiffy() }
+
+// kernelSocket is what the model knows about the client socket before the
+// fault: its smoothed RTT and RTO (TCP_INFO's tcpi_rtt, tcpi_rto) and HZ.
+type kernelSocket struct {
+	kernelClock
+	rtt time.Duration
+	rto int64 // jiffies
+}
+
+// newKernelSocket builds the model from the conditions; an unmeasured socket
+// is a sub-millisecond link: RTO = 200 ms + RTT in jiffies, rounded up.
+func newKernelSocket(c Conditions) kernelSocket {
+	k := kernelSocket{kernelClock: kernelClock{hz: c.hz()}, rtt: c.RTT}
+	if c.RTO > 0 {
+		k.rto = k.jiffies(c.RTO)
+	} else {
+		k.rto = k.jiffies(kernelRTOMin + k.rtt)
+	}
+	return k
+}
+
+// Firing kinds.
+const (
+	fireTLP = "TLP"
+	fireRTO = "RTO"
+)
+
+// dataFiring is one firing of the retransmission timers of a segment sent
+// into a dead link.
+type dataFiring struct {
+	Kind string // fireTLP or fireRTO
+	N    int    // RTO number, from 1 (0 for the TLP)
+	At   int64  // jiffies after the jiffy the send happened in
+	// Ends means this firing ends the connection (ETIMEDOUT) instead of
+	// retransmitting; Boundary means the retry limit is within a
+	// millisecond of this firing, so it may or may not.
+	Ends, Boundary bool
+}
+
+// dataSchedule simulates the timers of data sent at jiffy start into a
+// dead link, packetsOut segments in flight: the tail-loss probe
+// (tcp_schedule_loss_probe: 2·RTT plus 200 ms for one segment, plus 2
+// jiffies for more, but never after the RTO), then the RTO
+// (tcp_retransmit_timer), doubling up to 120 s. With a user timeout u the
+// RTO is clamped to what is left of it (tcp_clamp_rto_to_user_timeout).
+// Each RTO firing after the first checks retransmits_timed_out: ETIMEDOUT
+// when the time since the first RTO retransmission (retrans_stamp; the TLP
+// does not set it) reaches tcp_model_timeout(retries2) (or u). It stops at
+// the firing that ends the connection, or after max firings.
+func (k kernelSocket) dataSchedule(start int64, packetsOut, retries2 int, u time.Duration, max int) []dataFiring {
+	var out []dataFiring
+	tlp := k.jiffies(2 * k.rtt)
+	if packetsOut == 1 {
+		tlp += k.jiffies(kernelRTOMin)
+	} else {
+		tlp += 2 // TCP_TIMEOUT_MIN
+	}
+	tlp = min(tlp, k.rto)
+	now := wheelFire(start, tlp)
+	out = append(out, dataFiring{Kind: fireTLP, At: now - start})
+	rto, rtoMax := k.rto, k.jiffies(kernelRTOMax)
+	now = wheelFire(now, rto)
+	first := now
+	limit := float64(retries2Boundary(retries2).Milliseconds())
+	if u > 0 {
+		limit = float64(u.Milliseconds())
+	}
+	jms := float64(k.jiffy()) / float64(time.Millisecond)
+	for n := 1; len(out) < max; n++ {
+		f := dataFiring{Kind: fireRTO, N: n, At: now - start}
+		if n > 1 {
+			elapsed := float64(now-first) * jms // ms since retrans_stamp
+			switch {
+			case elapsed >= limit+1:
+				f.Ends = true
+			case elapsed > limit-1:
+				f.Boundary = true // tcp_time_stamp_ms truncation decides
+			}
+		}
+		out = append(out, f)
+		if f.Ends {
+			return out
+		}
+		rto = min(2*rto, rtoMax)
+		next := rto
+		if u > 0 {
+			left := u - time.Duration(float64(now-first)*jms*float64(time.Millisecond))
+			if left <= 0 {
+				next = 1
+			} else {
+				next = min(next, k.jiffies(left))
+			}
+		}
+		now = wheelFire(now, next)
+	}
+	return out
+}
+
+// endOdds is one way a dead connection can end.
+type endOdds struct {
+	// Firing is the index (in the schedule) of the firing that ends it:
+	// the retransmissions before it are Firing (TLP included).
+	Firing int
+	N      int     // its RTO number
+	Odds   float64 // fraction of timer phases that end here
+	// Lo, Hi bound its time after the send.
+	Lo, Hi time.Duration
+	// Since1 is its time after RTO #1 (the midpoint over phases); Prev
+	// the previous RTO's, which was short of the limit.
+	Since1, Prev time.Duration
+}
+
+// firingRange is the range, over timer phases, of one firing's time after
+// the send.
+type firingRange struct {
+	Kind   string
+	N      int
+	Lo, Hi time.Duration
+}
+
+// dataPrediction is the kernel theory for data sent into a dead link.
+type dataPrediction struct {
+	Ends     []endOdds     // most likely first
+	Firings  []firingRange // every firing up to the last possible end
+	Limit    time.Duration // the retries2 boundary or user timeout
+	UserTime bool
+}
+
+// predictData runs dataSchedule over every timer phase. A firing on the
+// boundary counts half for ending there and half for the next firing.
+func (k kernelSocket) predictData(packetsOut, retries2 int, u time.Duration) dataPrediction {
+	type acc struct {
+		n       float64
+		lo, hi  time.Duration
+		since1  time.Duration
+		prev    time.Duration
+		samples int
+		rto     int
+	}
+	ends := map[int]*acc{}
+	var ranges []firingRange
+	note := func(i int, kind string, n int, at time.Duration) {
+		for len(ranges) <= i {
+			ranges = append(ranges, firingRange{Lo: 1 << 62})
+		}
+		r := &ranges[i]
+		r.Kind, r.N = kind, n
+		// The send happened somewhere in its jiffy: up to one jiffy
+		// earlier than the jiffy's start the schedule counts from.
+		r.Lo, r.Hi = min(r.Lo, at-k.jiffy()), max(r.Hi, at)
+	}
+	add := func(idx int, f []dataFiring, w float64) {
+		a := ends[idx]
+		if a == nil {
+			a = &acc{lo: 1 << 62}
+			ends[idx] = a
+		}
+		at := k.dur(f[idx].At)
+		a.n += w
+		a.lo, a.hi = min(a.lo, at-k.jiffy()), max(a.hi, at)
+		a.since1 += k.dur(f[idx].At - f[1].At)
+		a.prev += k.dur(f[idx-1].At - f[1].At)
+		a.samples++
+		a.rto = f[idx].N
+	}
+	const maxFirings = 64
+	for phase := int64(0); phase < wheelPhases; phase++ {
+		sched := k.dataSchedule(phase, packetsOut, retries2, u, maxFirings)
+		for i, f := range sched {
+			note(i, f.Kind, f.N, k.dur(f.At))
+		}
+		last := len(sched) - 1
+		if !sched[last].Ends {
+			continue // beyond maxFirings: not a case that happens
+		}
+		for i, f := range sched {
+			if f.Boundary {
+				add(i, sched, 0.5)
+				// the other half ends later: at the last firing
+				add(last, sched, 0.5)
+				goto next
+			}
+		}
+		add(last, sched, 1)
+	next:
+	}
+	p := dataPrediction{Firings: ranges, Limit: retries2Boundary(retries2), UserTime: u > 0}
+	if u > 0 {
+		p.Limit = u
+	}
+	for idx, a := range ends {
+		p.Ends = append(p.Ends, endOdds{Firing: idx, N: a.rto, Odds: a.n / wheelPhases, Lo: a.lo, Hi: a.hi,
+			Since1: a.since1 / time.Duration(a.samples), Prev: a.prev / time.Duration(a.samples)})
+	}
+	sort.Slice(p.Ends, func(i, j int) bool {
+		if p.Ends[i].Odds != p.Ends[j].Odds {
+			return p.Ends[i].Odds > p.Ends[j].Odds
+		}
+		return p.Ends[i].Firing < p.Ends[j].Firing
+	})
+	if len(p.Ends) > 0 {
+		lastEnd := 0
+		for _, e := range p.Ends {
+			lastEnd = max(lastEnd, e.Firing)
+		}
+		p.Firings = p.Firings[:lastEnd+1]
+	}
+	return p
+}
+
+// describe says which firing ends the connection and why, for the report.
+func (p dataPrediction) describe() string {
+	what := "tcp_model_timeout"
+	if p.UserTime {
+		what = "TCP_USER_TIMEOUT"
+	}
+	var parts []string
+	for _, e := range p.Ends {
+		s := fmt.Sprintf("RTO #%d (%s since RTO #1 ≥ %s %s; RTO #%d at %s was short)",
+			e.N, fmtSecs(e.Since1), fmtSecs(p.Limit), what, e.N-1, fmtSecs(e.Prev))
+		if len(p.Ends) > 1 {
+			s = fmt.Sprintf("%.0f%%: %s", 100*e.Odds, s)
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// fmtSecs prints d as seconds with 3 decimals, without a space: "2.912 s".
+func fmtSecs(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }
+
+// keepaliveEnd predicts keepalive on an idle connection into a dead link
+// (tcp_keepalive_timer): the timer, armed when the connection was
+// established, fires after idle, finds the connection idle that long since
+// the last packet received and sends a probe; every intvl another; the
+// firing after count unanswered probes ends it. It returns the range of
+// probe and end times after the jiffy the timer was armed in, over timer
+// phases.
+func (k kernelClock) keepaliveEnd(idle, intvl time.Duration, count int) (probes []firingRange, end firingRange) {
+	probes = make([]firingRange, count)
+	for i := range probes {
+		probes[i] = firingRange{Kind: "keepalive", N: i + 1, Lo: 1 << 62}
+	}
+	end = firingRange{Kind: "end", Lo: 1 << 62}
+	ji, jv := k.jiffies(idle), k.jiffies(intvl)
+	for phase := int64(0); phase < wheelPhases; phase++ {
+		now := wheelFire(phase, ji)
+		for i := 0; i <= count; i++ {
+			at := k.dur(now - phase)
+			r := &end
+			if i < count {
+				r = &probes[i]
+			}
+			r.Lo, r.Hi = min(r.Lo, at-k.jiffy()), max(r.Hi, at)
+			now = wheelFire(now, jv)
+		}
+	}
+	return probes, end
+}
+
+// gvisorSocket is the gVisor client's sender (pkg/tcpip/transport/tcp
+// snd.go, rack.go) as the model needs it: its smoothed RTT and RTO before
+// the fault. gVisor's timers run on the stack's clock (exact in virtual
+// mode).
+type gvisorSocket struct {
+	srtt, rto time.Duration
+}
+
+func newGVisorSocket(c Conditions) gvisorSocket {
+	g := gvisorSocket{srtt: c.RTT, rto: c.RTO}
+	if g.rto <= 0 {
+		g.rto = gvisorInitialRTO
+	}
+	return g
+}
+
+// dataSchedule returns when gVisor's timers fire for one segment sent into
+// a dead link, after the send: the tail-loss probe (schedulePTO: 2·SRTT +
+// 200 ms for a single segment, 1 s without an RTT sample), then the RTO,
+// doubling up to 120 s (retransmitTimerExpired). The firing that ends the
+// connection is the last: the one that finds the segment sent more than
+// maxRetries times, or the user timeout u (counted from the segment's last
+// transmission when the first RTO fired) used up.
+func (g gvisorSocket) dataSchedule(maxRetries int, u time.Duration) []dataFiring {
+	pto := time.Second
+	if g.srtt > 0 {
+		pto = 2*g.srtt + 200*time.Millisecond
+	}
+	now := pto
+	out := []dataFiring{{Kind: fireTLP, At: int64(now)}}
+	xmits := 2 // the original and the probe
+	lastXmit := now
+	rto := g.rto
+	now += rto
+	var first time.Duration = -1
+	for n := 1; n < 256; n++ {
+		f := dataFiring{Kind: fireRTO, N: n, At: int64(now)}
+		if first < 0 {
+			first = lastXmit
+		}
+		remaining := gvisorRTOMax
+		if u > 0 {
+			remaining = u - (now - first)
+		}
+		if remaining <= 0 {
+			f.Ends = true
+			return append(out, f)
+		}
+		rto = min(2*rto, gvisorRTOMax, remaining)
+		if xmits > maxRetries {
+			f.Ends = true
+			return append(out, f)
+		}
+		out = append(out, f)
+		xmits++
+		lastXmit = now
+		now += rto
+	}
+	return out
+}
