@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,10 @@ var refRuns = flag.Int("reference.runs", 1, "runs per scenario and side in TestR
 
 // refScenario restricts TestReference to one scenario.
 var refScenario = flag.String("reference.scenario", "", "run TestReference for this scenario only")
+
+// refParams overrides scenario parameters in TestReference:
+// "retries2=3,user-timeout=0s".
+var refParams = flag.String("reference.params", "", "NAME=VALUE,... parameters for TestReference's scenario (with -reference.scenario)")
 
 // refOut, if set, gets one JSON line per run: both series and whether they
 // agree (for the README's table).
@@ -76,7 +81,16 @@ func TestReference(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			sc, _ := scenarios.Lookup(name)
-			params := scenarios.DefaultParams(sc)
+			values := map[string]string{}
+			for _, kv := range strings.Split(*refParams, ",") {
+				if k, v, ok := strings.Cut(kv, "="); ok {
+					values[k] = v
+				}
+			}
+			params, err := scenarios.ParseParams(sc, values)
+			if err != nil {
+				t.Fatal(err)
+			}
 			for i := range *refRuns {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 				ref, err := lab.Run(ctx, name, params)

@@ -44,7 +44,7 @@ type Series struct {
 	// same way (sendbuf-full: "accepted at once" bytes, "blocked send" s).
 	Measurements map[string]float64 `json:"measurements,omitempty"`
 	// RTT and RTO are the client socket's tcpi_rtt and tcpi_rto just
-	// before the outage (reference only; 0 if unknown).
+	// before the outage (0 if unknown: syn-timeout has no connection yet).
 	RTT time.Duration `json:"rtt_ns,omitempty"`
 	RTO time.Duration `json:"rto_ns,omitempty"`
 }
@@ -99,6 +99,9 @@ func FromReport(r *scenarios.Report) Series {
 	}
 	s.seriesOf(pkts)
 	s.OutcomeAt = r.OutcomeAt - s.T0
+	if ci := r.ClientInfo; ci != nil {
+		s.RTT, s.RTO = ci.RTT, ci.RTO
+	}
 	for _, e := range r.AppErrors {
 		s.Errnos = append(s.Errnos, e.Errno)
 	}
@@ -173,6 +176,11 @@ func Compare(ref, got Series) []Row {
 	add("retransmissions and probes", fmt.Sprint(len(ref.Times)), fmt.Sprint(len(got.Times)),
 		"exact: the same firing ends it", len(ref.Times) == len(got.Times))
 	add("kinds", fmt.Sprint(ref.Kinds), fmt.Sprint(got.Kinds), "exact", equal(ref.Kinds, got.Kinds))
+	if ref.RTO > 0 || got.RTO > 0 {
+		// What the timers start from: shown, not judged (a different
+		// RTT moves every firing; the rows below judge the firings).
+		add("client rtt / rto before the outage", ms3(ref.RTT)+" / "+ms(ref.RTO), ms3(got.RTT)+" / "+ms(got.RTO), "(shown)", true)
+	}
 	tol := Tolerance(ref.Times)
 	for i := range max(len(ref.Times), len(got.Times)) {
 		name := fmt.Sprintf("#%d since first send", i+1)
@@ -244,6 +252,7 @@ func equal(a, b []string) bool {
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }
 func ms(d time.Duration) string   { return fmt.Sprintf("%d ms", d.Milliseconds()) }
+func ms3(d time.Duration) string  { return fmt.Sprintf("%.3f ms", float64(d)/1e6) }
 
 // FormatRows renders rows as an aligned text table.
 func FormatRows(rows []Row) string {
