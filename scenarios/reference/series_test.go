@@ -79,9 +79,9 @@ func TestCompare(t *testing.T) {
 func TestSeriesOf(t *testing.T) {
 	ms := func(v int) time.Duration { return time.Duration(v) * time.Millisecond }
 	pkts := []Packet{
-		{T: ms(0), Dir: "in", Kind: "new"},       // SYN
-		{T: ms(1), Dir: "out", Kind: "new"},      // SYN-ACK
-		{T: ms(2), Dir: "in", Kind: "new"},       // ACK
+		{T: ms(0), Dir: "in", Kind: "new"},  // SYN
+		{T: ms(1), Dir: "out", Kind: "new"}, // SYN-ACK
+		{T: ms(2), Dir: "in", Kind: "new"},  // ACK
 		{T: ms(10), Dir: "in", Kind: "new", Len: 21},
 		{T: ms(216), Dir: "in", Kind: "retransmit", Len: 21},
 		{T: ms(300), Dir: "out", Kind: "retransmit"}, // the peer's: not counted
