@@ -50,7 +50,7 @@ func runReference(ctx context.Context, name string, ps scenarios.Params, rep *sc
 	rows := reference.Compare(ref, reference.FromReport(rep))
 	fmt.Fprintf(stdout, "\nreference  the seed's method: namespaces %s and %s on a veth pair, `%s -A INPUT -p tcp --dport %d -j DROP` in the server's;\n",
 		lab.Client, lab.Server, filepath.Base(lab.Iptables), reference.ServerPort)
-	fmt.Fprintf(stdout, "           the same client calls, socket options and sysctls; client rtt %s, rto %s before the outage\n", ref.RTT, ref.RTO)
+	fmt.Fprintf(stdout, "           the client makes the scenario's calls with its socket options and sysctls\n")
 	fmt.Fprintf(stdout, "           times since the last packet before the first retransmission or probe; tolerance: timer-wheel rounding + 2 jiffies per firing (HZ=250)\n\n")
 	io.WriteString(stdout, reference.FormatRows(rows))
 	if !reference.Agree(rows) {

@@ -175,11 +175,11 @@ func Compare(ref, got Series) []Row {
 	add("errnos", fmt.Sprint(ref.Errnos), fmt.Sprint(got.Errnos), "exact", equal(ref.Errnos, got.Errnos))
 	add("retransmissions and probes", fmt.Sprint(len(ref.Times)), fmt.Sprint(len(got.Times)),
 		"exact: the same firing ends it", len(ref.Times) == len(got.Times))
-	add("kinds", fmt.Sprint(ref.Kinds), fmt.Sprint(got.Kinds), "exact", equal(ref.Kinds, got.Kinds))
+	add("kinds", compactKinds(ref.Kinds), compactKinds(got.Kinds), "exact", equal(ref.Kinds, got.Kinds))
 	if ref.RTO > 0 || got.RTO > 0 {
 		// What the timers start from: shown, not judged (a different
 		// RTT moves every firing; the rows below judge the firings).
-		add("client rtt / rto before the outage", ms3(ref.RTT)+" / "+ms(ref.RTO), ms3(got.RTT)+" / "+ms(got.RTO), "(shown)", true)
+		add("client rtt / rto before the outage", ms3(ref.RTT)+" / "+ms(ref.RTO), ms3(got.RTT)+" / "+ms(got.RTO), shown, true)
 	}
 	tol := Tolerance(ref.Times)
 	for i := range max(len(ref.Times), len(got.Times)) {
@@ -233,6 +233,30 @@ func Agree(rows []Row) bool {
 	return true
 }
 
+// shown is the tolerance of rows that inform and are not judged.
+const shown = "(shown)"
+
+// compactKinds writes kinds in runs: "retransmit ×5, keepalive-probe".
+func compactKinds(kinds []string) string {
+	if len(kinds) == 0 {
+		return "none"
+	}
+	var parts []string
+	for i := 0; i < len(kinds); {
+		j := i
+		for j < len(kinds) && kinds[j] == kinds[i] {
+			j++
+		}
+		if j-i > 1 {
+			parts = append(parts, fmt.Sprintf("%s ×%d", kinds[i], j-i))
+		} else {
+			parts = append(parts, kinds[i])
+		}
+		i = j
+	}
+	return strings.Join(parts, ", ")
+}
+
 func within(a, b, tol time.Duration) bool {
 	d := a - b
 	return d <= tol && -d <= tol
@@ -261,6 +285,9 @@ func FormatRows(rows []Row) string {
 	fmt.Fprintln(w, "row\treference\tunplug\ttolerance\tresult")
 	for _, r := range rows {
 		res := "ok"
+		if r.Tolerance == shown {
+			res = ""
+		}
 		if !r.OK {
 			res = "DIFFERS"
 		}
