@@ -40,11 +40,11 @@ lint:
 
 deps:
 	@missing=""; \
-	for c in tshark curl iperf3 unshare ip; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	for c in tshark curl iperf3 unshare ip iptables; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq >/dev/null && apt-get install -y -qq tshark curl iperf3 util-linux iproute2 >/dev/null; \
+		apt-get update -qq >/dev/null && apt-get install -y -qq tshark curl iperf3 util-linux iproute2 iptables >/dev/null; \
 	fi
 
 # A binary without optimizations or inlining, for delve (docs/debugging.md).

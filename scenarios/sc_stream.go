@@ -231,27 +231,6 @@ func percentile(sorted []time.Duration, pct int) time.Duration {
 	return sorted[min(max(i-1, 0), len(sorted)-1)]
 }
 
-// patternLine is the unit of the byte pattern the peer's GET /bytes/N
-// sends (see stack/services): 63 printable characters and a newline.
-const patternLine = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-\n"
-
-// bytesBody checks a GET /bytes/N response and returns its body.
-func bytesBody(resp []byte, size int64) ([]byte, error) {
-	head, body, ok := bytes.Cut(resp, []byte("\r\n\r\n"))
-	if !ok || !bytes.HasPrefix(head, []byte("HTTP/1.0 200 ")) {
-		return nil, fmt.Errorf("unexpected response: %.40q", resp)
-	}
-	if int64(len(body)) != size {
-		return nil, fmt.Errorf("received %d of %d bytes", len(body), size)
-	}
-	for i, b := range body {
-		if b != patternLine[i%len(patternLine)] {
-			return nil, fmt.Errorf("byte %d is %q, not %q: data corrupted", i, b, patternLine[i%len(patternLine)])
-		}
-	}
-	return body, nil
-}
-
 // lossChunkSegments is how many full segments one upload write carries.
 const lossChunkSegments = 45
 
