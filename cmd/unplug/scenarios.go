@@ -62,10 +62,12 @@ func addRunFlags(fs *pflag.FlagSet, f *runFlags) {
 	fs.BoolVar(&f.step, "step", false, "virtual clock: stop at every timer firing and packet; Enter = next, n N = next N, c = continue")
 	fs.StringVar(&f.stepScript, "step-script", "", "like --step, reading the commands from this file")
 	fs.Var(&f.faults, "fault", "extra fault rule installed at the start (repeatable)")
+	fs.BoolVar(&f.reference, "reference", false, "also run the scenario the seed's way (iptables DROP between two namespaces; root) and print both side by side; exit 1 if they disagree")
 }
 
 type runFlags struct {
 	json, step        bool
+	reference         bool
 	pcap, svg, expect string
 	svgTime           string
 	clock, stepScript string
@@ -146,6 +148,11 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if svgOpts.Time != scenarios.SVGTimeAuto && svgOpts.Time != scenarios.SVGTimeLinear && svgOpts.Time != scenarios.SVGTimeLog {
 		return usagef("--svg-time %q: use auto, linear or log", f.svgTime)
 	}
+	if f.reference {
+		if err := checkReference(sc.Name, &f, ps); err != nil {
+			return err
+		}
+	}
 	var svg *os.File
 	if f.svg != "" { // fail before running, not after
 		if svg, err = os.Create(f.svg); err != nil {
@@ -195,6 +202,11 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if runErr != nil {
 		return runErr
+	}
+	if f.reference {
+		if err := runReference(ctx, sc.Name, ps, rep, stdout); err != nil {
+			return err
+		}
 	}
 	if f.expect != "" {
 		met, _ := rep.Met(f.expect)
