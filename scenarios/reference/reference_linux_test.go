@@ -54,7 +54,7 @@ func newLab(t *testing.T) *Lab {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skip("no /dev/net/tun on this machine")
 	}
-	lab, err := NewLab(context.Background(), "h2b")
+	lab, err := NewLab(context.Background(), "unplug-ref")
 	if err != nil {
 		t.Fatal(err)
 	}
