@@ -2,35 +2,59 @@ package scenarios
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
 
 	"github.com/unplug-dev/unplug/stack"
+	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/tun"
+	"github.com/unplug-dev/unplug/tun/sockdiag"
 )
 
 // Exec runs a program inside a fresh private network namespace whose only
 // way out is the TUN to the peer (198.18.0.2, with its services and
 // forwards), with the given fault rules on the link, and returns the
-// program's exit code. Nothing in the caller's namespace changes.
-func Exec(ctx context.Context, o ExecOptions) (int, error) {
+// program's exit code — and, with o.Report, the report of every TCP
+// connection it made. Nothing in the caller's namespace changes.
+//
+// Signals on o.Signals are passed on to the program; if it has not exited
+// o.Grace later, it is killed. Cancelling ctx kills it at once. Either
+// way Exec returns only after the program exited and everything is torn
+// down.
+func Exec(ctx context.Context, o ExecOptions) (ExecResult, error) {
 	cfg := tun.DefaultConfig()
-	ns, err := tun.NewNamespace(ctx, tun.NamespaceConfig{TUN: cfg})
+	ns, err := tun.NewNamespace(ctx, tun.NamespaceConfig{TUN: cfg, Sysctls: o.Sysctls})
 	if err != nil {
-		return 0, fmt.Errorf("create the private network namespace: %w", err)
+		return ExecResult{}, fmt.Errorf("create the private network namespace: %w", err)
 	}
 	defer ns.Close()
+	rec := NewRecorder()
+	clock := tcpip.NewStdClock()
+	rec.begin(clock)
+	var tracker *connTracker
+	obs := o.Observer
+	if o.Report {
+		tracker = newConnTracker(rec)
+		obs = fault.Join(tracker, o.Observer)
+	}
 	svc := peerServices()
 	svc.Forwards = o.Forwards
 	peer, err := stack.New(ctx, stack.Options{
 		Device:      ns.Device(),
+		Clock:       clock,
 		Seed:        o.Seed,
-		Faults:      o.Faults,
-		Observer:    o.Observer,
+		Observer:    obs,
 		Services:    svc,
 		Transparent: o.Transparent,
 	})
 	if err != nil {
-		return 0, fmt.Errorf("start the peer: %w", err)
+		return ExecResult{}, fmt.Errorf("start the peer: %w", err)
 	}
 	defer peer.Close()
 	if o.Transparent {
@@ -41,9 +65,263 @@ func Exec(ctx context.Context, o ExecOptions) (int, error) {
 			{"ip", "-6", "route", "add", "default", "dev", cfg.Name},
 		} {
 			if code, err := ns.Run(ctx, nil, nil, o.Stderr, route); err != nil || code != 0 {
-				return 0, fmt.Errorf("--transparent: add a default route inside the namespace (%v, exit %d); is iproute2 installed?", err, code)
+				return ExecResult{}, fmt.Errorf("--transparent: add a default route inside the namespace (%v, exit %d); is iproute2 installed?", err, code)
 			}
 		}
 	}
-	return ns.Run(ctx, o.Stdin, o.Stdout, o.Stderr, o.Argv)
+	var kv *kernelView
+	if o.Report {
+		kv = startKernelView(ctx, ns, o.SampleInterval)
+		defer kv.stop()
+	}
+	// The rules count after= and for= from the program's start.
+	for _, sp := range o.Faults {
+		id := peer.Controller().Add(sp)
+		rec.faultAdded(id, sp)
+	}
+	prog, err := ns.Start(o.Stdin, o.Stdout, o.Stderr, o.Argv)
+	if err != nil {
+		return ExecResult{Code: tun.StartCode(err)}, err
+	}
+	stopped := supervise(ctx, prog, o)
+	code, werr := prog.Wait()
+	exited := rec.Now()
+	res := ExecResult{Code: code}
+	if werr != nil {
+		return res, werr
+	}
+	if o.Report {
+		// The kernel closes the program's sockets as it exits: let
+		// those FINs and RSTs cross the link and the sampler see them.
+		time.Sleep(max(4*kv.interval, 200*time.Millisecond))
+		kv.stop()
+		res.Report = buildExecReport(rec, tracker, kv, ns, o, code, exited, stopped)
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// supervise waits for the program to exit, passing signals on, stopping
+// it at o.Timeout and killing it when a grace period runs out or ctx is
+// cancelled. It returns why unplug stopped it ("" if it exited itself).
+func supervise(ctx context.Context, prog *tun.Program, o ExecOptions) string {
+	grace := o.Grace
+	if grace <= 0 {
+		grace = DefaultGrace
+	}
+	var timeout <-chan time.Time
+	if o.Timeout > 0 {
+		t := time.NewTimer(o.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	var kill <-chan time.Time
+	stopped := ""
+	for {
+		select {
+		case <-prog.Done():
+			return stopped
+		case <-ctx.Done():
+			prog.Kill()
+			<-prog.Done()
+			return "cancelled: SIGKILL"
+		case sig := <-o.Signals:
+			s, ok := sig.(syscall.Signal)
+			if !ok {
+				continue
+			}
+			if kill != nil && (s == syscall.SIGINT || s == syscall.SIGTERM) {
+				// A second request to stop: at once.
+				prog.Kill()
+				stopped += fmt.Sprintf(", %v again: SIGKILL", s)
+				continue
+			}
+			if err := prog.Signal(s); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				fmt.Fprintf(o.Stderr, "unplug: pass %v on: %v\n", s, err)
+			}
+			if s == syscall.SIGTERM || s == syscall.SIGINT || s == syscall.SIGHUP || s == syscall.SIGQUIT {
+				if stopped == "" {
+					stopped = fmt.Sprintf("%v passed on", s)
+				}
+				if kill == nil {
+					kill = time.After(grace)
+				}
+			}
+		case <-timeout:
+			timeout = nil
+			stopped = fmt.Sprintf("--timeout %s: SIGTERM", o.Timeout)
+			prog.Signal(syscall.SIGTERM)
+			if kill == nil {
+				kill = time.After(grace)
+			}
+		case <-kill:
+			kill = nil
+			stopped += fmt.Sprintf(", still running after %s: SIGKILL", grace)
+			prog.Kill()
+		}
+	}
+}
+
+// kernelView samples the program's sockets through sock_diag in the
+// namespace, and reads their options from the program with pidfd_getfd.
+type kernelView struct {
+	sampler  *sockdiag.Sampler
+	reader   *sockdiag.OptionsReader
+	nl       *os.File
+	interval time.Duration
+	why      string // why there is no view, if there is none
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+func startKernelView(ctx context.Context, ns *tun.Namespace, interval time.Duration) *kernelView {
+	if interval <= 0 {
+		interval = sockdiag.DefaultInterval
+	}
+	kv := &kernelView{interval: interval, done: make(chan struct{})}
+	nl, err := ns.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		kv.why = fmt.Sprintf("no kernel view: sock_diag socket: %v", err)
+		close(kv.done)
+		return kv
+	}
+	ino, err := sockdiag.NetnsInode(ns.PID())
+	if err != nil {
+		nl.Close()
+		kv.why = fmt.Sprintf("no kernel view: %v", err)
+		close(kv.done)
+		return kv
+	}
+	kv.nl = nl
+	kv.reader = sockdiag.NewOptionsReader(ino)
+	kv.sampler = sockdiag.NewSampler(sockdiag.NewDumper(nl).Dump, kv.reader.Options, interval)
+	ctx, kv.cancel = context.WithCancel(ctx)
+	go func() {
+		defer close(kv.done)
+		kv.sampler.Run(ctx)
+	}()
+	return kv
+}
+
+// stop ends the sampling; safe to call more than once.
+func (kv *kernelView) stop() {
+	if kv.cancel != nil {
+		kv.cancel()
+	}
+	<-kv.done
+	if kv.nl != nil {
+		kv.nl.Close()
+		kv.nl = nil
+	}
+}
+
+// conns converts the sampler's series to the report's, on the
+// recorder's clock.
+func (kv *kernelView) conns(start time.Time) []KernelConn {
+	if kv.sampler == nil {
+		return nil
+	}
+	rel := func(t time.Time) time.Duration { return t.Sub(start) }
+	var out []KernelConn
+	for _, c := range kv.sampler.Conns() {
+		k := KernelConn{Src: c.Src, Dst: c.Dst}
+		for _, s := range c.Samples {
+			k.Samples = append(k.Samples, KernelSample{
+				T: rel(s.At), State: s.State, Timer: s.Timer, TimerExpires: s.TimerExpires,
+				Retransmits: s.Retransmits, Backoff: s.Backoff, Probes: s.Probes, RTO: s.RTO, RTT: s.RTT,
+				Unacked: int(s.Unacked), SendQ: int(s.SendQ), Closed: s.Inode == 0 && s.State != sockdiag.StateSynSent,
+			})
+		}
+		if c.Gone {
+			k.Gone = rel(c.LastSeen) + kv.interval
+		}
+		if opt, ok := c.LastOptions(); ok {
+			k.Settings = &TimeoutSettings{
+				KeepAlive: opt.KeepAlive, KeepIdle: opt.KeepIdle, KeepIntvl: opt.KeepIntvl, KeepCnt: opt.KeepCnt,
+				UserTimeout: opt.UserTimeout, Source: "getsockopt",
+			}
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
+// execSysctls are the namespace sysctls the report shows.
+var execSysctls = []string{
+	"net.ipv4.tcp_retries2", "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_keepalive_time",
+	"net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
+}
+
+func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, ns *tun.Namespace, o ExecOptions, code int, exited time.Duration, stopped string) *Report {
+	rep := &Report{
+		Scenario: "exec", Description: joinArgv(o.Argv), Clock: "real", Client: "kernel", Seed: o.Seed,
+		Wall: Wall{Start: rec.start},
+	}
+	for _, sp := range o.Faults {
+		rep.Params = append(rep.Params, ParamValue{Name: "fault", Value: sp.String()})
+	}
+	rec.fill(rep)
+	rep.Wall.Duration = rep.Duration
+	rep.AnchorLabel = "the program starts"
+	info := &ExecInfo{Argv: o.Argv, ExitCode: code, ExitedAt: exited, Stopped: stopped, Sysctls: map[string]string{}}
+	for _, name := range execSysctls {
+		if v, err := ns.Sysctl(name); err == nil {
+			info.Sysctls[name] = v
+		}
+	}
+	defaults := TimeoutSettings{Source: "sysctl defaults"}
+	if t, err := sockdiag.ReadTCPSysctls(ns.Sysctl); err == nil {
+		defaults.Retries2 = t.Retries2
+		defaults.KeepIdle, defaults.KeepIntvl, defaults.KeepCnt = t.KeepaliveTime, t.KeepaliveIntvl, t.KeepaliveProbes
+	}
+	if kv.sampler != nil {
+		info.KernelView = fmt.Sprintf("sock_diag every %s in the program's namespace; socket options read with pidfd_getfd + getsockopt", kv.interval)
+		if err := kv.reader.Err(); err != nil {
+			info.KernelView += fmt.Sprintf(" (options not readable: %v)", err)
+		}
+	} else {
+		info.KernelView = kv.why
+	}
+	forwards := map[uint16]string{}
+	for _, f := range o.Forwards {
+		forwards[f.Port] = f.Target
+	}
+	info.Conns = tracker.buildConns(rep.Duration, exited, kv.conns(rec.start), defaults, describeUpstream(forwards, o.Transparent))
+	rep.Exec = info
+	rep.Outcome = fmt.Sprintf("exit %d", code)
+	rep.OutcomeAt = exited
+	rep.OutcomeDetail = execSummary(info)
+	rep.evaluateExec(o.Expect)
+	return rep
+}
+
+// execSummary is the outcome line: how many connections ended how.
+func execSummary(info *ExecInfo) string {
+	counts := map[string]int{}
+	var order []string
+	for _, c := range info.Conns {
+		if counts[c.End.How] == 0 {
+			order = append(order, c.End.How)
+		}
+		counts[c.End.How]++
+	}
+	s := fmt.Sprintf("the program exited with %d", info.ExitCode)
+	if info.Stopped != "" {
+		s += " (" + info.Stopped + ")"
+	}
+	s += fmt.Sprintf("; %d TCP connection", len(info.Conns))
+	if len(info.Conns) != 1 {
+		s += "s"
+	}
+	for i, how := range order {
+		if i == 0 {
+			s += ": "
+		} else {
+			s += ", "
+		}
+		s += fmt.Sprintf("%d %s", counts[how], how)
+	}
+	return s
 }

@@ -23,6 +23,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	r.writeHeader(bw)
 	r.writeExpectations(bw)
+	r.writeExec(bw)
 	r.writeRetransmissions(bw)
 	r.writeTimeline(bw)
 	r.writeFooter(bw)
