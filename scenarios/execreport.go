@@ -36,17 +36,17 @@ type ExecInfo struct {
 
 // Connection endings (ConnEnd.How).
 const (
-	EndClosed         = "closed"           // FIN from the program
-	EndClosedUpstream = "closed-upstream"  // FIN from the upstream (the peer)
-	EndReset          = "reset"            // RST from the program's kernel
-	EndResetUpstream  = "reset-upstream"   // RST from the peer or a reject rule
-	EndRefused        = "refused"          // the SYN was answered with RST
-	EndTimeoutRetries = "timeout-retries"  // retransmissions exhausted (tcp_retries2)
-	EndTimeoutUser    = "timeout-user"     // TCP_USER_TIMEOUT
+	EndClosed         = "closed"            // FIN from the program
+	EndClosedUpstream = "closed-upstream"   // FIN from the upstream (the peer)
+	EndReset          = "reset"             // RST from the program's kernel
+	EndResetUpstream  = "reset-upstream"    // RST from the peer or a reject rule
+	EndRefused        = "refused"           // the SYN was answered with RST
+	EndTimeoutRetries = "timeout-retries"   // retransmissions exhausted (tcp_retries2)
+	EndTimeoutUser    = "timeout-user"      // TCP_USER_TIMEOUT
 	EndTimeoutKeep    = "timeout-keepalive" // keepalive probes unanswered
-	EndTimeoutSyn     = "timeout-syn"      // connect: SYN retransmissions exhausted
-	EndHanging        = "hanging"          // still waiting on a dead link at the end
-	EndOpen           = "open"             // open and working at the end
+	EndTimeoutSyn     = "timeout-syn"       // connect: SYN retransmissions exhausted
+	EndHanging        = "hanging"           // still waiting on a dead link at the end
+	EndOpen           = "open"              // open and working at the end
 )
 
 // ConnEnd is how a connection ended.
