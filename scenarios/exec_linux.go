@@ -227,12 +227,21 @@ func (kv *kernelView) conns(start time.Time) []KernelConn {
 	var out []KernelConn
 	for _, c := range kv.sampler.Conns() {
 		k := KernelConn{Src: c.Src, Dst: c.Dst}
-		for _, s := range c.Samples {
-			k.Samples = append(k.Samples, KernelSample{
+		for _, s := range append(c.Samples, c.Last) {
+			ks := KernelSample{
 				T: rel(s.At), State: s.State, Timer: s.Timer, TimerExpires: s.TimerExpires,
 				Retransmits: s.Retransmits, Backoff: s.Backoff, Probes: s.Probes, RTO: s.RTO, RTT: s.RTT,
 				Unacked: int(s.Unacked), SendQ: int(s.SendQ), Closed: s.Inode == 0 && s.State != sockdiag.StateSynSent,
-			})
+			}
+			// One entry per change that explains a timeout, plus the
+			// last reading.
+			if n := len(k.Samples); n > 0 && !kernelChanged(k.Samples[n-1], ks) {
+				if s.At.Equal(c.Last.At) {
+					k.Samples = append(k.Samples, ks)
+				}
+				continue
+			}
+			k.Samples = append(k.Samples, ks)
 		}
 		if c.Gone {
 			k.Gone = rel(c.LastSeen) + kv.interval
@@ -246,6 +255,14 @@ func (kv *kernelView) conns(start time.Time) []KernelConn {
 		out = append(out, k)
 	}
 	return out
+}
+
+// kernelChanged reports whether b differs from a in what the report
+// follows: state, timer kind, retransmissions, backoff, probes, RTO, the
+// program closing the socket.
+func kernelChanged(a, b KernelSample) bool {
+	return a.State != b.State || a.Timer != b.Timer || a.Retransmits != b.Retransmits ||
+		a.Backoff != b.Backoff || a.Probes != b.Probes || a.RTO != b.RTO || a.Closed != b.Closed
 }
 
 // execSysctls are the namespace sysctls the report shows.

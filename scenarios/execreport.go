@@ -540,6 +540,9 @@ func (c *connTrack) verdict(cr *ConnReport) string {
 		}
 		return "open at the end"
 	case EndClosed, EndReset:
+		if cr.End.At <= hit {
+			return "the program ended it before the fault touched it; only its FIN or RST fell into the fault"
+		}
 		return fmt.Sprintf("the program gave up itself %s after the first drop, before the kernel's %s: it did better than its socket settings", shortSeconds(cr.End.At-hit), c.predictionSentence(cr))
 	case EndTimeoutRetries, EndTimeoutUser, EndTimeoutKeep, EndTimeoutSyn:
 		return fmt.Sprintf("the kernel gave up %s after the first drop (%s); the program had no faster timeout of its own", shortSeconds(cr.End.At-hit), cr.End.How)
