@@ -17,11 +17,13 @@ test: deps
 
 deps:
 	@missing=""; \
-	for c in tshark curl iperf3 unshare ip; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	for c in tshark curl iperf3 unshare ip iptables redis-server redis-cli psql runuser; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import requests' 2>/dev/null || missing="$$missing python3-requests"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq >/dev/null && apt-get install -y -qq tshark curl iperf3 util-linux iproute2 >/dev/null; \
+		apt-get update -qq >/dev/null && apt-get install -y -qq tshark curl iperf3 util-linux iproute2 iptables python3-requests redis-server redis-tools postgresql postgresql-client >/dev/null; \
 	fi
 
 # A binary without optimizations or inlining, for delve (docs/debugging.md).
