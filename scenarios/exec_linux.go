@@ -282,10 +282,10 @@ func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, ns *tu
 	rec.fill(rep)
 	rep.Wall.Duration = rep.Duration
 	rep.AnchorLabel = "the program starts"
-	info := &ExecInfo{Argv: o.Argv, ExitCode: code, ExitedAt: exited, Stopped: stopped, Sysctls: map[string]string{}}
+	info := &ExecInfo{Argv: o.Argv, ExitCode: code, ExitedAt: exited, Stopped: stopped}
 	for _, name := range execSysctls {
 		if v, err := ns.Sysctl(name); err == nil {
-			info.Sysctls[name] = v
+			info.Sysctls = append(info.Sysctls, Sysctl{Name: name, Value: v})
 		}
 	}
 	defaults := TimeoutSettings{Source: "sysctl defaults"}

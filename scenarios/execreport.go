@@ -26,12 +26,18 @@ type ExecInfo struct {
 	// 30s: SIGTERM", "SIGTERM passed on"); empty if it exited by itself.
 	Stopped string `json:"stopped,omitempty"`
 	// Sysctls are the timeout sysctls read inside the namespace.
-	Sysctls map[string]string `json:"sysctls"`
+	Sysctls []Sysctl `json:"sysctls"`
 	// KernelView says how the kernel's view was read ("sock_diag every
 	// 20ms, socket options with pidfd_getfd") or why it was not.
 	KernelView string `json:"kernel_view"`
 	// Conns are the program's TCP connections in the order they opened.
 	Conns []ConnReport `json:"connections"`
+}
+
+// Sysctl is one sysctl and its value.
+type Sysctl struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }
 
 // Connection endings (ConnEnd.How).

@@ -19,8 +19,8 @@ func (r *Report) writeExec(w io.Writer) {
 		return
 	}
 	var sys []string
-	for k, v := range x.Sysctls {
-		sys = append(sys, strings.TrimPrefix(k, "net.ipv4.")+"="+v)
+	for _, sc := range x.Sysctls {
+		sys = append(sys, strings.TrimPrefix(sc.Name, "net.ipv4.")+"="+sc.Value)
 	}
 	sort.Strings(sys)
 	fmt.Fprintf(w, "program    %s: exit %d at %s", joinArgv(x.Argv), x.ExitCode, seconds(x.ExitedAt))
