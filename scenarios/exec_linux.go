@@ -305,7 +305,7 @@ func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, ns *tu
 	for _, f := range o.Forwards {
 		forwards[f.Port] = f.Target
 	}
-	info.Conns = tracker.buildConns(rep.Duration, exited, kv.conns(rec.start), defaults, describeUpstream(forwards, o.Transparent))
+	info.Conns = tracker.buildConns(rep.Duration, exited, stopped, kv.conns(rec.start), defaults, describeUpstream(forwards, o.Transparent))
 	rep.Exec = info
 	rep.Outcome = fmt.Sprintf("exit %d", code)
 	rep.OutcomeAt = exited

@@ -328,7 +328,11 @@ func (c *connTrack) bytes(d fault.Direction) int64 {
 // buildConns turns what the tracker and the kernel view saw into the
 // report's connections. end is the end of the run, exited when the
 // program exited; upstream names what is behind a peer address.
-func (ct *connTracker) buildConns(end, exited time.Duration, kernel []KernelConn, defaults TimeoutSettings, upstream func(netip.AddrPort) string) []ConnReport {
+//
+// stopped says why unplug stopped the program ("" if it exited by
+// itself): a connection still hit by the fault that only closed as the
+// stopped program exited was STILL HANGING.
+func (ct *connTracker) buildConns(end, exited time.Duration, stopped string, kernel []KernelConn, defaults TimeoutSettings, upstream func(netip.AddrPort) string) []ConnReport {
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
 	kv := map[[2]netip.AddrPort]*KernelConn{}
@@ -379,6 +383,10 @@ func (ct *connTracker) buildConns(end, exited time.Duration, kernel []KernelConn
 		}
 		cr.Theory = TheoryText(cr.Settings)
 		cr.End = c.ending(end, exited, k, cr.Settings)
+		if stopped != "" && c.dropped > 0 && !c.hasRecovered && (cr.End.How == EndClosed || cr.End.How == EndReset || cr.End.How == EndOpen) && cr.End.At >= exited-100*time.Millisecond {
+			cr.End = ConnEnd{How: EndHanging, At: exited, Evidence: cr.End.Evidence,
+				Detail: fmt.Sprintf("STILL HANGING when unplug stopped the program (%s): %s since a rule first dropped its packets, no error; the kernel closed the socket as the program died", stopped, shortSeconds(exited-c.firstDrop))}
+		}
 		if c.dropped > 0 && cr.End.How != EndHanging && cr.End.How != EndOpen && cr.End.At >= c.firstDrop {
 			cr.Noticed = durPtr(cr.End.At - c.firstDrop)
 		}

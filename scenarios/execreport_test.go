@@ -77,7 +77,7 @@ func TestConnEndings(t *testing.T) {
 			for i := range tc.kernel {
 				tc.kernel[i].Src, tc.kernel[i].Dst = netip.MustParseAddrPort("198.18.0.1:4000"), netip.MustParseAddrPort("198.18.0.2:7")
 			}
-			cs := ct.buildConns(10*time.Second, 10*time.Second, tc.kernel, TimeoutSettings{Retries2: 15}, describeUpstream(nil, false))
+			cs := ct.buildConns(10*time.Second, 10*time.Second, "", tc.kernel, TimeoutSettings{Retries2: 15}, describeUpstream(nil, false))
 			if len(cs) != 1 {
 				t.Fatalf("got %d connections", len(cs))
 			}

@@ -77,3 +77,37 @@ func TestExecSysctl(t *testing.T) {
 		oneLine(t, "stderr", stderr)
 	}
 }
+
+// TestExecHanging: a program that never notices the dead link (recv with
+// no timeout, kernel defaults: ≈ 15 min) is stopped by --timeout, and the
+// report says its connection is STILL HANGING, with the theory and a
+// failed detect gate (exit 1).
+func TestExecHanging(t *testing.T) {
+	requireRoot(t)
+	requireTools(t, "/usr/bin/python3")
+	dir := t.TempDir()
+	rp, svg := filepath.Join(dir, "r.json"), filepath.Join(dir, "g.svg")
+	script := `
+import socket, time
+s = socket.create_connection(("198.18.0.2", 7))
+time.sleep(1.5)
+s.sendall(b"ping")
+print(s.recv(100))
+`
+	code, _, stderr := runCLI(t, "exec", "--timeout", "4s", "--fault", "drop after=1s", "--expect", "detect<30s",
+		"--json", "--report-file", rp, "--svg", svg, "--", "/usr/bin/python3", "-c", script)
+	if code != 1 || !strings.Contains(stderr, "expectation not met") {
+		t.Errorf("exit %d, stderr %q: want 1, expectation not met", code, stderr)
+	}
+	rep := readReport(t, rp)
+	if !strings.Contains(rep.Exec.Stopped, "--timeout 4s: SIGTERM") || rep.Exec.ExitCode != 128+int(syscall.SIGTERM) {
+		t.Errorf("stopped %q, exit %d: want --timeout 4s: SIGTERM, 143", rep.Exec.Stopped, rep.Exec.ExitCode)
+	}
+	cs := connsTo(rep, "198.18.0.2:7")
+	if len(cs) != 1 || cs[0].End.How != "hanging" || !strings.Contains(cs[0].Theory, "tcp_retries2=15") {
+		t.Fatalf("connections %+v: want one, hanging, with the tcp_retries2=15 theory", cs)
+	}
+	if st, err := os.Stat(svg); err != nil || st.Size() == 0 {
+		t.Errorf("--svg %s not written: %v", svg, err)
+	}
+}
