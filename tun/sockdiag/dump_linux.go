@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,6 +35,12 @@ type Dumper struct {
 	parsers [2]parser // alternate between dumps: see the Info contract
 	turn    int
 	out     []Socket // result slice handed out by Dump, reused by Append
+
+	writeFn, readFn func(fd uintptr) bool // RawConn callbacks, see init
+	n               int                   // readFn's result
+	ioErr           error                 // writeFn's or readFn's errno
+
+	tap func(datagram []byte) // tests: sees every reply datagram
 }
 
 // NewDumper returns a Dumper reading through nl, a NETLINK_SOCK_DIAG
@@ -74,13 +81,8 @@ func (d *Dumper) Append(dst []Socket) ([]Socket, error) {
 
 // dumpLocked runs the IPv4 and the IPv6 dump.
 func (d *Dumper) dumpLocked(dst []Socket) ([]Socket, error) {
-	if d.rc == nil {
-		rc, err := d.nl.SyscallConn()
-		if err != nil {
-			return dst, fmt.Errorf("sock_diag: %w", err)
-		}
-		d.rc = rc
-		d.buf = make([]byte, recvBufLen)
+	if err := d.init(); err != nil {
+		return dst, err
 	}
 	p := &d.parsers[d.turn]
 	d.turn ^= 1
@@ -102,29 +104,13 @@ func (d *Dumper) dumpFamily(p *parser, family uint8, dst []Socket) ([]Socket, er
 	d.seq++
 	seq := d.seq
 	d.req = appendRequest(d.req[:0], family, seq)
-	var serr error
-	err := d.rc.Write(func(fd uintptr) bool {
-		serr = unix.Sendto(int(fd), d.req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-		return serr != unix.EAGAIN
-	})
-	if err = errors.Join(err, serr); err != nil {
-		return dst, fmt.Errorf("sock_diag: send dump request: %w", err)
+	if err := d.send(); err != nil {
+		return dst, err
 	}
 	for {
-		var n int
-		var rerr error
-		err := d.rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), d.buf, unix.MSG_TRUNC)
-			return rerr != unix.EAGAIN
-		})
-		if rerr == unix.EINTR {
-			continue
-		}
-		if err = errors.Join(err, rerr); err != nil {
-			return dst, fmt.Errorf("sock_diag: receive dump: %w", err)
-		}
-		if n > len(d.buf) {
-			return dst, fmt.Errorf("sock_diag: dump reply of %d bytes does not fit the %d-byte buffer", n, len(d.buf))
+		n, err := d.recv()
+		if err != nil {
+			return dst, err
 		}
 		var done bool
 		dst, done, err = p.parse(d.buf[:n], seq, dst)
@@ -133,6 +119,111 @@ func (d *Dumper) dumpFamily(p *parser, family uint8, dst []Socket) ([]Socket, er
 		}
 		if n == 0 {
 			return dst, errors.New("sock_diag: netlink socket closed during a dump")
+		}
+	}
+}
+
+// send sends d.req to the kernel (an unconnected netlink socket's default
+// destination).
+func (d *Dumper) send() error {
+	d.ioErr = nil
+	if err := d.rc.Write(d.writeFn); err != nil {
+		return fmt.Errorf("sock_diag: send request: %w", err)
+	}
+	if d.ioErr != nil {
+		return fmt.Errorf("sock_diag: send request: %w", d.ioErr)
+	}
+	return nil
+}
+
+// recv receives one reply datagram into d.buf.
+func (d *Dumper) recv() (int, error) {
+	for {
+		d.ioErr = nil
+		err := d.rc.Read(d.readFn)
+		if d.ioErr == unix.EINTR {
+			continue
+		}
+		if err == nil {
+			err = d.ioErr
+		}
+		if err != nil {
+			return 0, fmt.Errorf("sock_diag: receive reply: %w", err)
+		}
+		n := d.n
+		if n > len(d.buf) {
+			return 0, fmt.Errorf("sock_diag: reply of %d bytes does not fit the %d-byte buffer", n, len(d.buf))
+		}
+		if d.tap != nil {
+			d.tap(d.buf[:n])
+		}
+		return n, nil
+	}
+}
+
+// init prepares the raw connection and buffers on first use.
+func (d *Dumper) init() error {
+	if d.rc != nil {
+		return nil
+	}
+	rc, err := d.nl.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("sock_diag: %w", err)
+	}
+	d.rc = rc
+	d.buf = make([]byte, recvBufLen)
+	// Built once: closures handed to RawConn escape, and a sampler calls
+	// them for every socket on every poll.
+	d.writeFn = func(fd uintptr) bool {
+		_, d.ioErr = unix.Write(int(fd), d.req)
+		return d.ioErr != unix.EAGAIN
+	}
+	d.readFn = func(fd uintptr) bool {
+		// recvfrom(2) without an address (unix.Recvfrom allocates one);
+		// MSG_TRUNC returns the real length of a datagram too big for buf.
+		r, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&d.buf[0])), uintptr(len(d.buf)), unix.MSG_TRUNC, 0, 0)
+		d.n, d.ioErr = int(r), nil
+		if errno != 0 {
+			d.n, d.ioErr = 0, errno
+		}
+		return d.ioErr != unix.EAGAIN
+	}
+	return nil
+}
+
+// Lookup asks the kernel for the one socket s names (a Socket from an
+// earlier Dump or Lookup: its addresses and cookie), which costs a hash
+// lookup instead of a walk over the whole socket table. found is false
+// once the kernel no longer has that socket. Info follows the same rule as
+// for Dump.
+func (d *Dumper) Lookup(s Socket) (_ Socket, found bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.init(); err != nil {
+		return Socket{}, false, err
+	}
+	p := &d.parsers[d.turn]
+	d.turn ^= 1
+	p.reset()
+	return d.lookupLocked(p, &s)
+}
+
+// lookupLocked runs one lookup with parser p.
+func (d *Dumper) lookupLocked(p *parser, s *Socket) (Socket, bool, error) {
+	d.seq++
+	seq := d.seq
+	d.req = appendLookup(d.req[:0], s, seq)
+	if err := d.send(); err != nil {
+		return Socket{}, false, err
+	}
+	for {
+		n, err := d.recv()
+		if err != nil {
+			return Socket{}, false, err
+		}
+		got, found, err := p.parseLookup(d.buf[:n], seq)
+		if err != errNoReply {
+			return got, found, err
 		}
 	}
 }

@@ -1,11 +1,17 @@
 package sockdiag
 
 import (
+	"context"
+	"io"
 	"net/netip"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unplug-dev/unplug/tun"
 )
 
 // TestDumpLoopback: sockets connected inside a private namespace appear in
@@ -84,5 +90,65 @@ func TestDumpMappedIPv4(t *testing.T) {
 	want := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), laddr.Port())
 	if !ok || s.Family != unix.AF_INET6 || s.Dst != want || !s.Src.Addr().Is4() {
 		t.Fatalf("mapped socket = %+v (found %v), want family AF_INET6 to %s with an IPv4 source", s, ok, want)
+	}
+}
+
+// benchNamespace returns a namespace holding 201 TCP sockets (100
+// connections, both ends, and a listener) and a Dumper for it.
+func benchNamespace(b *testing.B) (*tun.Namespace, *Dumper) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	ns, err := tun.NewNamespace(context.Background(), tun.NamespaceConfig{TUN: tun.DefaultConfig()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	nl, err := ns.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := ns.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rc, _ := l.SyscallConn()
+	var port int
+	rc.Control(func(fd uintptr) {
+		unix.Bind(int(fd), &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+		unix.Listen(int(fd), 128)
+		sa, _ := unix.Getsockname(int(fd))
+		port = sa.(*unix.SockaddrInet4).Port
+	})
+	var conns []io.Closer
+	for range 100 {
+		c, err := ns.Dial(context.Background(), "tcp", "127.0.0.1:"+strconv.Itoa(port), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	b.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+		l.Close()
+		nl.Close()
+		ns.Close()
+	})
+	return ns, NewDumper(nl)
+}
+
+// BenchmarkDump lists a namespace holding 201 TCP sockets.
+func BenchmarkDump(b *testing.B) {
+	_, d := benchNamespace(b)
+	if socks, err := d.Dump(); err != nil || len(socks) != 201 {
+		b.Fatalf("%d sockets, %v; want 201", len(socks), err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := d.Dump(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -156,22 +156,35 @@ func readOptions(fd int) (Options, error) {
 	return o, errors.Join(errs...)
 }
 
-// getfdError explains a failed pidfd_open or pidfd_getfd.
+// getfdError explains a failed pidfd_open or pidfd_getfd; the result
+// matches the errno with errors.Is.
 func getfdError(pid, fd int, call string, err error) error {
 	prefix := fmt.Sprintf("read socket options of pid %d fd %d: %s", pid, fd, call)
+	var msg string
 	switch {
 	case errors.Is(err, unix.ESRCH):
-		return fmt.Errorf("%s: process %d has exited: %w", prefix, pid, err)
+		msg = fmt.Sprintf("%s: process %d has exited", prefix, pid)
 	case errors.Is(err, unix.EBADF):
-		return fmt.Errorf("%s: process %d has no descriptor %d (closed since it was listed): %w", prefix, pid, fd, err)
+		msg = fmt.Sprintf("%s: process %d has no descriptor %d (closed since it was listed)", prefix, pid, fd)
 	case errors.Is(err, unix.ENOSYS):
-		return fmt.Errorf("%s: the kernel lacks it (pidfd_getfd needs Linux 5.6 or later): %w", prefix, err)
+		msg = fmt.Sprintf("%s: not supported by this kernel (pidfd_getfd needs Linux 5.6 or later)", prefix)
 	case errors.Is(err, unix.EPERM):
-		return fmt.Errorf("%s: operation not permitted: %s: %w", prefix, ptraceHint(), err)
+		msg = fmt.Sprintf("%s: operation not permitted: %s", prefix, ptraceHint())
 	default:
 		return fmt.Errorf("%s: %w", prefix, err)
 	}
+	return &causeError{msg: msg, err: err}
 }
+
+// causeError is a complete one-line message that still matches its cause
+// with errors.Is.
+type causeError struct {
+	msg string
+	err error
+}
+
+func (e *causeError) Error() string { return e.msg }
+func (e *causeError) Unwrap() error { return e.err }
 
 // ptraceHint says what ptrace access (PTRACE_MODE_ATTACH) requires under
 // this machine's Yama setting.
@@ -180,7 +193,7 @@ func ptraceHint() string {
 	if b, err := os.ReadFile("/proc/sys/kernel/yama/ptrace_scope"); err == nil {
 		scope = strings.TrimSpace(string(b))
 	}
-	const base = "pidfd_getfd needs ptrace access to the process"
+	const base = "reading another process's descriptor needs ptrace access to it"
 	switch scope {
 	case "0":
 		return base + ": run as the same user as the process (which must not be set-uid or hold capabilities the caller lacks), or with CAP_SYS_PTRACE"

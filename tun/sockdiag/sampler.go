@@ -13,6 +13,7 @@ const (
 	DefaultInterval     = 20 * time.Millisecond
 	DefaultOptionsEvery = time.Second
 	DefaultMaxSamples   = 100_000
+	DefaultFullDump     = 200 * time.Millisecond // Tracker.FullEvery
 )
 
 // Sample is one poll's view of a socket: the inet_diag header and the
@@ -89,7 +90,8 @@ type ConnSamples struct {
 	Options []OptionsSample
 	// Samples holds the first sample and then each sample that differs
 	// from the one before it in anything but the clocks that always move
-	// (TimerExpires counting down, LastData*, RTT): state, timer kind or
+	// (TimerExpires counting down, LastData*, TotalRTOTime, RTT): state,
+	// timer kind or
 	// re-arm, retransmits, backoff, probes, RTO, counters, queues. Last is
 	// the latest poll, recorded or not.
 	Samples []Sample
@@ -301,7 +303,7 @@ func significant(prev, cur *Sample) bool {
 	for _, x := range []*Sample{&a, &b} {
 		x.At, x.PrevAt = time.Time{}, time.Time{}
 		x.TimerExpires, x.LastDataSent, x.LastDataRecv, x.LastAckRecv = 0, 0, 0, 0
-		x.RTT, x.RTTVar = 0, 0
+		x.RTT, x.RTTVar, x.TotalRTOTime = 0, 0, 0
 	}
 	return a != b
 }

@@ -108,6 +108,8 @@ type Socket struct {
 	SendQ, RecvQ uint32
 	// Shutdown holds the Shutdown* bits (INET_DIAG_SHUTDOWN).
 	Shutdown uint8
+
+	ifindex uint32 // idiag_if, for Dumper.Lookup
 }
 
 // Options are a socket's timeout-relevant settings read from the owning
