@@ -265,12 +265,6 @@ func kernelChanged(a, b KernelSample) bool {
 		a.Backoff != b.Backoff || a.Probes != b.Probes || a.RTO != b.RTO || a.Closed != b.Closed
 }
 
-// execSysctls are the namespace sysctls the report shows.
-var execSysctls = []string{
-	"net.ipv4.tcp_retries2", "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_keepalive_time",
-	"net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
-}
-
 func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, ns *tun.Namespace, o ExecOptions, code int, exited time.Duration, stopped string) *Report {
 	rep := &Report{
 		Scenario: "exec", Description: joinArgv(o.Argv), Clock: "real", Client: "kernel", Seed: o.Seed,
@@ -312,33 +306,4 @@ func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, ns *tu
 	rep.OutcomeDetail = execSummary(info)
 	rep.evaluateExec(o.Expect)
 	return rep
-}
-
-// execSummary is the outcome line: how many connections ended how.
-func execSummary(info *ExecInfo) string {
-	counts := map[string]int{}
-	var order []string
-	for _, c := range info.Conns {
-		if counts[c.End.How] == 0 {
-			order = append(order, c.End.How)
-		}
-		counts[c.End.How]++
-	}
-	s := fmt.Sprintf("the program exited with %d", info.ExitCode)
-	if info.Stopped != "" {
-		s += " (" + info.Stopped + ")"
-	}
-	s += fmt.Sprintf("; %d TCP connection", len(info.Conns))
-	if len(info.Conns) != 1 {
-		s += "s"
-	}
-	for i, how := range order {
-		if i == 0 {
-			s += ": "
-		} else {
-			s += ", "
-		}
-		s += fmt.Sprintf("%d %s", counts[how], how)
-	}
-	return s
 }

@@ -51,8 +51,12 @@ const (
 	EndTimeoutUser    = "timeout-user"      // TCP_USER_TIMEOUT
 	EndTimeoutKeep    = "timeout-keepalive" // keepalive probes unanswered
 	EndTimeoutSyn     = "timeout-syn"       // connect: SYN retransmissions exhausted
-	EndHanging        = "hanging"           // still waiting on a dead link at the end
-	EndOpen           = "open"              // open and working at the end
+	// EndTimeout: the program's kernel gave up (its retransmissions
+	// stopped) but which limit ended it is unknown: its settings were not
+	// readable and the sysctl defaults predict another time.
+	EndTimeout = "timeout"
+	EndHanging = "hanging" // still waiting on a dead link at the end
+	EndOpen    = "open"    // open and working at the end
 )
 
 // ConnEnd is how a connection ended.
@@ -496,8 +500,16 @@ func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSe
 			last = c.intervals[n-1]
 		}
 		if last > 0 && silence > 3*last {
+			at := c.lastIn + min(2*last, linuxRTOMax)
 			how, detail := c.retransTimeout(s, c.retrans[fault.In])
-			add(c.lastIn+min(2*last, linuxRTOMax), how, "wire", detail+"; inferred: its retransmissions stopped")
+			if est, _ := InFlightTimeout(s); s.Source != "getsockopt" && c.hasFirstData && (at-c.firstData < est.Min || at-c.firstData > est.Max) {
+				how = EndTimeout
+				detail = fmt.Sprintf("the program's kernel gave up after %d retransmissions, %s after the first drop (its retransmissions stopped); not the %s the sysctl defaults predict, so its own TCP_USER_TIMEOUT or tcp_retries2 ended it — read from the peer's side, its settings are unknown",
+					c.retrans[fault.In], shortSeconds(at-c.firstData), est)
+			} else {
+				detail += "; inferred: its retransmissions stopped"
+			}
+			add(at, how, "wire", detail)
 		}
 	}
 	if len(cs) > 0 {
@@ -558,7 +570,7 @@ func (c *connTrack) verdict(cr *ConnReport) string {
 			return "the program ended it before the fault touched it; only its FIN or RST fell into the fault"
 		}
 		return fmt.Sprintf("the program gave up itself %s after the first drop, before the kernel's %s: it did better than its socket settings", shortSeconds(cr.End.At-hit), c.predictionSentence(cr))
-	case EndTimeoutRetries, EndTimeoutUser, EndTimeoutKeep, EndTimeoutSyn:
+	case EndTimeoutRetries, EndTimeoutUser, EndTimeoutKeep, EndTimeoutSyn, EndTimeout:
 		return fmt.Sprintf("the kernel gave up %s after the first drop (%s); the program had no faster timeout of its own", shortSeconds(cr.End.At-hit), cr.End.How)
 	}
 	return cr.End.Detail
@@ -610,4 +622,39 @@ func joinArgv(argv []string) string {
 		q[i] = a
 	}
 	return strings.Join(q, " ")
+}
+
+// execSysctls are the namespace sysctls the report shows.
+var execSysctls = []string{
+	"net.ipv4.tcp_retries2", "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_keepalive_time",
+	"net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
+}
+
+// execSummary is the outcome line: how many connections ended how.
+func execSummary(info *ExecInfo) string {
+	counts := map[string]int{}
+	var order []string
+	for _, c := range info.Conns {
+		if counts[c.End.How] == 0 {
+			order = append(order, c.End.How)
+		}
+		counts[c.End.How]++
+	}
+	s := fmt.Sprintf("the program exited with %d", info.ExitCode)
+	if info.Stopped != "" {
+		s += " (" + info.Stopped + ")"
+	}
+	s += fmt.Sprintf("; %d TCP connection", len(info.Conns))
+	if len(info.Conns) != 1 {
+		s += "s"
+	}
+	for i, how := range order {
+		if i == 0 {
+			s += ": "
+		} else {
+			s += ", "
+		}
+		s += fmt.Sprintf("%d %s", counts[how], how)
+	}
+	return s
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -10,9 +11,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/unplug-dev/unplug/scenarios"
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/control"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/services"
 )
 
 // Control operations understood by serve.
@@ -22,11 +25,20 @@ const (
 	opFaultRemove = "fault.rm"
 	opFaultClear  = "fault.clear"
 	opStatus      = "status"
+	opReport      = "report"
 )
 
 // registerControl maps control operations onto the running peer.
-func registerControl(srv *control.Server, peer *stack.Peer) {
+// rec, if not nil, records every connection for `unplug report`.
+func registerControl(srv *control.Server, peer *stack.Peer, rec *scenarios.PeerRecorder, forwards []services.Forward) {
 	ctl := peer.Controller()
+	if rec != nil {
+		for _, r := range ctl.Status() {
+			if sp, err := fault.ParseSpec(r.Spec); err == nil {
+				rec.FaultAdded(r.ID, sp)
+			}
+		}
+	}
 	srv.Handle(opFaultAdd, func(_ context.Context, args []string) (any, error) {
 		var ids []int
 		for _, a := range args {
@@ -37,6 +49,10 @@ func registerControl(srv *control.Server, peer *stack.Peer) {
 		for _, a := range args {
 			id, _ := ctl.AddString(a)
 			ids = append(ids, id)
+			if rec != nil {
+				sp, _ := fault.ParseSpec(a)
+				rec.FaultAdded(id, sp)
+			}
 		}
 		return ids, nil
 	})
@@ -52,11 +68,35 @@ func registerControl(srv *control.Server, peer *stack.Peer) {
 			if err := ctl.Remove(id); err != nil {
 				return nil, err
 			}
+			if rec != nil {
+				rec.FaultRemoved(id)
+			}
 		}
 		return nil, nil
 	})
 	srv.Handle(opFaultClear, func(context.Context, []string) (any, error) {
-		return ctl.Clear(), nil
+		rules := ctl.Status()
+		n := ctl.Clear()
+		if rec != nil {
+			for _, r := range rules {
+				rec.FaultRemoved(r.ID)
+			}
+		}
+		return n, nil
+	})
+	srv.Handle(opReport, func(_ context.Context, args []string) (any, error) {
+		if rec == nil {
+			return nil, errors.New("this serve keeps no per-connection record: restart it with `unplug serve --record`")
+		}
+		var expects []scenarios.ExecExpect
+		for _, a := range args {
+			e, err := scenarios.ParseExecExpect(a)
+			if err != nil {
+				return nil, err
+			}
+			expects = append(expects, e)
+		}
+		return rec.Report(expects, forwards), nil
 	})
 	srv.Handle(opStatus, func(context.Context, []string) (any, error) {
 		return peer.Status(), nil
