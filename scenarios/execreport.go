@@ -504,7 +504,7 @@ func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSe
 			how, detail := c.retransTimeout(s, c.retrans[fault.In])
 			if est, _ := InFlightTimeout(s); s.Source != "getsockopt" && c.hasFirstData && (at-c.firstData < est.Min || at-c.firstData > est.Max) {
 				how = EndTimeout
-				detail = fmt.Sprintf("the program's kernel gave up after %d retransmissions, %s after the first drop (its retransmissions stopped); not the %s the sysctl defaults predict, so its own TCP_USER_TIMEOUT or tcp_retries2 ended it — read from the peer's side, its settings are unknown",
+				detail = fmt.Sprintf("the program's kernel gave up after %d retransmissions, by %s after the first drop (its retransmissions stopped); not the %s the sysctl defaults predict, so its own TCP_USER_TIMEOUT or tcp_retries2 ended it — read from the peer's side, its settings are unknown",
 					c.retrans[fault.In], shortSeconds(at-c.firstData), est)
 			} else {
 				detail += "; inferred: its retransmissions stopped"
@@ -557,6 +557,9 @@ func (c *connTrack) verdict(cr *ConnReport) string {
 		return "no packet of it was dropped"
 	}
 	hit := *cr.FaultHit
+	if cr.Recovered != nil && (cr.End.How == EndOpen || cr.End.How == EndClosed || cr.End.How == EndClosedUpstream) && *cr.Recovered <= cr.End.At {
+		return fmt.Sprintf("recovered %s after the first drop: the link came back before anything timed out, then it went on (%s)", shortSeconds(*cr.Recovered-hit), cr.End.How)
+	}
 	switch cr.End.How {
 	case EndHanging:
 		return fmt.Sprintf("did not notice the dead link in %s; its settings predict %s", shortSeconds(cr.End.At-hit), c.predictionSentence(cr))
@@ -570,13 +573,18 @@ func (c *connTrack) verdict(cr *ConnReport) string {
 			return "the program ended it before the fault touched it; only its FIN or RST fell into the fault"
 		}
 		return fmt.Sprintf("the program gave up itself %s after the first drop, before the kernel's %s: it did better than its socket settings", shortSeconds(cr.End.At-hit), c.predictionSentence(cr))
-	case EndTimeoutRetries, EndTimeoutUser, EndTimeoutKeep, EndTimeoutSyn, EndTimeout:
+	case EndTimeout:
+		return fmt.Sprintf("its kernel gave up %s after the first drop, far sooner than the sysctl defaults allow: the program set its own TCP_USER_TIMEOUT (or its namespace a lower tcp_retries2)", shortSeconds(cr.End.At-hit))
+	case EndTimeoutRetries, EndTimeoutUser, EndTimeoutKeep, EndTimeoutSyn:
 		return fmt.Sprintf("the kernel gave up %s after the first drop (%s); the program had no faster timeout of its own", shortSeconds(cr.End.At-hit), cr.End.How)
 	}
 	return cr.End.Detail
 }
 
 func (c *connTrack) predictionSentence(cr *ConnReport) string {
+	if !c.hasEstablished || (cr.Established != nil && *cr.Established > *cr.FaultHit) {
+		return "connect() failing only after tcp_syn_retries SYN retransmissions (≈ 127 s at the default 6, FACTS)"
+	}
 	if c.hasFirstData || c.retrans[fault.In] > 0 {
 		return fmt.Sprintf("ETIMEDOUT %s after a request", cr.InFlight)
 	}

@@ -23,11 +23,13 @@ func (r *Report) writeExec(w io.Writer) {
 		sys = append(sys, strings.TrimPrefix(sc.Name, "net.ipv4.")+"="+sc.Value)
 	}
 	sort.Strings(sys)
-	fmt.Fprintf(w, "program    %s: exit %d at %s", joinArgv(x.Argv), x.ExitCode, seconds(x.ExitedAt))
-	if x.Stopped != "" {
-		fmt.Fprintf(w, " (%s)", x.Stopped)
+	if len(x.Argv) > 0 {
+		fmt.Fprintf(w, "program    %s: exit %d at %s", joinArgv(x.Argv), x.ExitCode, seconds(x.ExitedAt))
+		if x.Stopped != "" {
+			fmt.Fprintf(w, " (%s)", x.Stopped)
+		}
+		fmt.Fprintln(w)
 	}
-	fmt.Fprintln(w)
 	fmt.Fprintf(w, "namespace  %s\n", strings.Join(sys, " "))
 	fmt.Fprintf(w, "kernel     %s\n\n", x.KernelView)
 	fmt.Fprintf(w, "connections (%d):\n", len(x.Conns))
