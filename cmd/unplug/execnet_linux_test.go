@@ -19,6 +19,8 @@ import (
 const (
 	rigClientAddr   = "198.19.7.1"
 	rigUpstreamAddr = "198.19.7.2"
+	rigClientAddr6  = "fd00:197:7::1"
+	rigUpstream6    = "fd00:197:7::2"
 )
 
 var rigSeq atomic.Int32
@@ -45,6 +47,8 @@ func newRig(t *testing.T) *rig {
 	ipCmd(t, "-n", r.client, "link", "add", "h1bc", "type", "veth", "peer", "name", "h1bu", "netns", r.upstream)
 	ipCmd(t, "-n", r.client, "addr", "add", rigClientAddr+"/24", "dev", "h1bc")
 	ipCmd(t, "-n", r.upstream, "addr", "add", rigUpstreamAddr+"/24", "dev", "h1bu")
+	ipCmd(t, "-n", r.client, "addr", "add", rigClientAddr6+"/64", "dev", "h1bc", "nodad")
+	ipCmd(t, "-n", r.upstream, "addr", "add", rigUpstream6+"/64", "dev", "h1bu", "nodad")
 	ipCmd(t, "-n", r.client, "link", "set", "h1bc", "up")
 	ipCmd(t, "-n", r.upstream, "link", "set", "h1bu", "up")
 	return r
@@ -61,8 +65,15 @@ func (r *rig) serve(t *testing.T, port int, user string, argv ...string) *proc {
 	p := startProc(t, procSpec{argv: append(full, argv...)})
 	deadline := time.Now().Add(safetyTimeout)
 	for {
-		probe := exec.Command("ip", "netns", "exec", r.client, "/usr/bin/python3", "-c",
-			fmt.Sprintf("import socket; socket.create_connection(('%s', %d), 1).close()", rigUpstreamAddr, port))
+		// Either address family will do: the server listens on one.
+		probe := exec.Command("ip", "netns", "exec", r.client, "/usr/bin/python3", "-c", fmt.Sprintf(`
+import socket, sys
+for a in ('%s', '%s'):
+    try:
+        socket.create_connection((a, %d), 1).close(); sys.exit(0)
+    except OSError:
+        pass
+sys.exit(1)`, rigUpstreamAddr, rigUpstream6, port))
 		if probe.Run() == nil {
 			return p
 		}
@@ -143,6 +154,19 @@ func TestExecTransparent(t *testing.T) {
 		c := cs[0]
 		if !strings.Contains(c.Upstream, "real destination") || c.Established == nil || c.BytesReceived < int64(len("hello from the other namespace\n")) || c.End.How != scenarios.EndClosed {
 			t.Errorf("connection %+v: want the real destination, established, the file received, closed by curl", c)
+		}
+	})
+
+	t.Run("IPv6", func(t *testing.T) {
+		r.serve(t, 8006, "", "/usr/bin/python3", "-m", "http.server", "--bind", rigUpstream6, "--directory", dir, "8006")
+		rp := filepath.Join(t.TempDir(), "r.json")
+		code, stdout, stderr := r.unplug(t, "exec", "--transparent", "--json", "--report-file", rp, "--",
+			"curl", "-s", "-m", "10", "http://["+rigUpstream6+"]:8006/hello.txt")
+		if code != 0 || stdout != "hello from the other namespace\n" {
+			t.Fatalf("exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
+		}
+		if cs := connsTo(readReport(t, rp), "["+rigUpstream6+"]:8006"); len(cs) != 1 || cs[0].BytesReceived == 0 {
+			t.Errorf("want one IPv6 connection with the file received, got %+v", cs)
 		}
 	})
 
