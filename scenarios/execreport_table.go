@@ -51,6 +51,9 @@ func (r *Report) writeExec(w io.Writer) {
 				line += fmt.Sprintf("; %d by the peer", c.PeerRetransmits)
 			}
 			fmt.Fprintln(w, line)
+			if series := r.connSeries(c.ID); series != "" {
+				fmt.Fprintf(w, "    series    %s\n", series)
+			}
 		}
 		fmt.Fprintf(w, "    ended     %s at %s: %s [%s]\n", strings.ToUpper(c.End.How), seconds(c.End.At), c.End.Detail, c.End.Evidence)
 		fmt.Fprintf(w, "    theory    %s\n", c.Theory)
@@ -97,4 +100,37 @@ func settingsText(s TimeoutSettings) string {
 	}
 	parts = append(parts, fmt.Sprintf("tcp_retries2=%d", s.Retries2), "RTO "+fmtDur(s.RTO))
 	return strings.Join(parts, ", ")
+}
+
+// tableSeriesItems bounds the retransmissions and probes listed per
+// connection.
+const tableSeriesItems = 16
+
+// connSeries lists a connection's retransmissions and probes by the
+// program as "retransmit +208ms, +412ms ×1.98 …", each with its verdict
+// when it got through.
+func (r *Report) connSeries(conn int) string {
+	var items []string
+	more := 0
+	for _, x := range r.Retransmissions {
+		if x.Conn != conn || x.Dir != "in" {
+			continue
+		}
+		if len(items) >= tableSeriesItems {
+			more++
+			continue
+		}
+		it := x.Kind + " +" + fmtDur(x.Interval)
+		if x.Ratio > 0 {
+			it += fmt.Sprintf(" ×%.2f", x.Ratio)
+		}
+		if x.Verdict != "drop" {
+			it += " (" + x.Verdict + ")"
+		}
+		items = append(items, it)
+	}
+	if more > 0 {
+		items = append(items, fmt.Sprintf("… %d more", more))
+	}
+	return strings.Join(items, ", ")
 }

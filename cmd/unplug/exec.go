@@ -208,7 +208,10 @@ func passOn(in <-chan os.Signal) <-chan os.Signal {
 			if (sig == syscall.SIGINT || sig == syscall.SIGQUIT) && terminalForeground() {
 				continue
 			}
-			out <- sig
+			select {
+			case out <- sig:
+			default: // nobody is listening any more, or four are pending
+			}
 		}
 	}()
 	return out
