@@ -145,7 +145,7 @@ print("second:", requests.get("` + url + `", timeout=5).status_code)
 		},
 		{
 			name:  "psql, tcp_retries2=3",
-			tools: []string{"psql", "runuser"},
+			tools: []string{"psql", "runuser", "setpriv"},
 			server: func(t *testing.T, r *rig) int {
 				return startPostgres(t, r)
 			},

@@ -56,11 +56,13 @@ func newRig(t *testing.T) *rig {
 
 // serve starts a server in the upstream namespace (as user, if not "")
 // and waits until connecting to port from the client namespace works.
+// Both ip netns exec and setpriv exec the next program, so the process the
+// test's cleanup kills is the server itself.
 func (r *rig) serve(t *testing.T, port int, user string, argv ...string) *proc {
 	t.Helper()
 	full := []string{"ip", "netns", "exec", r.upstream}
 	if user != "" {
-		full = append(full, "runuser", "-u", user, "--")
+		full = append(full, "setpriv", "--reuid="+user, "--regid="+user, "--init-groups", "--")
 	}
 	p := startProc(t, procSpec{argv: append(full, argv...)})
 	deadline := time.Now().Add(safetyTimeout)
