@@ -6,10 +6,15 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
+
+// replyTimeout bounds the wait for the kernel's reply, which comes at once
+// unless another reader took it from the same socket.
+const replyTimeout = 5 * time.Second
 
 // recvBufLen is the receive buffer for dump replies. The kernel fills each
 // reply datagram up to what the reader's buffer can take (at most 32 KiB
@@ -23,7 +28,9 @@ const recvBufLen = 64 << 10
 // The slice Dump returns is reused by the next Dump. Info pointers, from
 // Dump or Append, stay valid until the second dump after the one that
 // returned them (their storage is double-buffered); copy what you keep
-// longer. A Dumper is safe for concurrent use; dumps are serialized.
+// longer. A Dumper is safe for concurrent use; dumps are serialized. It
+// must be the only reader of its socket: replies taken by another reader
+// are lost (the Dumper then fails after a few seconds).
 type Dumper struct {
 	nl *os.File
 
@@ -55,7 +62,8 @@ func NewDumper(nl *os.File) *Dumper {
 // NETLINK_SOCK_DIAG socket created in the namespace of interest (the
 // caller gets one with ns.Socket(unix.AF_NETLINK, unix.SOCK_RAW,
 // unix.NETLINK_SOCK_DIAG) from tun.Namespace, whose agent creates sockets
-// inside the private namespace). For repeated dumps use a Dumper.
+// inside the private namespace). For repeated dumps use a Dumper, and do
+// not call Dump on a socket a Dumper is using.
 func Dump(nl *os.File) ([]Socket, error) {
 	return NewDumper(nl).Append(nil)
 }
@@ -138,9 +146,13 @@ func (d *Dumper) send() error {
 
 // recv receives one reply datagram into d.buf.
 func (d *Dumper) recv() (int, error) {
+	d.nl.SetReadDeadline(time.Now().Add(replyTimeout))
 	for {
 		d.ioErr = nil
 		err := d.rc.Read(d.readFn)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, fmt.Errorf("sock_diag: no reply within %v: is something else reading the same netlink socket? Use one Dumper per socket", replyTimeout)
+		}
 		if d.ioErr == unix.EINTR {
 			continue
 		}
@@ -208,8 +220,20 @@ func (d *Dumper) Lookup(s Socket) (_ Socket, found bool, err error) {
 	return d.lookupLocked(p, &s)
 }
 
-// lookupLocked runs one lookup with parser p.
+// lookupLocked runs one lookup with parser p. A miss is asked again once:
+// a socket entering TIME_WAIT is briefly invisible to lookups (the kernel
+// unhashes it before the TIME_WAIT entry that replaces it takes its
+// reference), which TestLookup's tight loop around close hits.
 func (d *Dumper) lookupLocked(p *parser, s *Socket) (Socket, bool, error) {
+	got, found, err := d.lookupOnce(p, s)
+	if err == nil && !found {
+		got, found, err = d.lookupOnce(p, s)
+	}
+	return got, found, err
+}
+
+// lookupOnce sends one lookup request and reads its reply.
+func (d *Dumper) lookupOnce(p *parser, s *Socket) (Socket, bool, error) {
 	d.seq++
 	seq := d.seq
 	d.req = appendLookup(d.req[:0], s, seq)

@@ -138,6 +138,11 @@ func TestSamplerSynSent(t *testing.T) {
 	if fmt.Sprint(seen) != "[0 1 2]" {
 		t.Errorf("retransmit counts %v, want [0 1 2]", seen)
 	}
+	for _, e := range c.Events() {
+		if e.Kind != EventRetransmit || !e.Timeout || e.Count != 1 || e.Timer != TimerRetrans {
+			t.Errorf("event %+v, want one SYN resent by the timer", e)
+		}
+	}
 	o, ok := c.LastOptions()
 	if !ok || !o.KeepAlive || o.KeepIdle != 7*time.Second {
 		t.Errorf("options %+v (%v), want keepalive idle 7s", o, ok)
@@ -234,6 +239,23 @@ func TestSamplerRetransmit(t *testing.T) {
 	if n := len(backoffs); n < 4 || n > 5 {
 		t.Errorf("backoff sequence %v, want 0, 1, 2, 3 and maybe 4", backoffs)
 	}
+	var kinds []string
+	var prevAt time.Time
+	for _, e := range conn.Events() {
+		k := string(e.Kind)
+		if e.Kind == EventRetransmit {
+			k = fmt.Sprintf("retransmit(timeout=%v,backoff=%d)", e.Timeout, e.Backoff)
+			if !prevAt.IsZero() {
+				t.Logf("retransmission %v after the one before (backoff %d, RTO %v)", e.At.Sub(prevAt).Round(time.Millisecond), e.Backoff, e.RTO)
+			}
+			prevAt = e.At
+		}
+		kinds = append(kinds, k)
+	}
+	wantKinds := "retransmit(timeout=false,backoff=0) retransmit(timeout=true,backoff=1) retransmit(timeout=true,backoff=2) retransmit(timeout=true,backoff=3)"
+	if got := strings.Join(kinds, " "); !strings.HasPrefix(got, wantKinds) || !strings.HasSuffix(got, "recovered") {
+		t.Errorf("events %s\nwant %s [retransmit(timeout=true,backoff=4)] recovered", got, wantKinds)
+	}
 	if conn.Last.TotalRetrans < 4 || conn.Last.Backoff != 0 || conn.Last.Unacked != 0 {
 		t.Errorf("after recovery: %+v, want ≥ 4 retransmissions in all, backoff 0, nothing unacknowledged", conn.Last)
 	}
@@ -283,6 +305,18 @@ func TestSamplerKeepalive(t *testing.T) {
 	}
 	if !c.Gone || c.Last.Probes != 2 || c.Last.State != StateEstablished {
 		t.Errorf("end: gone %v, last %+v; want gone after 2 probes", c.Gone, c.Last)
+	}
+	var kinds []string
+	var prev time.Time
+	for _, e := range c.Events() {
+		kinds = append(kinds, string(e.Kind))
+		if !prev.IsZero() {
+			t.Logf("%s (%s timer) %v after the event before", e.Kind, e.Timer, e.At.Sub(prev).Round(time.Millisecond))
+		}
+		prev = e.At
+	}
+	if got := strings.Join(kinds, " "); got != "probe probe gone" {
+		t.Errorf("events %q, want probe probe gone", got)
 	}
 }
 
@@ -484,13 +518,16 @@ func runSS(t *testing.T, ns *tun.Namespace, src netip.AddrPort) ssView {
 // two dumps taken just before and after ss saw (a timer may fire between).
 func compareSS(t *testing.T, ns *tun.Namespace, d *Dumper, src netip.AddrPort) {
 	t.Helper()
+	// The sampler shares d: Info is copied before its next dumps reuse it.
 	dump := func() Socket {
-		socks, err := Dump(d.nl)
+		socks, err := d.Append(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, s := range socks {
 			if s.Src == src {
+				ti := *s.Info
+				s.Info = &ti
 				return s
 			}
 		}

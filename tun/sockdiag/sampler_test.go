@@ -81,7 +81,7 @@ func TestSamplerSeries(t *testing.T) {
 				{sock(StateFinWait2, 0, timer(TimerKeepalive, time.Minute, 0))},
 				{sock(StateTimeWait, 0, timer(TimerTimeWait, time.Minute, 0), func(s *Socket) { s.Info = nil })},
 			},
-			conns: 1, samples: []string{"ESTABLISHED//0", "FIN_WAIT2/keepalive/0", "TIME_WAIT/timewait/0"}, inode: 5, polled: 3,
+			conns: 1, samples: []string{"ESTABLISHED//0", "FIN_WAIT2/keepalive/0", "TIME_WAIT/timewait/0"}, inode: 5, polled: 4,
 		},
 		{
 			name: "without cookies the addresses identify a socket",
@@ -89,7 +89,7 @@ func TestSamplerSeries(t *testing.T) {
 				{sock(StateEstablished, 5, func(s *Socket) { s.Cookie = 0 })},
 				{sock(StateFinWait1, 0, func(s *Socket) { s.Cookie = 0 })},
 			},
-			conns: 1, samples: []string{"ESTABLISHED//0", "FIN_WAIT1//0"}, inode: 5, polled: 2,
+			conns: 1, samples: []string{"ESTABLISHED//0", "FIN_WAIT1//0"}, inode: 5, polled: 3,
 		},
 		{
 			name: "a new cookie on the same addresses is another connection",
@@ -106,7 +106,7 @@ func TestSamplerSeries(t *testing.T) {
 				{sock(StateEstablished, 5, timer(TimerKeepalive, 6*time.Second, 0), info(func(ti *TCPInfo) { ti.Last_data_recv, ti.Rtt, ti.Total_rto_time = 1000, 70, 5 }))},
 				{sock(StateEstablished, 5, timer(TimerKeepalive, 5*time.Second, 0), info(func(ti *TCPInfo) { ti.Last_data_recv, ti.Rtt, ti.Total_rto_time = 2000, 90, 6 }))},
 			},
-			conns: 1, samples: []string{"ESTABLISHED/keepalive/0"}, inode: 5, polled: 3,
+			conns: 1, samples: []string{"ESTABLISHED/keepalive/0"}, inode: 5, polled: 4,
 		},
 		{
 			name: "a re-armed timer is a new sample",
@@ -115,20 +115,27 @@ func TestSamplerSeries(t *testing.T) {
 				{sock(StateEstablished, 5, timer(TimerKeepalive, time.Second, 0))},
 				{sock(StateEstablished, 5, timer(TimerKeepalive, 7*time.Second, 0))},
 			},
-			conns: 1, samples: []string{"ESTABLISHED/keepalive/0", "ESTABLISHED/keepalive/0"}, inode: 5, polled: 3,
+			conns: 1, samples: []string{"ESTABLISHED/keepalive/0", "ESTABLISHED/keepalive/0"}, inode: 5, polled: 4,
+		},
+		{
+			name:  "a socket missing from one dump only is not gone",
+			polls: [][]Socket{{sock(StateFinWait2, 0)}, {}, {sock(StateTimeWait, 0)}},
+			conns: 1, samples: []string{"FIN_WAIT2//0", "TIME_WAIT//0"}, polled: 3,
 		},
 		{
 			name:  "an interrupted dump does not make missing sockets gone",
-			polls: [][]Socket{{sock(StateEstablished, 5)}, {}},
-			errs:  []error{nil, ErrDumpInterrupted},
+			polls: [][]Socket{{sock(StateEstablished, 5)}, {}, {}},
+			errs:  []error{nil, ErrDumpInterrupted, ErrDumpInterrupted, ErrDumpInterrupted},
 			conns: 1, samples: []string{"ESTABLISHED//0"}, inode: 5, polled: 1,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sc := &script{polls: tc.polls, errs: tc.errs}
 			s := NewSampler(sc.dump, nil, time.Millisecond)
-			for range tc.polls {
-				if err := s.Sample(); err != nil {
+			// One more poll than scripted (the last repeats): a socket is
+			// gone once two dumps in a row miss it.
+			for range len(tc.polls) + 1 {
+				if err := s.Sample(); err != nil && !errors.Is(err, ErrDumpInterrupted) {
 					t.Fatal(err)
 				}
 			}
@@ -241,6 +248,15 @@ func TestSamplerRun(t *testing.T) {
 	}
 	if sc.calls != 2 {
 		t.Errorf("%d dumps for a cancelled context, want 2 (first and final)", sc.calls)
+	}
+	// A socket the final sample misses is settled by one more.
+	sc = &script{polls: [][]Socket{{sock(StateEstablished, 5)}, {}}}
+	s = NewSampler(sc.dump, nil, time.Millisecond)
+	if err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := s.Conns()[0]; sc.calls != 3 || !c.Gone || c.GoneAt.IsZero() {
+		t.Errorf("%d dumps, gone %v at %v; want 3 dumps and the socket gone", sc.calls, c.Gone, c.GoneAt)
 	}
 	boom := errors.New("boom")
 	sc = &script{polls: [][]Socket{{}, {}}, errs: []error{nil, boom}}
