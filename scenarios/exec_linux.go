@@ -38,9 +38,13 @@ func Exec(ctx context.Context, o ExecOptions) (ExecResult, error) {
 	clock := tcpip.NewStdClock()
 	rec.begin(clock)
 	var tracker *connTracker
+	var kv *kernelView
 	obs := o.Observer
 	if o.Report {
+		kv = startKernelView(ctx, ns, o.SampleInterval)
+		defer kv.stop()
 		tracker = newConnTracker(rec)
+		tracker.onNew = kv.rescan
 		obs = fault.Join(tracker, o.Observer)
 	}
 	svc := peerServices()
@@ -68,11 +72,6 @@ func Exec(ctx context.Context, o ExecOptions) (ExecResult, error) {
 				return ExecResult{}, fmt.Errorf("--transparent: add a default route inside the namespace (%v, exit %d); is iproute2 installed?", err, code)
 			}
 		}
-	}
-	var kv *kernelView
-	if o.Report {
-		kv = startKernelView(ctx, ns, o.SampleInterval)
-		defer kv.stop()
 	}
 	// The rules count after= and for= from the program's start.
 	for _, sp := range o.Faults {
@@ -168,6 +167,7 @@ func supervise(ctx context.Context, prog *tun.Program, o ExecOptions) string {
 // namespace, and reads their options from the program with pidfd_getfd.
 type kernelView struct {
 	sampler  *sockdiag.Sampler
+	tracker  *sockdiag.Tracker
 	reader   *sockdiag.OptionsReader
 	nl       *os.File
 	interval time.Duration
@@ -196,13 +196,24 @@ func startKernelView(ctx context.Context, ns *tun.Namespace, interval time.Durat
 	}
 	kv.nl = nl
 	kv.reader = sockdiag.NewOptionsReader(ino)
-	kv.sampler = sockdiag.NewSampler(sockdiag.NewDumper(nl).Dump, kv.reader.Options, interval)
+	// Full dumps walk the host's whole TCP table: the tracker does one
+	// every 200 ms and single lookups in between, and a new connection on
+	// the link (rescan) makes the next one full.
+	kv.tracker = sockdiag.NewTracker(sockdiag.NewDumper(nl))
+	kv.sampler = sockdiag.NewSampler(kv.tracker.Dump, kv.reader.Options, interval)
 	ctx, kv.cancel = context.WithCancel(ctx)
 	go func() {
 		defer close(kv.done)
 		kv.sampler.Run(ctx)
 	}()
 	return kv
+}
+
+// rescan makes the next sample a full dump: a new connection appeared.
+func (kv *kernelView) rescan() {
+	if kv.tracker != nil {
+		kv.tracker.Rescan()
+	}
 }
 
 // stop ends the sampling; safe to call more than once.
@@ -244,7 +255,7 @@ func (kv *kernelView) conns(start time.Time) []KernelConn {
 			k.Samples = append(k.Samples, ks)
 		}
 		if c.Gone {
-			k.Gone = rel(c.LastSeen) + kv.interval
+			k.Gone = rel(c.GoneAt)
 		}
 		if opt, ok := c.LastOptions(); ok {
 			k.Settings = &TimeoutSettings{

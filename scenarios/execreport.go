@@ -163,7 +163,9 @@ type KernelConn struct {
 // the per-connection report needs. It is a fault.Observer placed after
 // the recorder.
 type connTracker struct {
-	rec   *Recorder
+	rec *Recorder
+	// onNew, if set, is called when a connection's first packet is seen.
+	onNew func()
 	mu    sync.Mutex
 	conns map[*connRec]*connTrack
 	order []*connTrack
@@ -236,6 +238,9 @@ func (ct *connTracker) Observe(ev *fault.Event) {
 		c = &connTrack{id: cr.id, client: key.client, peer: key.peer, opened: t}
 		ct.conns[cr] = c
 		ct.order = append(ct.order, c)
+		if ct.onNew != nil {
+			ct.onNew()
+		}
 	}
 	c.observe(t, p, ev.Decision.Verdict, pk)
 }
