@@ -172,6 +172,21 @@ func TestExecTransparent(t *testing.T) {
 		}
 	})
 
+	t.Run("a closed upstream port reads refused", func(t *testing.T) {
+		// Nothing listens on 8009 upstream: its kernel resets the peer's
+		// dial, and the peer refuses the program's connection with RST.
+		rp := filepath.Join(t.TempDir(), "r.json")
+		code, _, stderr := r.unplug(t, "exec", "--transparent", "--json", "--report-file", rp, "--",
+			"curl", "-s", "-m", "10", "http://"+rigUpstreamAddr+":8009/")
+		if code != 7 {
+			t.Errorf("curl exit %d, want 7 (connection refused); stderr:\n%s", code, stderr)
+		}
+		cs := connsTo(readReport(t, rp), rigUpstreamAddr+":8009")
+		if len(cs) != 1 || cs[0].End.How != scenarios.EndRefused || cs[0].Established != nil {
+			t.Errorf("want one refused connection, got %+v", cs)
+		}
+	})
+
 	t.Run("an upstream that never answers does not hold unplug", func(t *testing.T) {
 		// SYNs to port 81 vanish in the upstream namespace: the peer's
 		// dial would take the kernel's SYN retries (≈ 127 s).
