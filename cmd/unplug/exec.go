@@ -68,6 +68,22 @@ func (v *expectsValue) Set(s string) error {
 
 func (v *expectsValue) Type() string { return "GATE" }
 
+// retries2Value is --retries2 N: shorthand for the tcp_retries2 sysctl.
+type retries2Value struct{ sysctls sysctlsValue }
+
+func (v retries2Value) String() string { return v.sysctls["net.ipv4.tcp_retries2"] }
+
+func (v retries2Value) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q: want a count of 0 or more (the kernel default is 15)", s)
+	}
+	v.sysctls["net.ipv4.tcp_retries2"] = strconv.Itoa(n)
+	return nil
+}
+
+func (v retries2Value) Type() string { return "N" }
+
 func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("exec", stderr)
 	var (
@@ -79,7 +95,6 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		pcapPath    string
 		logPackets  bool
 		seed        uint64
-		retries2    int
 		report      bool
 		asJSON      bool
 		svgPath     string
@@ -94,7 +109,7 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&logPackets, "log-packets", false, "print one line per packet on stderr")
 	fs.Uint64Var(&seed, "seed", 1, "seed for loss and jitter")
 	fs.Var(sysctls, "sysctl", "set a net.* sysctl inside the private namespace (repeatable)")
-	fs.IntVar(&retries2, "retries2", -1, "shorthand for --sysctl net.ipv4.tcp_retries2=N")
+	fs.Var(retries2Value{sysctls}, "retries2", "shorthand for --sysctl net.ipv4.tcp_retries2=N")
 	fs.BoolVar(&report, "report", false, "after the program exits, report every TCP connection it made: what happened, why, and what its settings predict")
 	fs.BoolVar(&asJSON, "json", false, "the report as JSON (implies --report)")
 	fs.StringVar(&svgPath, "svg", "", "draw the report's time-sequence graph to this SVG file (implies --report)")
@@ -109,11 +124,6 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	argv := fs.Args()
 	if len(argv) == 0 {
 		return usagef("exec needs a program: unplug exec [FLAGS] -- CMD [ARGS...]")
-	}
-	if retries2 >= 0 {
-		sysctls["net.ipv4.tcp_retries2"] = strconv.Itoa(retries2)
-	} else if fs.Changed("retries2") {
-		return usagef("--retries2 %d: must be 0 or more", retries2)
 	}
 	report = report || asJSON || svgPath != "" || reportFile != "" || len(expects) > 0
 	out := stderr
