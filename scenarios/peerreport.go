@@ -16,21 +16,28 @@ import (
 // serve: it observes every packet the peer's fault layer sees, follows
 // each TCP connection, and records the fault rules as they are added and
 // removed. Unlike exec it has only the peer's side: the clients' sockets
-// live in other programs' namespaces, so there is no kernel view and the
-// settings are the sysctl defaults of unplug's own namespace. Memory grows
+// live in other programs' namespaces, so there is no kernel view (except
+// for clients in serve's own namespace, see WatchKernel) and the settings
+// are the sysctl defaults of unplug's own namespace. Memory grows
 // with the number of
 // connections; the timeline lists at most MaxTimelinePackets packets.
 type PeerRecorder struct {
 	rec     *Recorder
 	tracker *connTracker
+	kern    peerKernel
 }
 
 // NewPeerRecorder starts recording on clock (the peer's).
 func NewPeerRecorder(clock tcpip.Clock) *PeerRecorder {
 	rec := NewRecorder()
 	rec.begin(clock)
-	return &PeerRecorder{rec: rec, tracker: newConnTracker(rec)}
+	p := &PeerRecorder{rec: rec, tracker: newConnTracker(rec)}
+	p.tracker.onNew = p.rescanKernel
+	return p
 }
+
+// Close stops the kernel view's sampling (see WatchKernel).
+func (p *PeerRecorder) Close() { p.stopKernel() }
 
 // Observe implements fault.Observer.
 func (p *PeerRecorder) Observe(ev *fault.Event) { p.tracker.Observe(ev) }
@@ -77,7 +84,11 @@ func (p *PeerRecorder) Report(expects []ExecExpect, forwards []services.Forward)
 	for _, f := range forwards {
 		fw[f.Port] = f.Target
 	}
-	info.Conns = p.tracker.buildConns(rep.Duration, 0, "", nil, defaults, describeUpstream(fw, false))
+	kernel, view := p.kernelConns()
+	if view != "" {
+		info.KernelView = view
+	}
+	info.Conns = p.tracker.buildConns(rep.Duration, 0, "", kernel, defaults, describeUpstream(fw, false))
 	rep.Exec = info
 	rep.Outcome = "running"
 	rep.OutcomeAt = rep.Duration

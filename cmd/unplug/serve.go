@@ -150,6 +150,11 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 	if f.record {
 		rec = scenarios.NewPeerRecorder(tcpip.NewStdClock())
 		obs = append(obs, rec)
+		undo = append(undo, rec.Close)
+		// Clients in serve's own namespace get the kernel's view too.
+		if err := rec.WatchKernel(ctx, []netip.Addr{stack.DefaultAddr4, stack.DefaultAddr6}); err != nil {
+			fmt.Fprintf(stderr, "unplug: --record: no kernel view of the clients' sockets: %v\n", err)
+		}
 	}
 	peer, err := stack.New(ctx, stack.Options{
 		Device:   dev,

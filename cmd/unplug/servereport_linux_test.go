@@ -8,14 +8,15 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/unplug-dev/unplug/scenarios"
 )
 
-// TestServeReport: a running `serve --record` reports, from the peer's
-// side only, a client that sets TCP_USER_TIMEOUT: its request into an
-// outage times out (the retransmissions stop long before the sysctl
-// defaults' ≈ 15 min), and after the outage it reconnects; the gates pass.
+// TestServeReport: a running `serve --record` reports a client in its own
+// namespace that sets TCP_USER_TIMEOUT: the kernel view reads the option
+// and sees its request into an outage time out by it, and after the
+// outage it reconnects; the gates pass.
 func TestServeReport(t *testing.T) {
 	requireRoot(t)
 	requireTools(t, "unshare", "nsenter", "/usr/bin/python3")
@@ -64,8 +65,8 @@ s2.close()
 	if len(cs) != 2 {
 		t.Fatalf("want 2 connections to echo, got %+v", rep.Exec.Conns)
 	}
-	if cs[0].End.How != scenarios.EndTimeout || cs[0].End.Evidence != "wire" {
-		t.Errorf("first connection ended %s (%s) [%s], want timeout from the wire", cs[0].End.How, cs[0].End.Detail, cs[0].End.Evidence)
+	if cs[0].End.How != scenarios.EndTimeoutUser || !strings.Contains(cs[0].End.Evidence, "kernel") || cs[0].Settings.UserTimeout != time.Second {
+		t.Errorf("first connection ended %s (%s) [%s], settings %+v: want timeout-user seen by the kernel, TCP_USER_TIMEOUT 1 s", cs[0].End.How, cs[0].End.Detail, cs[0].End.Evidence, cs[0].Settings)
 	}
 	if cs[1].Established == nil || cs[1].BytesReceived != 4 {
 		t.Errorf("second connection %+v: want established, 4 bytes echoed", cs[1])
