@@ -246,8 +246,8 @@ func (kv *kernelView) conns(start time.Time) []KernelConn {
 			}
 			// One entry per change that explains a timeout, plus the
 			// last reading.
-			if n := len(k.Samples); n > 0 && !kernelChanged(k.Samples[n-1], ks) {
-				if s.At.Equal(c.Last.At) {
+			if n := len(k.Samples); n > 0 && (k.Samples[n-1].T == ks.T || !kernelChanged(k.Samples[n-1], ks)) {
+				if s.At.Equal(c.Last.At) && k.Samples[n-1].T != ks.T {
 					k.Samples = append(k.Samples, ks)
 				}
 				continue
