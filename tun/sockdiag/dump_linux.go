@@ -25,23 +25,24 @@ const recvBufLen = 64 << 10
 // belongs to, reusing its buffers from one dump to the next: a sampler
 // polling every few milliseconds allocates almost nothing.
 //
-// The slice Dump returns is reused by the next Dump. Info pointers, from
-// Dump or Append, stay valid until the second dump after the one that
-// returned them (their storage is double-buffered); copy what you keep
-// longer. A Dumper is safe for concurrent use; dumps are serialized. It
+// Dump (and a Tracker's Dump) return the Dumper's own storage, slice and
+// Info alike, which the next such call overwrites: that is what keeps a
+// poll free of allocations. Append and Lookup return storage of the
+// caller's own. A Dumper is safe for concurrent use (calls are
+// serialized), but a Dumper shared between goroutines should be read with
+// Append. It
 // must be the only reader of its socket: replies taken by another reader
 // are lost (the Dumper then fails after a few seconds).
 type Dumper struct {
 	nl *os.File
 
-	mu      sync.Mutex
-	rc      syscall.RawConn
-	seq     uint32
-	req     []byte
-	buf     []byte
-	parsers [2]parser // alternate between dumps: see the Info contract
-	turn    int
-	out     []Socket // result slice handed out by Dump, reused by Append
+	mu     sync.Mutex
+	rc     syscall.RawConn
+	seq    uint32
+	req    []byte
+	buf    []byte
+	parser parser   // tcp_info storage of Dump and Tracker results, reused
+	out    []Socket // result slice handed out by Dump, reused by Append
 
 	writeFn, readFn func(fd uintptr) bool // RawConn callbacks, see init
 	n               int                   // readFn's result
@@ -69,32 +70,30 @@ func Dump(nl *os.File) ([]Socket, error) {
 }
 
 // Dump lists every TCP socket (IPv4, then IPv6) of the namespace. The
-// returned slice is the Dumper's own and is overwritten by the next Dump;
-// use Append to collect into a slice of your own.
+// slice and the Info it points to are the Dumper's own and are
+// overwritten by the next Dump (or Tracker.Dump); use Append to keep them.
 func (d *Dumper) Dump() ([]Socket, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out, err := d.dumpLocked(d.out[:0])
+	d.parser.reset()
+	out, err := d.dumpLocked(&d.parser, d.out[:0])
 	d.out = out[:0]
 	return out, err
 }
 
-// Append appends every TCP socket of the namespace to dst. Info pointers
-// follow the same rule as for Dump.
+// Append appends every TCP socket of the namespace to dst, with Info of
+// the caller's own.
 func (d *Dumper) Append(dst []Socket) ([]Socket, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.dumpLocked(dst)
+	return d.dumpLocked(new(parser), dst)
 }
 
-// dumpLocked runs the IPv4 and the IPv6 dump.
-func (d *Dumper) dumpLocked(dst []Socket) ([]Socket, error) {
+// dumpLocked runs the IPv4 and the IPv6 dump, with p's Info storage.
+func (d *Dumper) dumpLocked(p *parser, dst []Socket) ([]Socket, error) {
 	if err := d.init(); err != nil {
 		return dst, err
 	}
-	p := &d.parsers[d.turn]
-	d.turn ^= 1
-	p.reset()
 	var err error
 	for _, family := range [...]uint8{afInet, afInet6} {
 		if dst, err = d.dumpFamily(p, family, dst); err != nil {
@@ -206,18 +205,14 @@ func (d *Dumper) init() error {
 // Lookup asks the kernel for the one socket s names (a Socket from an
 // earlier Dump or Lookup: its addresses and cookie), which costs a hash
 // lookup instead of a walk over the whole socket table. found is false
-// once the kernel no longer has that socket. Info follows the same rule as
-// for Dump.
+// once the kernel no longer has that socket. Info is the caller's own.
 func (d *Dumper) Lookup(s Socket) (_ Socket, found bool, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.init(); err != nil {
 		return Socket{}, false, err
 	}
-	p := &d.parsers[d.turn]
-	d.turn ^= 1
-	p.reset()
-	return d.lookupLocked(p, &s)
+	return d.lookupLocked(new(parser), &s)
 }
 
 // lookupLocked runs one lookup with parser p. A miss is asked again once:

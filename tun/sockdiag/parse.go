@@ -127,8 +127,8 @@ var errNoReply = errors.New("sock_diag: no reply to the request")
 // consistent view.
 var ErrDumpInterrupted = errors.New("sock_diag dump interrupted by concurrent changes")
 
-// parser turns SOCK_DIAG_BY_FAMILY replies into Sockets. It reuses its
-// tcp_info storage across dumps to keep a fast sampler from allocating.
+// parser turns SOCK_DIAG_BY_FAMILY replies into Sockets. Reset reuses its
+// tcp_info storage, which keeps a fast sampler from allocating.
 type parser struct {
 	infos []TCPInfo // tcp_info storage for one dump
 	used  int       // infos handed out in the current dump
@@ -145,8 +145,8 @@ func (p *parser) reset() {
 // info returns zeroed tcp_info storage for one socket.
 func (p *parser) info() *TCPInfo {
 	if p.used == len(p.infos) {
-		// Grow by allocating a new block: Socket values already handed out
-		// in this dump keep pointing into the old one.
+		// Grow by allocating a new block: Sockets already parsed keep
+		// pointing into the old one.
 		p.infos = make([]TCPInfo, max(16, 2*len(p.infos)))
 		p.used = 0
 	}

@@ -40,7 +40,8 @@ func (t *Tracker) Rescan() {
 
 // Dump lists the namespace's TCP sockets: all of them on a full dump, the
 // ones the last full dump listed (and that still exist) otherwise. It has
-// the signature NewSampler takes; the slice is reused by the next call.
+// the signature NewSampler takes; like Dumper.Dump it returns the
+// Dumper's own storage, overwritten by the next call.
 func (t *Tracker) Dump() ([]Socket, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -79,8 +80,7 @@ func (d *Dumper) lookupAll(keys []Socket) (out, keep []Socket, err error) {
 	if err := d.init(); err != nil {
 		return nil, keys, err
 	}
-	p := &d.parsers[d.turn]
-	d.turn ^= 1
+	p := &d.parser
 	p.reset()
 	out = d.out[:0]
 	keep = keys[:0]
