@@ -3,6 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,4 +210,29 @@ func TestExecTransparent(t *testing.T) {
 		}
 		t.Logf("unplug exited %v after start (curl -m 1)", took)
 	})
+}
+
+// TestExecReportForward: with --forward the report names the real
+// upstream behind the peer's port and counts the bytes both ways.
+func TestExecReportForward(t *testing.T) {
+	requireRoot(t)
+	requireTools(t, "curl")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Repeat("x", 5000)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	rp := filepath.Join(t.TempDir(), "r.json")
+	code, stdout, stderr := runCLI(t, "exec", "--forward", "8080="+ln.Addr().String(), "--json", "--report-file", rp, "--",
+		"curl", "-s", "-m", "10", "http://198.18.0.2:8080/")
+	if code != 0 || stdout != body {
+		t.Fatalf("exit %d, %d bytes, stderr %q", code, len(stdout), stderr)
+	}
+	c := one(t, connsTo(readReport(t, rp), "198.18.0.2:8080"))
+	if c.Upstream != ln.Addr().String()+" (--forward 8080)" || c.BytesReceived < int64(len(body)) || c.BytesSent == 0 || c.End.How != scenarios.EndClosed {
+		t.Errorf("connection %+v: want the forward target named, the body counted, closed by curl", c)
+	}
 }
