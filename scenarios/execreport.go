@@ -494,6 +494,15 @@ func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSe
 		case lastTimer == "on":
 			how, detail := c.retransTimeout(s, lastSample.Retransmits)
 			add(at, how, "kernel", detail)
+		case lastTimer == "persist":
+			// tcp_probe_timer: unanswered zero-window probes end it at
+			// tcp_retries2 of them, or at TCP_USER_TIMEOUT.
+			how := EndTimeoutRetries
+			limit := fmt.Sprintf("tcp_retries2=%d", s.Retries2)
+			if s.UserTimeout > 0 {
+				how, limit = EndTimeoutUser, "TCP_USER_TIMEOUT "+shortSeconds(s.UserTimeout)
+			}
+			add(at, how, "kernel", fmt.Sprintf("%d zero-window probes went unanswered (%s; ETIMEDOUT)", lastSample.Probes, limit))
 		}
 	}
 	// Without a kernel view: the program's retransmissions stopped before

@@ -63,6 +63,9 @@ func TestConnEndings(t *testing.T) {
 		{"reset by the program", append(append([]*fault.Event{}, handshake...), seg(5*ms, fault.In, rst, 101, 0, fault.Pass)), nil, EndReset},
 		{"closed upstream", append(append([]*fault.Event{}, handshake...), seg(5*ms, fault.Out, fin, 501, 0, fault.Pass)), nil, EndClosedUpstream},
 		{"hanging", append(append([]*fault.Event{}, handshake...), request...), []KernelConn{{}}, EndHanging},
+		{"zero-window probes unanswered", append(append([]*fault.Event{}, handshake...), request...), []KernelConn{{
+			Samples: []KernelSample{{T: 1500 * ms, State: "ESTABLISHED", Timer: "persist", TimerExpires: 200 * ms, Probes: 15}}, Gone: 1800 * ms,
+		}}, EndTimeoutRetries},
 		{"retransmissions stopped, settings unknown", append(append([]*fault.Event{}, handshake...), request...), nil, EndTimeout},
 		{"kernel timeout", append(append([]*fault.Event{}, handshake...), request...), []KernelConn{{
 			Samples: []KernelSample{{T: 1500 * ms, State: "ESTABLISHED", Timer: "on", TimerExpires: 200 * ms, Retransmits: 2}}, Gone: 1800 * ms,

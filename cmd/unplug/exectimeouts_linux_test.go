@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,5 +80,31 @@ func TestExecKernelTimeouts(t *testing.T) {
 				t.Errorf("the program saw ETIMEDOUT after %.2f s, the report measured %.2f s", prog, *row.Got)
 			}
 		})
+	}
+}
+
+// TestExecZeroWindow: a writer whose reader (the peer's sink) stopped
+// reading sends zero-window probes; when an outage eats them, the kernel
+// gives up after tcp_retries2 unanswered probes, and the report says so
+// from the persist timer it saw.
+func TestExecZeroWindow(t *testing.T) {
+	requireRoot(t)
+	requireTools(t, "/usr/bin/python3")
+	rp := filepath.Join(t.TempDir(), "r.json")
+	code, stdout, stderr := runCLI(t, "exec", "--retries2", "3", "--fault", "drop after=2s", "--json", "--report-file", rp, "--", "/usr/bin/python3", "-c", `
+import socket
+s = socket.create_connection(("198.18.0.2", 5001))
+try:
+    while True:
+        s.send(b"x" * 65536)
+except OSError as e:
+    print(e.strerror)
+`)
+	if code != 0 || !strings.Contains(stdout, "Connection timed out") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	c := one(t, connsTo(readReport(t, rp), "198.18.0.2:5001"))
+	if c.End.How != scenarios.EndTimeoutRetries || !strings.Contains(c.End.Detail, "zero-window probes") || c.Probes == 0 {
+		t.Errorf("ended %s (%s) after %d probes: want timeout-retries by zero-window probes", c.End.How, c.End.Detail, c.Probes)
 	}
 }
