@@ -21,9 +21,12 @@ RACE_SCENARIOS = '^TestVirtual'
 # and python3 are real clients (the README tour); iproute2 and util-linux
 # make namespaces; Podman with runc, uidmap (rootless) and catatonit (the
 # pause process of recipe B) runs the container suite; iptables is the seed's
-# own method, run as the reference beside unplug.
+# own method, run as the reference beside unplug; python3-requests,
+# redis-server/redis-tools and postgresql/postgresql-client are the real
+# clients (and their servers) of the exec report's tests.
 DEB_PACKAGES = tshark curl iperf3 util-linux iproute2 python3 \
-	podman runc uidmap catatonit iptables
+	podman runc uidmap catatonit iptables \
+	python3-requests redis-server redis-tools postgresql postgresql-client
 
 # Installs DEB_PACKAGES when missing (as root, with apt-get); checks
 # formatting (gofmt), that go.mod and go.sum are tidy, that the tree builds

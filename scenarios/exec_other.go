@@ -8,6 +8,6 @@ import (
 )
 
 // Exec needs network namespaces and TUN devices, which only Linux has.
-func Exec(context.Context, ExecOptions) (int, error) {
-	return 0, errors.New("unplug exec needs Linux (a private network namespace with a TUN device)")
+func Exec(context.Context, ExecOptions) (ExecResult, error) {
+	return ExecResult{}, errors.New("unplug exec needs Linux (a private network namespace with a TUN device)")
 }

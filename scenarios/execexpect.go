@@ -125,7 +125,9 @@ func timeoutRow(c ConnReport) (Expectation, bool) {
 	var from time.Duration
 	switch c.End.How {
 	case EndTimeoutRetries, EndTimeoutUser:
-		if c.FaultHit == nil {
+		// Zero-window probes (a writer whose reader stopped) end by a
+		// count of unanswered probes, not by the retransmission model.
+		if c.FaultHit == nil || (c.Retransmits == 0 && c.Probes > 0) {
 			return Expectation{}, false
 		}
 		est, from = c.InFlight, *c.FaultHit

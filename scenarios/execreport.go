@@ -3,14 +3,11 @@ package scenarios
 import (
 	"fmt"
 	"net/netip"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/fault/flow"
 )
 
 // ExecInfo is the part of a Report that only `unplug exec --report` (and
@@ -27,12 +24,18 @@ type ExecInfo struct {
 	// 30s: SIGTERM", "SIGTERM passed on"); empty if it exited by itself.
 	Stopped string `json:"stopped,omitempty"`
 	// Sysctls are the timeout sysctls read inside the namespace.
-	Sysctls map[string]string `json:"sysctls"`
+	Sysctls []Sysctl `json:"sysctls"`
 	// KernelView says how the kernel's view was read ("sock_diag every
 	// 20ms, socket options with pidfd_getfd") or why it was not.
 	KernelView string `json:"kernel_view"`
 	// Conns are the program's TCP connections in the order they opened.
 	Conns []ConnReport `json:"connections"`
+}
+
+// Sysctl is one sysctl and its value.
+type Sysctl struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }
 
 // Connection endings (ConnEnd.How).
@@ -46,8 +49,12 @@ const (
 	EndTimeoutUser    = "timeout-user"      // TCP_USER_TIMEOUT
 	EndTimeoutKeep    = "timeout-keepalive" // keepalive probes unanswered
 	EndTimeoutSyn     = "timeout-syn"       // connect: SYN retransmissions exhausted
-	EndHanging        = "hanging"           // still waiting on a dead link at the end
-	EndOpen           = "open"              // open and working at the end
+	// EndTimeout: the program's kernel gave up (its retransmissions
+	// stopped) but which limit ended it is unknown: its settings were not
+	// readable and the sysctl defaults predict another time.
+	EndTimeout = "timeout"
+	EndHanging = "hanging" // still waiting on a dead link at the end
+	EndOpen    = "open"    // open and working at the end
 )
 
 // ConnEnd is how a connection ended.
@@ -150,178 +157,14 @@ type KernelConn struct {
 	Gone     time.Duration    // 0: listed until the end
 }
 
-// connTracker follows every TCP connection the recorder numbers, with what
-// the per-connection report needs. It is a fault.Observer placed after
-// the recorder.
-type connTracker struct {
-	rec   *Recorder
-	mu    sync.Mutex
-	conns map[*connRec]*connTrack
-	order []*connTrack
-}
-
-// connTrack is the wire's view of one connection.
-type connTrack struct {
-	id             int
-	client, peer   netip.AddrPort
-	opened         time.Duration
-	synAck         bool
-	established    time.Duration
-	hasEstablished bool
-	base           [3]uint32 // ISN per direction
-	hasBase        [3]bool
-	maxEnd         [3]uint32 // highest payload sequence end that passed
-	hasMax         [3]bool
-	fin, rst       [3]time.Duration
-	hasFin, hasRst [3]bool
-	retrans        [3]int
-	probes         int
-	lastKind       string // the program's last retransmission/probe kind
-	lastIn         time.Duration
-	firstDrop      time.Duration
-	lastDrop       time.Duration
-	dropped        int
-	passedAfter    [3]bool // a packet passed in each direction after lastDrop
-	recovered      time.Duration
-	hasRecovered   bool
-	firstData      time.Duration // first dropped data segment from the program
-	hasFirstData   bool
-	lastRecv       time.Duration // last packet from the peer that passed
-	intervals      []time.Duration
-	ratios         []float64
-	injectedRST    bool
-}
-
-func newConnTracker(rec *Recorder) *connTracker {
-	return &connTracker{rec: rec, conns: map[*connRec]*connTrack{}}
-}
-
-// Observe implements fault.Observer: the recorder first, then the
-// per-connection view of the same packet under the recorder's conn id.
-func (ct *connTracker) Observe(ev *fault.Event) {
-	ct.rec.Observe(ev)
-	p := ev.Packet
-	if p == nil || p.Version == 0 || !p.IsTCP() {
-		return
-	}
-	seg := p.Segment()
-	key := flow.KeyOf(&seg)
-	ct.rec.mu.Lock()
-	cr := ct.rec.conns[key]
-	t := ev.Time.Sub(ct.rec.start)
-	var pk Packet
-	if n := len(ct.rec.retrans); n > 0 && ct.rec.retrans[n-1].T == t && cr != nil && ct.rec.retrans[n-1].Conn == cr.id {
-		r := ct.rec.retrans[n-1]
-		pk = Packet{Kind: r.Kind, Interval: r.Interval, Ratio: r.Ratio}
-	}
-	ct.rec.mu.Unlock()
-	if cr == nil {
-		return
-	}
-	ct.mu.Lock()
-	defer ct.mu.Unlock()
-	c := ct.conns[cr]
-	if c == nil {
-		c = &connTrack{id: cr.id, client: key.App, peer: key.Peer, opened: t}
-		ct.conns[cr] = c
-		ct.order = append(ct.order, c)
-	}
-	c.observe(t, p, ev.Decision.Verdict, pk)
-}
-
-func (c *connTrack) observe(t time.Duration, p *fault.Packet, verdict fault.Verdict, pk Packet) {
-	d := p.Dir
-	passed := verdict != fault.Dropped
-	syn := p.Flags&fault.FlagSYN != 0
-	ack := p.Flags&fault.FlagACK != 0
-	if syn && !c.hasBase[d] {
-		c.base[d], c.hasBase[d] = p.Seq, true
-	} else if !c.hasBase[d] {
-		c.base[d], c.hasBase[d] = p.Seq-1, true
-	}
-	if syn && ack && d == fault.Out && passed {
-		c.synAck = true
-	}
-	if !c.hasEstablished && passed && ack && !syn && d == fault.In && c.synAck {
-		c.established, c.hasEstablished = t, true
-	}
-	if verdict == fault.Injected {
-		if p.Flags&fault.FlagRST != 0 {
-			c.injectedRST = true
-			if !c.hasRst[fault.Out] {
-				c.rst[fault.Out], c.hasRst[fault.Out] = t, true
-			}
-		}
-		return
-	}
-	if p.Flags&fault.FlagFIN != 0 && !c.hasFin[d] {
-		c.fin[d], c.hasFin[d] = t, true
-	}
-	if p.Flags&fault.FlagRST != 0 && !c.hasRst[d] {
-		c.rst[d], c.hasRst[d] = t, true
-	}
-	if passed && p.PayloadLen > 0 {
-		end := p.Seq + uint32(p.PayloadLen)
-		if !c.hasMax[d] || int32(end-c.maxEnd[d]) > 0 {
-			c.maxEnd[d], c.hasMax[d] = end, true
-		}
-	}
-	if d == fault.Out && passed {
-		c.lastRecv = t
-	}
-	if d == fault.In {
-		c.lastIn = t
-	}
-	switch pk.Kind {
-	case "retransmit":
-		c.retrans[d]++
-	case "keepalive-probe", "zero-window-probe":
-		if d == fault.In {
-			c.probes++
-		}
-	}
-	if d == fault.In && pk.Kind != "" {
-		c.lastKind = pk.Kind
-		if pk.Interval > 0 {
-			c.intervals = append(c.intervals, pk.Interval)
-		}
-		if pk.Ratio > 0 && !passed {
-			c.ratios = append(c.ratios, pk.Ratio)
-		}
-	}
-	if !passed {
-		if c.dropped == 0 {
-			c.firstDrop = t
-		}
-		c.dropped++
-		c.lastDrop = t
-		c.passedAfter = [3]bool{}
-		c.hasRecovered = false
-		if d == fault.In && (p.PayloadLen > 0 || p.Flags&fault.FlagFIN != 0) && !c.hasFirstData {
-			c.firstData, c.hasFirstData = t, true
-		}
-		return
-	}
-	if c.dropped > 0 && !c.hasRecovered {
-		c.passedAfter[d] = true
-		if c.passedAfter[fault.In] && c.passedAfter[fault.Out] {
-			c.recovered, c.hasRecovered = t, true
-		}
-	}
-}
-
-func (c *connTrack) bytes(d fault.Direction) int64 {
-	if !c.hasMax[d] {
-		return 0
-	}
-	n := int64(int32(c.maxEnd[d] - c.base[d] - 1))
-	return max(n, 0)
-}
-
 // buildConns turns what the tracker and the kernel view saw into the
 // report's connections. end is the end of the run, exited when the
 // program exited; upstream names what is behind a peer address.
-func (ct *connTracker) buildConns(end, exited time.Duration, kernel []KernelConn, defaults TimeoutSettings, upstream func(netip.AddrPort) string) []ConnReport {
+//
+// stopped says why unplug stopped the program ("" if it exited by
+// itself): a connection still hit by the fault that only closed as the
+// stopped program exited was STILL HANGING.
+func (ct *connTracker) buildConns(end, exited time.Duration, stopped string, kernel []KernelConn, defaults TimeoutSettings, upstream func(netip.AddrPort) string) []ConnReport {
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
 	kv := map[[2]netip.AddrPort]*KernelConn{}
@@ -372,6 +215,10 @@ func (ct *connTracker) buildConns(end, exited time.Duration, kernel []KernelConn
 		}
 		cr.Theory = TheoryText(cr.Settings)
 		cr.End = c.ending(end, exited, k, cr.Settings)
+		if stopped != "" && c.dropped > 0 && !c.hasRecovered && (cr.End.How == EndClosed || cr.End.How == EndReset || cr.End.How == EndOpen) && cr.End.At >= exited-100*time.Millisecond {
+			cr.End = ConnEnd{How: EndHanging, At: exited, Evidence: cr.End.Evidence,
+				Detail: fmt.Sprintf("STILL HANGING when unplug stopped the program (%s): %s since a rule first dropped its packets, no error; the kernel closed the socket as the program died", stopped, shortSeconds(exited-c.firstDrop))}
+		}
 		if c.dropped > 0 && cr.End.How != EndHanging && cr.End.How != EndOpen && cr.End.At >= c.firstDrop {
 			cr.Noticed = durPtr(cr.End.At - c.firstDrop)
 		}
@@ -396,164 +243,6 @@ func (c *connTrack) rto(k *KernelConn) time.Duration {
 		return c.intervals[0]
 	}
 	return linuxRTOMin
-}
-
-// ending decides how the connection ended: its own FIN or RST, the
-// upstream's, a refusal, the kernel giving up (from the kernel view when it
-// saw the socket vanish, else from the retransmissions stopping), or still
-// hanging / open at the end.
-func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSettings) ConnEnd {
-	type cand struct {
-		at  time.Duration
-		end ConnEnd
-	}
-	var cs []cand
-	add := func(at time.Duration, how, evidence, detail string) {
-		cs = append(cs, cand{at, ConnEnd{How: how, At: at, Evidence: evidence, Detail: detail}})
-	}
-	if !c.hasEstablished && c.hasRst[fault.Out] {
-		who := "the upstream"
-		if c.injectedRST {
-			who = "a reject rule"
-		}
-		add(c.rst[fault.Out], EndRefused, "wire", "the SYN was answered with RST by "+who)
-	}
-	// The kernel's view: the program's close() (the FIN may be stuck
-	// behind unacknowledged data during an outage, so the wire shows
-	// nothing) and the socket's disappearance.
-	var closedAt, goneAt time.Duration
-	var lastTimer string
-	var lastSample KernelSample
-	if k != nil {
-		for _, sm := range k.Samples {
-			if sm.Closed && closedAt == 0 {
-				closedAt = sm.T
-			}
-			if sm.State != "TIME_WAIT" {
-				lastSample = sm
-				lastTimer = sm.Timer
-			}
-		}
-		goneAt = k.Gone
-	}
-	if c.hasRst[fault.In] {
-		detail := "the program's kernel sent RST (an abort: SO_LINGER 0, or close with unread data)"
-		if c.lastKind == "keepalive-probe" {
-			add(c.rst[fault.In], EndTimeoutKeep, "wire", fmt.Sprintf("%d keepalive probes went unanswered; the kernel reset the connection (ETIMEDOUT)", c.probes))
-		} else {
-			add(c.rst[fault.In], EndReset, "wire", detail)
-		}
-	}
-	if c.hasFin[fault.In] {
-		add(c.fin[fault.In], EndClosed, "wire", "the program closed it (FIN)")
-	} else if closedAt > 0 && (goneAt == 0 || closedAt < goneAt) {
-		add(closedAt, EndClosed, "kernel", fmt.Sprintf("the program closed it (no descriptor holds the socket; state %s, FIN queued behind unacknowledged data)", lastSample.State))
-	}
-	if c.hasFin[fault.Out] && !c.hasFin[fault.In] {
-		add(c.fin[fault.Out], EndClosedUpstream, "wire", "the upstream closed it (FIN from the peer)")
-	}
-	if c.hasRst[fault.Out] && c.hasEstablished {
-		add(c.rst[fault.Out], EndResetUpstream, "wire", "the peer sent RST")
-	}
-	// The kernel gave up: the socket vanished while its retransmission or
-	// keepalive timer ran, without the program closing it first.
-	if goneAt > 0 && closedAt == 0 && !c.hasFin[fault.In] && !c.hasRst[fault.In] {
-		at := lastSample.T + lastSample.TimerExpires
-		if at <= 0 || at > goneAt {
-			at = goneAt
-		}
-		switch {
-		case !c.hasEstablished:
-			add(at, EndTimeoutSyn, "kernel", "connect: SYN retransmissions exhausted (tcp_syn_retries)")
-		case lastTimer == "keepalive":
-			add(at, EndTimeoutKeep, "kernel", fmt.Sprintf("%d keepalive probes went unanswered (ETIMEDOUT)", lastSample.Probes))
-		case lastTimer == "on":
-			how, detail := c.retransTimeout(s, lastSample.Retransmits)
-			add(at, how, "kernel", detail)
-		}
-	}
-	// Without a kernel view: the program's retransmissions stopped before
-	// the end with nothing sent since: the kernel gave up.
-	if k == nil && len(cs) == 0 && c.dropped > 0 && c.lastKind == "retransmit" && !c.hasRecovered {
-		silence := end - c.lastIn
-		last := time.Duration(0)
-		if n := len(c.intervals); n > 0 {
-			last = c.intervals[n-1]
-		}
-		if last > 0 && silence > 3*last {
-			how, detail := c.retransTimeout(s, c.retrans[fault.In])
-			add(c.lastIn+min(2*last, linuxRTOMax), how, "wire", detail+"; inferred: its retransmissions stopped")
-		}
-	}
-	if len(cs) > 0 {
-		sort.SliceStable(cs, func(i, j int) bool { return cs[i].at < cs[j].at })
-		e := cs[0].end
-		if len(cs) > 1 && cs[1].at-cs[0].at < 50*time.Millisecond && cs[1].end.How == e.How {
-			e.Evidence = "wire and kernel"
-		}
-		if exited > 0 && e.How == EndClosed && e.At >= exited-50*time.Millisecond && e.At <= exited+time.Second {
-			e.Detail += " — when it exited"
-		}
-		return e
-	}
-	if c.dropped > 0 && !c.hasRecovered {
-		return ConnEnd{How: EndHanging, At: end, Evidence: evidenceOf(k), Detail: fmt.Sprintf("STILL HANGING: %s since a rule first dropped its packets, no error yet", shortSeconds(end-c.firstDrop))}
-	}
-	return ConnEnd{How: EndOpen, At: end, Evidence: evidenceOf(k), Detail: "open at the end"}
-}
-
-func evidenceOf(k *KernelConn) string {
-	if k != nil {
-		return "wire and kernel"
-	}
-	return "wire"
-}
-
-// retransTimeout tells which limit ended a connection whose
-// retransmissions timed out: TCP_USER_TIMEOUT if set and sooner than the
-// tcp_retries2 model, else tcp_retries2.
-func (c *connTrack) retransTimeout(s TimeoutSettings, n int) (how, detail string) {
-	est, by := InFlightTimeout(s)
-	if by == "TCP_USER_TIMEOUT" {
-		return EndTimeoutUser, fmt.Sprintf("TCP_USER_TIMEOUT %s ran out after %d retransmissions (ETIMEDOUT; theory %s)", shortSeconds(s.UserTimeout), n, est)
-	}
-	return EndTimeoutRetries, fmt.Sprintf("retransmissions exhausted: tcp_retries2=%d after %d retransmissions (ETIMEDOUT; theory %s)", s.Retries2, n, est)
-}
-
-// verdict says whether the connection did better than its settings alone
-// would have.
-func (c *connTrack) verdict(cr *ConnReport) string {
-	if cr.FaultHit == nil {
-		if cr.End.How == EndRefused {
-			return "refused: " + cr.End.Detail
-		}
-		return "no packet of it was dropped"
-	}
-	hit := *cr.FaultHit
-	switch cr.End.How {
-	case EndHanging:
-		return fmt.Sprintf("did not notice the dead link in %s; its settings predict %s", shortSeconds(cr.End.At-hit), c.predictionSentence(cr))
-	case EndOpen:
-		if cr.Recovered != nil {
-			return fmt.Sprintf("recovered %s after the first drop: the link came back before anything timed out", shortSeconds(*cr.Recovered-hit))
-		}
-		return "open at the end"
-	case EndClosed, EndReset:
-		return fmt.Sprintf("the program gave up itself %s after the first drop, before the kernel's %s: it did better than its socket settings", shortSeconds(cr.End.At-hit), c.predictionSentence(cr))
-	case EndTimeoutRetries, EndTimeoutUser, EndTimeoutKeep, EndTimeoutSyn:
-		return fmt.Sprintf("the kernel gave up %s after the first drop (%s); the program had no faster timeout of its own", shortSeconds(cr.End.At-hit), cr.End.How)
-	}
-	return cr.End.Detail
-}
-
-func (c *connTrack) predictionSentence(cr *ConnReport) string {
-	if c.hasFirstData || c.retrans[fault.In] > 0 {
-		return fmt.Sprintf("ETIMEDOUT %s after a request", cr.InFlight)
-	}
-	if cr.Idle != nil {
-		return fmt.Sprintf("keepalive notices an idle connection %s", *cr.Idle)
-	}
-	return "that an idle connection never notices"
 }
 
 func durPtr(d time.Duration) *time.Duration { return &d }
@@ -592,4 +281,39 @@ func joinArgv(argv []string) string {
 		q[i] = a
 	}
 	return strings.Join(q, " ")
+}
+
+// execSysctls are the namespace sysctls the report shows.
+var execSysctls = []string{
+	"net.ipv4.tcp_retries2", "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_keepalive_time",
+	"net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
+}
+
+// execSummary is the outcome line: how many connections ended how.
+func execSummary(info *ExecInfo) string {
+	counts := map[string]int{}
+	var order []string
+	for _, c := range info.Conns {
+		if counts[c.End.How] == 0 {
+			order = append(order, c.End.How)
+		}
+		counts[c.End.How]++
+	}
+	s := fmt.Sprintf("the program exited with %d", info.ExitCode)
+	if info.Stopped != "" {
+		s += " (" + info.Stopped + ")"
+	}
+	s += fmt.Sprintf("; %d TCP connection", len(info.Conns))
+	if len(info.Conns) != 1 {
+		s += "s"
+	}
+	for i, how := range order {
+		if i == 0 {
+			s += ": "
+		} else {
+			s += ", "
+		}
+		s += fmt.Sprintf("%d %s", counts[how], how)
+	}
+	return s
 }

@@ -23,6 +23,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	r.writeHeader(bw)
 	r.writeExpectations(bw)
+	r.writeExec(bw)
 	r.writeRetransmissions(bw)
 	r.writeTimeline(bw)
 	r.writeFooter(bw)
@@ -37,6 +38,8 @@ func (r *Report) writeHeader(w io.Writer) {
 	client := "Linux kernel TCP in a private network namespace"
 	if r.Client != "kernel" {
 		client = "gVisor netstack"
+	} else if r.Exec != nil && len(r.Exec.Argv) == 0 {
+		client = "any program's kernel TCP connecting to the peer" // a serve report
 	}
 	fmt.Fprintf(w, "client     %s, %s clock; peer: gVisor netstack at 198.18.0.2\n", client, r.Clock)
 	if r.LinkDelay > 0 {

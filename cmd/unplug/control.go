@@ -11,12 +11,44 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/unplug-dev/unplug/scenarios"
+	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/control"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/services"
 )
 
-// Control operations understood by serve (stack/control's).
-const opStatus = control.OpStatus
+// Control operations understood by serve: stack/control's, and the
+// per-connection report of serve --record.
+const (
+	opStatus = control.OpStatus
+	opReport = "report"
+)
+
+// registerControl maps the control operations onto the running peer. rec,
+// if not nil, records every connection for `unplug report` and hears of
+// every rule change.
+func registerControl(srv *control.Server, peer *stack.Peer, rec *scenarios.PeerRecorder, forwards []services.Forward) {
+	if rec == nil {
+		control.HandlePeer(srv, peer)
+	} else {
+		control.HandlePeerWatched(srv, peer, rec)
+	}
+	srv.Handle(opReport, func(_ context.Context, args []string) (any, error) {
+		if rec == nil {
+			return nil, errors.New("this serve keeps no per-connection record: restart it with `unplug serve --record`")
+		}
+		var expects []scenarios.ExecExpect
+		for _, a := range args {
+			e, err := scenarios.ParseExecExpect(a)
+			if err != nil {
+				return nil, err
+			}
+			expects = append(expects, e)
+		}
+		return rec.Report(expects, forwards), nil
+	})
+}
 
 func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	defer func() { err = controlAdvice(err) }()

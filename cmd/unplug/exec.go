@@ -2,27 +2,105 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/unplug-dev/unplug/scenarios"
 	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
+// sysctlsValue is the repeatable --sysctl NAME=VALUE flag (net.* only:
+// they are the per-namespace ones).
+type sysctlsValue map[string]string
+
+func (v sysctlsValue) String() string {
+	var parts []string
+	for k, val := range v {
+		parts = append(parts, k+"="+val)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (v sysctlsValue) Set(s string) error {
+	name, val, ok := strings.Cut(s, "=")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" || val == "" {
+		return fmt.Errorf("%q: write NAME=VALUE, e.g. net.ipv4.tcp_retries2=5", s)
+	}
+	if !strings.HasPrefix(name, "net.") {
+		return fmt.Errorf("%q: only net.* sysctls are per network namespace; the host's are never changed", name)
+	}
+	v[name] = val
+	return nil
+}
+
+func (v sysctlsValue) Type() string { return "NAME=VALUE" }
+
+// expectsValue is the repeatable --expect of exec.
+type expectsValue []scenarios.ExecExpect
+
+func (v *expectsValue) String() string {
+	var parts []string
+	for _, e := range *v {
+		parts = append(parts, e.Raw)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (v *expectsValue) Set(s string) error {
+	e, err := scenarios.ParseExecExpect(s)
+	if err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), fmt.Sprintf("--expect %q: ", s)))
+	}
+	*v = append(*v, e)
+	return nil
+}
+
+func (v *expectsValue) Type() string { return "GATE" }
+
+// retries2Value is --retries2 N: shorthand for the tcp_retries2 sysctl.
+type retries2Value struct{ sysctls sysctlsValue }
+
+func (v retries2Value) String() string { return v.sysctls["net.ipv4.tcp_retries2"] }
+
+func (v retries2Value) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q: want a count of 0 or more (the kernel default is 15)", s)
+	}
+	v.sysctls["net.ipv4.tcp_retries2"] = strconv.Itoa(n)
+	return nil
+}
+
+func (v retries2Value) Type() string { return "N" }
+
 func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("exec", stderr)
 	var (
 		faults      faultsValue
 		forwards    forwardsValue
+		sysctls     = sysctlsValue{}
+		expects     expectsValue
 		transparent bool
 		pcapPath    string
 		logPackets  bool
 		seed        uint64
+		report      bool
+		asJSON      bool
+		svgPath     string
+		reportFile  string
+		timeout     time.Duration
+		grace       time.Duration
 	)
 	fs.Var(&faults, "fault", "fault rule on the link (repeatable; after= and for= count from the program's start)")
 	fs.Var(&forwards, "forward", "splice connections to PORT on the peer to HOST:PORT in your namespace (repeatable)")
@@ -30,13 +108,41 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.StringVar(&pcapPath, "pcap", "", "write every packet, with drop comments, to this pcapng file")
 	fs.BoolVar(&logPackets, "log-packets", false, "print one line per packet on stderr")
 	fs.Uint64Var(&seed, "seed", 1, "seed for loss and jitter")
+	fs.Var(sysctls, "sysctl", "set a net.* sysctl inside the private namespace (repeatable)")
+	fs.Var(retries2Value{sysctls}, "retries2", "shorthand for --sysctl net.ipv4.tcp_retries2=N")
+	fs.BoolVar(&report, "report", false, "after the program exits, report every TCP connection it made: what happened, why, and what its settings predict")
+	fs.BoolVar(&asJSON, "json", false, "the report as JSON (implies --report)")
+	fs.StringVar(&svgPath, "svg", "", "draw the report's time-sequence graph to this SVG file (implies --report)")
+	fs.StringVar(&reportFile, "report-file", "", "write the report to this file instead of stderr (implies --report)")
+	fs.Var(&expects, "expect", "gate for CI: detect<DURATION or reconnected (repeatable, implies --report; exit 0 met, 1 not)")
+	fs.DurationVar(&timeout, "timeout", 0, "stop the program after this long (SIGTERM, then SIGKILL after --grace); its hanging connections are reported")
+	fs.DurationVar(&grace, "grace", scenarios.DefaultGrace, "how long the program may take to exit after SIGTERM/SIGINT before it is killed")
 	fs.SetInterspersed(false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
-		return usagef("exec needs a program: unplug exec [--fault SPEC]... -- CMD [ARGS...]")
+		return usagef("exec needs a program: unplug exec [FLAGS] -- CMD [ARGS...]")
+	}
+	report = report || asJSON || svgPath != "" || reportFile != "" || len(expects) > 0
+	out := stderr
+	if reportFile != "" {
+		f, err := os.Create(reportFile)
+		if err != nil {
+			return fmt.Errorf("cannot write --report-file %s: %w", reportFile, errors.Unwrap(err))
+		}
+		defer f.Close()
+		out = f
+	}
+	var svg *os.File
+	if svgPath != "" { // fail before running, not after
+		f, err := os.Create(svgPath)
+		if err != nil {
+			return fmt.Errorf("cannot write --svg %s: %w", svgPath, errors.Unwrap(err))
+		}
+		defer f.Close()
+		svg = f
 	}
 	var obs []fault.Observer
 	if pcapPath != "" {
@@ -51,24 +157,79 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if logPackets {
 		obs = append(obs, capture.NewLogger(stderr, time.Now()))
 	}
-	// The program gets the terminal's signals itself; unplug only tears
-	// down once it has exited.
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
-	defer stop()
-	signal.Ignore(os.Interrupt)
-	defer signal.Reset(os.Interrupt)
-	code, err := scenarios.Exec(ctx, scenarios.ExecOptions{
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
+	res, err := scenarios.Exec(ctx, scenarios.ExecOptions{
 		Argv: argv, Faults: faults, Forwards: forwards, Transparent: transparent, Seed: seed,
 		Observer: fault.Join(obs...), Stdin: os.Stdin, Stdout: stdout, Stderr: stderr,
+		Sysctls: sysctls, Signals: passOn(signals), Grace: grace, Timeout: timeout,
+		Report: report, Expect: expects,
 	})
+	signal.Stop(signals)
+	close(signals)
 	if err != nil {
-		if code != 0 { // the program could not start (127: not found)
-			return exitCodeError{code: code, msg: err.Error()}
+		if res.Code != 0 && res.Report == nil { // the program could not start (127: not found)
+			return exitCodeError{code: res.Code, msg: err.Error()}
 		}
 		return err
 	}
-	if code != 0 {
-		return exitCodeError{code: code}
+	if rep := res.Report; rep != nil {
+		var werr error
+		if asJSON {
+			werr = rep.WriteJSON(out)
+		} else {
+			werr = rep.WriteTable(out)
+		}
+		if werr != nil {
+			return werr
+		}
+		if svg != nil {
+			if err := rep.WriteSVG(svg); err != nil {
+				return fmt.Errorf("write --svg %s: %w", svgPath, err)
+			}
+		}
+		if len(expects) > 0 {
+			if rep.Verdict != scenarios.VerdictPass {
+				var failed []string
+				for _, e := range rep.Expectations {
+					if !e.Pass {
+						failed = append(failed, e.Name+": "+e.Measured)
+					}
+				}
+				return exitCodeError{code: exitFail, msg: "expectation not met: " + strings.Join(failed, "; ")}
+			}
+			return nil
+		}
+	}
+	if res.Code != 0 {
+		return exitCodeError{code: res.Code}
 	}
 	return nil
+}
+
+// passOn forwards unplug's signals to the program, except SIGINT and
+// SIGQUIT typed at the terminal: when unplug is in the terminal's
+// foreground process group, the program (in the same group) got them from
+// the terminal already.
+func passOn(in <-chan os.Signal) <-chan os.Signal {
+	out := make(chan os.Signal, 4)
+	go func() {
+		for sig := range in {
+			if (sig == syscall.SIGINT || sig == syscall.SIGQUIT) && terminalForeground() {
+				continue
+			}
+			select {
+			case out <- sig:
+			default: // nobody is listening any more, or four are pending
+			}
+		}
+	}()
+	return out
+}
+
+// terminalForeground reports whether unplug's process group is the
+// foreground group of the terminal on stdin.
+func terminalForeground() bool {
+	pgrp, err := unix.IoctlGetInt(int(os.Stdin.Fd()), unix.TIOCGPGRP)
+	return err == nil && pgrp == unix.Getpgrp()
 }

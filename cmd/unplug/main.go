@@ -59,6 +59,7 @@ func commands() []command {
 		{"serve", "run the peer on a TUN device (198.18.0.2) with its fault layer", runServe},
 		{"fault", "add, list, remove or clear fault rules on a running serve", runFault},
 		{"status", "show a running serve's connections, rules and counters", runStatus},
+		{"report", "report every connection a running serve --record has seen: endings, theory, --expect gates", runReport},
 		{"scenarios", "list the experiments `unplug run` knows", runScenarios},
 		{"run", "run one experiment in a private namespace and report", runScenario},
 		{"exec", "run a program whose only network is the faulty link to the peer", runExec},

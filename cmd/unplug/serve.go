@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+
+	"github.com/unplug-dev/unplug/scenarios"
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/control"
@@ -34,6 +37,7 @@ type serveFlags struct {
 	control    string
 	svc        services.Config
 	forwards   forwardsValue
+	record     bool
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -48,6 +52,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&f.pcap, "pcap", "", "write every packet, with drop/delay comments, to this pcapng file")
 	fs.BoolVar(&f.logPackets, "log-packets", false, "print one line per packet")
 	fs.StringVar(&f.control, "control", control.DefaultPath(), "control socket path")
+	fs.BoolVar(&f.record, "record", false, "follow every connection for `unplug report` (memory grows with the connections)")
 	fs.IntVar(&f.svc.HTTP, "http-port", f.svc.HTTP, "port of the http service (0 disables)")
 	fs.IntVar(&f.svc.Echo, "echo-port", f.svc.Echo, "port of the echo service (0 disables)")
 	fs.IntVar(&f.svc.Discard, "discard-port", f.svc.Discard, "port of the discard service (0 disables)")
@@ -146,6 +151,16 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 	if f.logPackets {
 		obs = append(obs, capture.NewLogger(stdout, start))
 	}
+	var rec *scenarios.PeerRecorder
+	if f.record {
+		rec = scenarios.NewPeerRecorder(tcpip.NewStdClock())
+		obs = append(obs, rec)
+		undo = append(undo, rec.Close)
+		// Clients in serve's own namespace get the kernel's view too.
+		if err := rec.WatchKernel(ctx, []netip.Addr{stack.DefaultAddr4, stack.DefaultAddr6}); err != nil {
+			fmt.Fprintf(stderr, "unplug: --record: no kernel view of the clients' sockets: %v\n", err)
+		}
+	}
 	// The peer outlives ctx: when ctx ends, serve stops it below with
 	// Close, which lets FIN exchanges finish; services that saw ctx end
 	// would reset their connections at once instead.
@@ -166,7 +181,7 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 		}
 	})
 	ready = true
-	control.HandlePeer(srv, peer)
+	registerControl(srv, peer, rec, f.svc.Forwards)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx) }()
 

@@ -25,8 +25,26 @@ type Peer interface {
 }
 
 // HandlePeer registers every Op* operation on srv, acting on p.
-func HandlePeer(srv *Server, p Peer) {
+func HandlePeer(srv *Server, p Peer) { HandlePeerWatched(srv, p, nil) }
+
+// RuleWatcher is told of every rule the operations add or remove (a
+// recorder that keeps the fault windows of a report).
+type RuleWatcher interface {
+	FaultAdded(id int, sp fault.Spec)
+	FaultRemoved(id int)
+}
+
+// HandlePeerWatched is HandlePeer; w, if not nil, hears of every rule the
+// operations add or remove, and of the rules p already has.
+func HandlePeerWatched(srv *Server, p Peer, w RuleWatcher) {
 	ctl := p.Controller()
+	if w != nil {
+		for _, r := range ctl.Status() {
+			if sp, err := fault.ParseSpec(r.Spec); err == nil {
+				w.FaultAdded(r.ID, sp)
+			}
+		}
+	}
 	srv.Handle(OpFaultAdd, func(_ context.Context, args []string) (any, error) {
 		for _, a := range args { // all or nothing
 			if _, err := fault.ParseSpec(a); err != nil {
@@ -37,6 +55,10 @@ func HandlePeer(srv *Server, p Peer) {
 		for _, a := range args {
 			id, _ := ctl.AddString(a)
 			ids = append(ids, id)
+			if w != nil {
+				sp, _ := fault.ParseSpec(a)
+				w.FaultAdded(id, sp)
+			}
 		}
 		return ids, nil
 	})
@@ -52,11 +74,21 @@ func HandlePeer(srv *Server, p Peer) {
 			if err := ctl.Remove(id); err != nil {
 				return nil, err
 			}
+			if w != nil {
+				w.FaultRemoved(id)
+			}
 		}
 		return nil, nil
 	})
 	srv.Handle(OpFaultClear, func(context.Context, []string) (any, error) {
-		return ctl.Clear(), nil
+		rules := ctl.Status()
+		n := ctl.Clear()
+		if w != nil {
+			for _, r := range rules {
+				w.FaultRemoved(r.ID)
+			}
+		}
+		return n, nil
 	})
 	srv.Handle(OpStatus, func(context.Context, []string) (any, error) {
 		return p.Status(), nil
