@@ -174,7 +174,7 @@ func preciseBriefOutage(p Params, c Conditions) Theory {
 		AtBasis: basis + "; " + c.describeClient()}
 	passing := Check{Name: "retransmission that gets through", Unit: "count", Want: float64(last + 1), Min: float64(first + 1), Max: float64(last + 1),
 		TheoryText: strings.Join(names, " or ") + fmt.Sprintf(" (retransmission %d", first+1),
-		Basis: "retransmissions during the outage are lost; the first after it passes",
+		Basis:      "retransmissions during the outage are lost; the first after it passes",
 		measure: func(r *Report) (float64, bool) {
 			for i, x := range clientSeries(r, "retransmit") {
 				if x.Verdict == "pass" {
