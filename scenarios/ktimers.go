@@ -98,25 +98,28 @@ type dataFiring struct {
 // dataSchedule simulates the timers of data sent at jiffy start into a
 // dead link, packetsOut segments in flight: the tail-loss probe
 // (tcp_schedule_loss_probe: 2·RTT plus 200 ms for one segment, plus 2
-// jiffies for more, but never after the RTO), then the RTO
+// ms for more, but never after the RTO; with more segments it sends new
+// data if there is some), then the RTO, restarted from the probe
 // (tcp_retransmit_timer), doubling up to 120 s. With a user timeout u the
 // RTO is clamped to what is left of it (tcp_clamp_rto_to_user_timeout).
 // Each RTO firing after the first checks retransmits_timed_out: ETIMEDOUT
 // when the time since the first RTO retransmission (retrans_stamp; the TLP
 // does not set it) reaches tcp_model_timeout(retries2) (or u). It stops at
-// the firing that ends the connection, or after max firings.
-func (k kernelSocket) dataSchedule(start int64, packetsOut, retries2 int, u time.Duration, max int) []dataFiring {
+// the firing that ends the connection, or after maxFirings firings.
+func (k kernelSocket) dataSchedule(start int64, packetsOut, retries2 int, u time.Duration, maxFirings int) []dataFiring {
 	var out []dataFiring
-	tlp := k.jiffies(2 * k.rtt)
+	// The probe timeout is computed in microseconds, then rounded up to
+	// jiffies.
+	tlpTimeout := 2*k.rtt + 2*time.Millisecond // TCP_TIMEOUT_MIN_US
 	if packetsOut == 1 {
-		tlp += k.jiffies(kernelRTOMin)
-	} else {
-		tlp += 2 // TCP_TIMEOUT_MIN
+		tlpTimeout = 2*k.rtt + kernelRTOMin
 	}
+	tlp := k.jiffies(tlpTimeout)
 	tlp = min(tlp, k.rto)
 	now := wheelFire(start, tlp)
 	out = append(out, dataFiring{Kind: fireTLP, At: now - start})
 	rto, rtoMax := k.rto, k.jiffies(kernelRTOMax)
+	// tcp_send_loss_probe restarts the RTO from the probe.
 	now = wheelFire(now, rto)
 	first := now
 	limit := float64(retries2Boundary(retries2).Milliseconds())
@@ -124,7 +127,7 @@ func (k kernelSocket) dataSchedule(start int64, packetsOut, retries2 int, u time
 		limit = float64(u.Milliseconds())
 	}
 	jms := float64(k.jiffy()) / float64(time.Millisecond)
-	for n := 1; len(out) < max; n++ {
+	for n := 1; len(out) < maxFirings; n++ {
 		f := dataFiring{Kind: fireRTO, N: n, At: now - start}
 		if n > 1 {
 			elapsed := float64(now-first) * jms // ms since retrans_stamp

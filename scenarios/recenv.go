@@ -58,6 +58,11 @@ func (e *recordingEnv) snapshotClient() {
 	if e.Env.Kernel() {
 		ci.HZ, ci.HZFrom = hostHZFrom()
 	}
+	if sb, ok := c.Conn.(sendBufferer); ok {
+		if s, ok := sb.sendBuffer(); ok {
+			ci.SndBuf, ci.MSS = s.SndBuf, s.MSS
+		}
+	}
 	e.rec.setClientInfo(ci)
 }
 

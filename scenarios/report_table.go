@@ -47,6 +47,9 @@ func (r *Report) writeHeader(w io.Writer) {
 		if ci.HZ > 0 {
 			fmt.Fprintf(w, "; HZ=%d from %s", ci.HZ, ci.HZFrom)
 		}
+		if ci.SndBuf > 0 {
+			fmt.Fprintf(w, "; SO_SNDBUF %d, MSS %d", ci.SndBuf, ci.MSS)
+		}
 		fmt.Fprintln(w, ")")
 	} else {
 		fmt.Fprintln(w, "client TCP no connection before the first fault (the theory uses nominal timers)")
