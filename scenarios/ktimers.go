@@ -37,6 +37,12 @@ func wheelFire(at, delta int64) int64 {
 	return ((at+delta)>>shift + 1) << shift
 }
 
+// timerLate is how many jiffies late the model lets a timer handler run
+// (and re-arm): with NOHZ an idle CPU's tick and the timer softirq can lag
+// the bucket's jiffy. Measured on Linux 6.18: a 2 s SYN timer armed from a
+// firing came 2.024 s later where an on-time handler gives 2.016 s.
+const timerLate = 2
+
 // wheelPhases is how many values of the jiffies counter (mod the coarsest
 // granularity a TCP timer reaches) the model tries: level 4's 4096 jiffies
 // covers a 120 s RTO at HZ up to 1000.
@@ -93,6 +99,8 @@ type dataFiring struct {
 	// retransmitting; Boundary means the retry limit is within a
 	// millisecond of this firing, so it may or may not.
 	Ends, Boundary bool
+	// late is At when every handler runs timerLate jiffies late.
+	late int64
 }
 
 // dataSchedule simulates the timers of data sent at jiffy start into a
@@ -106,7 +114,7 @@ type dataFiring struct {
 // when the time since the first RTO retransmission (retrans_stamp; the TLP
 // does not set it) reaches tcp_model_timeout(retries2) (or u). It stops at
 // the firing that ends the connection, or after maxFirings firings.
-func (k kernelSocket) dataSchedule(start int64, packetsOut, retries2 int, u time.Duration, maxFirings int) []dataFiring {
+func (k kernelSocket) dataSchedule(start, late int64, packetsOut, retries2 int, u time.Duration, maxFirings int) []dataFiring {
 	var out []dataFiring
 	// The probe timeout is computed in microseconds, then rounded up to
 	// jiffies.
@@ -116,11 +124,11 @@ func (k kernelSocket) dataSchedule(start int64, packetsOut, retries2 int, u time
 	}
 	tlp := k.jiffies(tlpTimeout)
 	tlp = min(tlp, k.rto)
-	now := wheelFire(start, tlp)
+	now := wheelFire(start, tlp) + late
 	out = append(out, dataFiring{Kind: fireTLP, At: now - start})
 	rto, rtoMax := k.rto, k.jiffies(kernelRTOMax)
 	// tcp_send_loss_probe restarts the RTO from the probe.
-	now = wheelFire(now, rto)
+	now = wheelFire(now, rto) + late
 	first := now
 	limit := float64(retries2Boundary(retries2).Milliseconds())
 	if u > 0 {
@@ -152,7 +160,7 @@ func (k kernelSocket) dataSchedule(start int64, packetsOut, retries2 int, u time
 				next = min(next, k.jiffies(left))
 			}
 		}
-		now = wheelFire(now, next)
+		now = wheelFire(now, next) + late
 	}
 	return out
 }
@@ -218,7 +226,7 @@ func (k kernelSocket) predictData(packetsOut, retries2 int, u time.Duration) dat
 		}
 		at := k.dur(f[idx].At)
 		a.n += w
-		a.lo, a.hi = min(a.lo, at-k.jiffy()), max(a.hi, at)
+		a.lo, a.hi = min(a.lo, at-k.jiffy()), max(a.hi, at, k.dur(f[idx].late))
 		a.since1 += k.dur(f[idx].At - f[1].At)
 		a.prev += k.dur(f[idx-1].At - f[1].At)
 		a.samples++
@@ -226,9 +234,16 @@ func (k kernelSocket) predictData(packetsOut, retries2 int, u time.Duration) dat
 	}
 	const maxFirings = 64
 	for phase := int64(0); phase < wheelPhases; phase++ {
-		sched := k.dataSchedule(phase, packetsOut, retries2, u, maxFirings)
+		sched := k.dataSchedule(phase, 0, packetsOut, retries2, u, maxFirings)
 		for i, f := range sched {
 			note(i, f.Kind, f.N, k.dur(f.At))
+		}
+		// Handlers running late move the times, not the decision.
+		for i, f := range k.dataSchedule(phase, timerLate, packetsOut, retries2, u, maxFirings) {
+			if i < len(sched) {
+				note(i, f.Kind, f.N, k.dur(f.At))
+				sched[i].late = f.At
+			}
 		}
 		last := len(sched) - 1
 		if !sched[last].Ends {
@@ -305,18 +320,41 @@ func (k kernelClock) keepaliveEnd(idle, intvl time.Duration, count int) (probes 
 	end = firingRange{Kind: "end", Lo: 1 << 62}
 	ji, jv := k.jiffies(idle), k.jiffies(intvl)
 	for phase := int64(0); phase < wheelPhases; phase++ {
-		now := wheelFire(phase, ji)
-		for i := 0; i <= count; i++ {
-			at := k.dur(now - phase)
-			r := &end
-			if i < count {
-				r = &probes[i]
+		for _, late := range []int64{0, timerLate} {
+			now := wheelFire(phase, ji) + late
+			for i := 0; i <= count; i++ {
+				at := k.dur(now - phase)
+				r := &end
+				if i < count {
+					r = &probes[i]
+				}
+				r.Lo, r.Hi = min(r.Lo, at-k.jiffy()), max(r.Hi, at)
+				now = wheelFire(now, jv) + late
 			}
-			r.Lo, r.Hi = min(r.Lo, at-k.jiffy()), max(r.Hi, at)
-			now = wheelFire(now, jv)
 		}
 	}
 	return probes, end
+}
+
+// timerChain is the range, over timer phases and late handlers, of the
+// firing times (after the jiffy of the first arming) of a timer re-armed
+// at each firing with the next of steps (a SYN's RTOs).
+func (k kernelClock) timerChain(steps []time.Duration) []firingRange {
+	out := make([]firingRange, len(steps))
+	for i := range out {
+		out[i] = firingRange{Kind: "timer", N: i + 1, Lo: 1 << 62}
+	}
+	for phase := int64(0); phase < wheelPhases; phase++ {
+		for _, late := range []int64{0, timerLate} {
+			now := phase
+			for i, st := range steps {
+				now = wheelFire(now, k.jiffies(st)) + late
+				at := k.dur(now - phase)
+				out[i].Lo, out[i].Hi = min(out[i].Lo, at-k.jiffy()), max(out[i].Hi, at)
+			}
+		}
+	}
+	return out
 }
 
 // gvisorSocket is the gVisor client's sender (pkg/tcpip/transport/tcp

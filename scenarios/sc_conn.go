@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -201,8 +202,9 @@ func synTimeoutScenario() Scenario {
 			{Name: "linear-timeouts", Kind: KindInt, Default: "0", Min: "0", Max: "20",
 				Help: "net.ipv4.tcp_syn_linear_timeouts: SYNs resent every 1 s this many times before the backoff doubles (recent Linux defaults to 4: 1, 1, 1, 1, 1, 2, 4 s; 0 = the classic 1, 2, 4 s)"},
 		},
-		Run:    runSynTimeout,
-		Expect: expectSynTimeout,
+		Run:     runSynTimeout,
+		Expect:  nominal(preciseSynTimeout),
+		Precise: preciseSynTimeout,
 	}
 }
 
@@ -234,8 +236,9 @@ func runSynTimeout(ctx context.Context, env Env, p Params, r *Recorder) error {
 	return nil
 }
 
-func expectSynTimeout(p Params, kernel bool) Theory {
+func preciseSynTimeout(p Params, c Conditions) Theory {
 	n, d, linear := p.Int("syn-retries"), p.Duration("outage"), p.Int("linear-timeouts")
+	kernel := c.Kernel
 	if !kernel {
 		// gVisor's handshake has no syn-retries knob (it ignores
 		// TCPSynRetriesOption) and no linear timeouts: it always resends
@@ -245,16 +248,50 @@ func expectSynTimeout(p Params, kernel bool) Theory {
 	at, k, ok := synRecovery(n, linear, d)
 	th := Theory{Outcome: OutcomeConnected, At: at,
 		AtBasis: "the first SYN sent after the link is back gets through"}
+	end := k - 1 // the firing that sends the SYN that gets through
 	if d == 0 || !ok {
 		at, k = synTimeout(n, linear)
+		end = k // the firing after the last retransmission ends it
 		th = Theory{Outcome: "ETIMEDOUT", At: at,
 			AtBasis: fmt.Sprintf("tcp_syn_retries=%d: connect gives up when the SYN timer fires %s or more after the first SYN; FACTS: 6 → ≈ 127 s", n, synBoundary(n))}
 		if !kernel {
 			th.AtBasis = "gVisor's handshake resends the SYN 6 times (1, 2, 4 … 32 s apart) and fails at 127 s; --syn-retries does not apply to it"
 		}
 	}
+	// The SYN timer's firings: exact on gVisor's clock; on the kernel in
+	// jiffies, rounded up by the timer wheel (a 1 s timer fires after
+	// 1.004–1.032 s).
+	fires := synFires(linear, end+1)
+	var chain []firingRange
+	if kernel {
+		steps := make([]time.Duration, len(fires))
+		prev := time.Duration(0)
+		for i, f := range fires {
+			steps[i], prev = f-prev, f
+		}
+		chain = kernelClock{hz: c.hz()}.timerChain(steps)
+	} else {
+		for i, f := range fires {
+			chain = append(chain, firingRange{Kind: "timer", N: i + 1, Lo: f, Hi: f})
+		}
+	}
+	tol := c.tolerance()
+	lo, hi := chain[end].Lo, chain[end].Hi
+	if th.Outcome == OutcomeConnected { // the SYN-ACK comes back one RTT later
+		rtt := 2 * c.LinkDelay
+		lo, hi = lo+rtt, hi+rtt
+	}
+	th.At, th.AtLo, th.AtHi = (lo+hi)/2, max(lo-tol, 0), hi+tol
+	th.AtBasis += "; the SYN timer runs on jiffies (HZ " + fmt.Sprint(c.hz()) + "), rounded up by the timer wheel"
+	if !kernel {
+		th.AtBasis = strings.Replace(th.AtBasis, "; the SYN timer runs on jiffies (HZ "+fmt.Sprint(c.hz())+"), rounded up by the timer wheel", "", 1)
+	}
 	th.Checks = append(th.Checks, countCheck("SYN retransmissions", "in", "retransmit", k, k, k,
 		fmt.Sprintf("one SYN each time the timer fires: %d at a constant 1 s, then doubling", linear+1)))
+	if k > 0 {
+		th.Checks = append(th.Checks, scheduleCheck("SYN times", chain[:k], c.LinkDelay, tol,
+			"the SYN timer: 1 s (TCP_TIMEOUT_INIT), constant for the linear timeouts, then doubling; times after connect() started"))
+	}
 	// Ratios from the second retransmission on; the linear ones are 1.
 	if k >= linear+2 {
 		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", linear, 2, 1.6, 2.5,
