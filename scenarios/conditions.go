@@ -18,6 +18,9 @@ type Conditions struct {
 	RTT, RTO time.Duration
 	// LinkDelay is the virtual link's one-way delay.
 	LinkDelay time.Duration
+	// PeerRTO is the peer's RTO read before its packets start dying
+	// (peer-retransmit); 0 when not read.
+	PeerRTO time.Duration
 	// SndBuf and MSS are the kernel client's SO_SNDBUF and send MSS.
 	SndBuf, MSS int
 	// LastReceived is when the client last received a packet before the
@@ -81,6 +84,9 @@ func conditionsOf(rep *Report) Conditions {
 	if !c.Measured {
 		n := nominalConditions(c.Kernel)
 		c.HZ, c.RTO = n.HZ, n.RTO
+	}
+	if m, ok := rep.Measurement("peer RTO before the drop"); ok {
+		c.PeerRTO = time.Duration(m.Value * float64(time.Second))
 	}
 	for _, ev := range rep.Timeline {
 		if ev.T > rep.Anchor {

@@ -136,7 +136,11 @@ func (p dataPlan) describeEnds() string {
 
 // clientSeries returns the client's retransmissions of the segment
 // retransmitted most often (the one the theory is about), in time order.
-func clientSeries(r *Report, kinds string) []Retransmission {
+func clientSeries(r *Report, kinds string) []Retransmission { return longestSeries(r, "in", kinds) }
+
+// longestSeries returns the retransmissions in direction dir of the
+// segment retransmitted most often, in time order.
+func longestSeries(r *Report, dir, kinds string) []Retransmission {
 	type key struct {
 		conn int
 		seq  uint32
@@ -144,7 +148,7 @@ func clientSeries(r *Report, kinds string) []Retransmission {
 	series := map[key][]Retransmission{}
 	var best key
 	for _, x := range r.Retransmissions {
-		if x.Dir != "in" || !kindIn(x.Kind, kinds) {
+		if x.Dir != dir || !kindIn(x.Kind, kinds) {
 			continue
 		}
 		k := key{x.Conn, x.Seq}

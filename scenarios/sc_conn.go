@@ -314,8 +314,9 @@ func halfOpenScenario() Scenario {
 			{Name: "outage", Kind: KindDuration, Default: "2s", Min: "100ms", Max: "1h",
 				Help: "how long the link is down; the peer forgets the connection at its start"},
 		},
-		Run:    runHalfOpen,
-		Expect: expectHalfOpen,
+		Run:     runHalfOpen,
+		Expect:  nominal(preciseHalfOpen),
+		Precise: preciseHalfOpen,
 	}
 }
 
@@ -347,22 +348,6 @@ func runHalfOpen(ctx context.Context, env Env, p Params, r *Recorder) error {
 		return errors.New("the peer answered on a connection it had forgotten")
 	}
 	return nil
-}
-
-func expectHalfOpen(p Params, kernel bool) Theory {
-	d := p.Duration("outage")
-	return Theory{
-		Outcome: "ECONNRESET", At: d + settle,
-		AtBasis: "the first segment after the outage reaches a peer without the connection, which answers with an RST",
-		Checks: []Check{
-			reportCheck("peer's RST lost in the outage", "count", 1, 1, inf,
-				"the peer aborted the connection; its RST died in the outage, so the client never knew",
-				rstCounter("drop")),
-			reportCheck("RST answering the client", "count", 1, 1, inf,
-				"a segment for a connection the peer does not know is answered with an RST (RFC 793)",
-				rstCounter("pass")),
-		},
-	}
 }
 
 // rstCounter counts RSTs from the peer with the given verdict.
@@ -400,8 +385,9 @@ func peerRetransmitScenario() Scenario {
 			{Name: "warmup", Kind: KindSize, Default: "64KiB", Min: "1", Max: "64MiB",
 				Help: "bytes the client reads from the source service before its ACKs are dropped"},
 		},
-		Run:    runPeerRetransmit,
-		Expect: expectPeerRetransmit,
+		Run:     runPeerRetransmit,
+		Expect:  nominal(precisePeerRetransmit),
+		Precise: precisePeerRetransmit,
 	}
 }
 
@@ -428,6 +414,9 @@ func runPeerRetransmit(ctx context.Context, env Env, p Params, r *Recorder) erro
 		return err
 	} else if n == 0 {
 		return errors.New("the peer has no connection on the source port")
+	}
+	if cs := env.Peer().Conns(portSource); len(cs) > 0 && cs[0].RTO > 0 {
+		r.Measure("peer RTO before the drop", cs[0].RTO.Seconds(), "s")
 	}
 	id, err := env.AddFault("drop dir=in")
 	if err != nil {
@@ -477,11 +466,11 @@ func runPeerRetransmit(ctx context.Context, env Env, p Params, r *Recorder) erro
 	}
 }
 
-// gvisorPeerRTOs returns when the peer retransmits its oldest segment: its
-// RTO is at the 200 ms minimum on a fast link, doubling.
-func gvisorPeerRTOs(within time.Duration) []time.Duration {
+// gvisorPeerRTOs returns when the peer retransmits its oldest segment,
+// from an RTO of rto (200 ms minimum on a fast link), doubling.
+func gvisorPeerRTOs(rto, within time.Duration) []time.Duration {
 	var out []time.Duration
-	t, step := time.Duration(0), 200*time.Millisecond
+	t, step := time.Duration(0), rto
 	for {
 		t += step
 		if t >= within {
@@ -492,14 +481,46 @@ func gvisorPeerRTOs(within time.Duration) []time.Duration {
 	}
 }
 
-func expectPeerRetransmit(p Params, kernel bool) Theory {
+func preciseHalfOpen(p Params, c Conditions) Theory {
+	d := p.Duration("outage")
+	// After the outage (and settle) the client sends; the peer's RST comes
+	// back one RTT later.
+	rtt := c.RTT
+	if c.Virtual {
+		rtt = 2 * c.LinkDelay
+	}
+	tol := c.tolerance()
+	at := d + settle
+	return Theory{
+		Outcome: "ECONNRESET", At: at + rtt, AtLo: max(at-tol, 0), AtHi: at + rtt + tol,
+		AtBasis: "the first segment after the outage reaches a peer without the connection, which answers with an RST one RTT later; " + c.describeClient(),
+		Checks: []Check{
+			reportCheck("peer's RST lost in the outage", "count", 1, 1, 1,
+				"the peer aborted the connection with one RST, which died in the outage, so the client never knew",
+				rstCounter("drop")),
+			reportCheck("RST answering the client", "count", 1, 1, 1,
+				"the client's one segment for a connection the peer does not know is answered with one RST (RFC 793)",
+				rstCounter("pass")),
+		},
+	}
+}
+
+func precisePeerRetransmit(p Params, c Conditions) Theory {
 	pt := p.Duration("peer-timeout")
-	want := len(gvisorPeerRTOs(pt))
+	rto := c.PeerRTO
+	if rto <= 0 {
+		rto = 200 * time.Millisecond // the minimum, on a fast link
+	}
+	want := len(gvisorPeerRTOs(rto, pt))
+	tol := c.tolerance()
 	th := Theory{Outcome: "ECONNRESET", Checks: []Check{
-		timeCheck("peer gave up after", pt,
-			"gVisor gives up when TCP_USER_TIMEOUT has passed since its oldest unacknowledged segment was sent (retransmitTimerExpired)"),
-		countCheck("peer retransmissions", "out", "retransmit", want, 2, want+4,
-			"one retransmission per RTO (200 ms minimum, doubling), plus a tail-loss probe"),
+		measured("peer gave up after", "s", pt.Seconds(), (pt - tol - 200*time.Millisecond).Seconds(), (pt + peerPoll + tol).Seconds(), true,
+			"gVisor gives up when TCP_USER_TIMEOUT has passed since its oldest unacknowledged segment was sent (retransmitTimerExpired; the RTO is capped to what is left); the client notices within one poll ("+fmtDur(peerPoll)+")"),
+		{Name: "peer retransmissions", Unit: "count", Want: float64(want), Min: float64(want), Max: float64(want),
+			Basis: fmt.Sprintf("retransmissions of the oldest segment, one per RTO firing before the user timeout: the peer's RTO %s (read before the drop), doubling; the peer has RACK off, so no tail-loss probe", fmtDur(rto)),
+			measure: func(r *Report) (float64, bool) {
+				return float64(len(longestSeries(r, "out", "retransmit"))), true
+			}},
 	}}
 	if want >= 3 {
 		th.Checks = append(th.Checks, backoffCheck("peer backoff ratio", "out", "retransmit", 0, 2, 1.6, 2.5,
