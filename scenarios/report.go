@@ -75,6 +75,10 @@ type Report struct {
 	Packets         PacketCounts     `json:"packets"`
 	Timeline        []Event          `json:"timeline"`
 
+	// Exec is the program and its connections, for `unplug exec --report`
+	// and `unplug report` (absent in scenario reports).
+	Exec *ExecInfo `json:"exec,omitempty"`
+
 	// Error is why the scenario stopped early (Verdict "error").
 	Error string `json:"error,omitempty"`
 	Wall  Wall   `json:"wall"`

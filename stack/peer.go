@@ -71,11 +71,19 @@ type Peer struct {
 // timestamps, IP IDs) reproducible, so virtual-time runs are byte-identical;
 // seed 0 draws them from crypto/rand as a real host would.
 func NewNetstack(clock tcpip.Clock, seed uint64) (*gstack.Stack, error) {
+	return newNetstack(clock, seed, true)
+}
+
+// newNetstack is NewNetstack; handleLocal loops packets to the stack's own
+// addresses back inside it. A transparent peer must turn it off: its NIC is
+// promiscuous, so every address counts as its own, and gVisor would drop
+// each arriving packet as having a local source.
+func newNetstack(clock tcpip.Clock, seed uint64, handleLocal bool) (*gstack.Stack, error) {
 	opts := gstack.Options{
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
 		Clock:              clock,
-		HandleLocal:        true,
+		HandleLocal:        handleLocal,
 	}
 	if seed != 0 {
 		opts.RandSource = &lockedSource{src: rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)}
@@ -127,7 +135,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	if !opts.Addr6.IsValid() {
 		opts.Addr6 = DefaultAddr6
 	}
-	s, err := NewNetstack(opts.Clock, 0)
+	s, err := newNetstack(opts.Clock, 0, !opts.Transparent)
 	if err != nil {
 		opts.Device.Close()
 		return nil, err
@@ -137,7 +145,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	// cmd/unplug/soak_linux_test.go), so a real application would
 	// wait forever for the peer's last bytes. Classic RTO recovery never
 	// stalls. The virtual-time client keeps RACK: its timings are the
-	// ones FACTS.md documents.
+	// ones docs/facts.md documents.
 	noRACK := tcpip.TCPRecovery(0)
 	if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, &noRACK); terr != nil {
 		s.Close()

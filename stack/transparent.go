@@ -19,10 +19,13 @@ import (
 // whose default route is the TUN meets packet-level faults on its real
 // upstreams. A failed dial answers the client with an RST.
 type transparent struct {
-	ctx  context.Context
-	dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	logf func(format string, args ...any)
-	wg   sync.WaitGroup
+	// ctx bounds the dials; stop cancels it, so Close never waits for a
+	// dial to an upstream that does not answer.
+	ctx    context.Context
+	cancel context.CancelFunc
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	logf   func(format string, args ...any)
+	wg     sync.WaitGroup
 
 	mu     sync.Mutex
 	ups    map[net.Conn]struct{} // upstream connections, closed on stop
@@ -46,7 +49,8 @@ func (p *Peer) enableTransparent(ctx context.Context, dial func(context.Context,
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	t := &transparent{ctx: ctx, dial: dial, logf: logf, ups: map[net.Conn]struct{}{}}
+	t := &transparent{dial: dial, logf: logf, ups: map[net.Conn]struct{}{}}
+	t.ctx, t.cancel = context.WithCancel(ctx)
 	p.transparent = t
 	fwd := tcp.NewForwarder(p.Stack, 0, maxPendingHandshakes, t.handle)
 	p.Stack.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
@@ -122,8 +126,10 @@ func (t *transparent) untrack(c net.Conn) {
 	delete(t.ups, c)
 }
 
-// stop closes every upstream connection and joins the splices.
+// stop cancels pending dials, closes every upstream connection and joins
+// the splices.
 func (t *transparent) stop() {
+	t.cancel()
 	t.mu.Lock()
 	t.closed = true
 	for c := range t.ups {

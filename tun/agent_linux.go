@@ -152,3 +152,28 @@ func newSocket(domain, typ, proto int) ([]int, error) {
 	}
 	return []int{fd}, nil
 }
+
+// errMissingAgentCall is what an agent whose program never called
+// RunAgentIfRequested reports instead of starting an agent of its own.
+var errMissingAgentCall = errors.New("tun: this program was re-executed as a namespace agent but did not call " +
+	"tun.RunAgentIfRequested(): call it first thing in main, and in TestMain of every test package that uses namespaces")
+
+// refuseNestedAgent ends a process that was started as an agent yet went
+// on to create a namespace itself: its main (or TestMain) lacks the
+// RunAgentIfRequested call, and every agent would start another one. It
+// answers the parent's pending request with the one-line error, so the
+// parent's NewNamespace returns it, and exits.
+func refuseNestedAgent() {
+	if conn, err := agentConn(); err == nil {
+		// Answer the init request once it is there: closing first would
+		// fail the parent's send with EPIPE and hide the message.
+		var req request
+		fds, _ := receive(conn, make([]byte, maxMessage), &req)
+		closeFDs(fds)
+		send(conn, response{Err: encodeError(errMissingAgentCall)})
+		conn.Close()
+	} else {
+		fmt.Fprintf(os.Stderr, "unplug: %v\n", errMissingAgentCall)
+	}
+	os.Exit(2)
+}

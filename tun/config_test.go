@@ -71,7 +71,14 @@ func TestUserErrorsAreOneLineAndClassified(t *testing.T) {
 		{"not found", errNotFound("unplug9"), ErrNotFound, []string{`"unplug9" does not exist`, "ip tuntap add unplug9"}},
 		{"no tun node", errNoTunDevice(cause), ErrNoTunDevice, []string{"/dev/net/tun", "modprobe tun", "--device /dev/net/tun"}},
 		{"no access", errTunAccess(cause, 1000), ErrPermission, []string{"/dev/net/tun", "uid 1000", "chmod 0666"}},
-		{"no CAP_NET_ADMIN", errNoNetAdmin(cause, "unplug0"), ErrPermission, []string{"CAP_NET_ADMIN", "--attach NAME", "unplug run/unplug exec", "--cap-add NET_ADMIN --device /dev/net/tun"}},
+		{"no CAP_NET_ADMIN", errNoNetAdmin(cause, "unplug0"), ErrPermission, []string{"CAP_NET_ADMIN", "--attach NAME", "unplug run/unplug exec", "--cap-add NET_ADMIN", "--user 0"}},
+	}
+	// Hints that would mislead: the node is there (opening it is what
+	// failed, or it opened), so "add --device" is not the fix.
+	for _, err := range []error{errTunAccess(cause, 1000), errNoNetAdmin(cause, "unplug0")} {
+		if msg := err.Error(); strings.Contains(msg, "add --device") || strings.Contains(msg, "in docker") {
+			t.Errorf("message %q suggests adding the device it already has, or speaks of docker only", msg)
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -57,24 +57,32 @@ func newUserError(kind, cause error, format string, args ...any) error {
 func errNoTunDevice(cause error) error {
 	return newUserError(ErrNoTunDevice, cause,
 		"open /dev/net/tun: %v: load the tun module (modprobe tun), create the node "+
-			"(mkdir -p /dev/net && mknod -m 0666 /dev/net/tun c 10 200), or in docker add --device /dev/net/tun",
+			"(mkdir -p /dev/net && mknod -m 0666 /dev/net/tun c 10 200), or in a container pass it with --device /dev/net/tun",
 		cause)
 }
 
-// errTunAccess reports that /dev/net/tun exists but cannot be opened.
+// errTunAccess reports that /dev/net/tun exists but cannot be opened. The
+// node is there, so --device is not the fix; and inside a user namespace
+// (a rootless container) root does not help with a node owned by a host
+// uid the namespace does not map.
 func errTunAccess(cause error, uid int) error {
+	fix := "make it accessible (chmod 0666 /dev/net/tun, the default on most distros), or run as root"
+	if inUserns() {
+		fix = "its owner is outside this user namespace, so no user here may open it: make the node 0666 on the host, " +
+			"or pass one that is (mknod -m 0666 DIR/tun c 10 200; --device DIR/tun:/dev/net/tun)"
+	} else if uid == 0 {
+		fix = "uid 0 without CAP_DAC_OVERRIDE: make it accessible (chmod 0666 /dev/net/tun, or pass a 0666 node with --device)"
+	}
 	return newUserError(ErrPermission, cause,
-		"open /dev/net/tun: %v: uid %d may not read and write it; make it accessible "+
-			"(chmod 0666 /dev/net/tun, the default on most distros), run as root, or in docker add --device /dev/net/tun",
-		cause, uid)
+		"open /dev/net/tun: %v: uid %d may not read and write it; %s", cause, uid, fix)
 }
 
 // errNoNetAdmin reports that creating a TUN device needs CAP_NET_ADMIN.
 func errNoNetAdmin(cause error, name string) error {
 	return newUserError(ErrPermission, cause,
 		"create tun %q: %v: CAP_NET_ADMIN is missing; use --attach NAME with a persistent TUN an admin made "+
-			"(ip tuntap add NAME mode tun user $USER), or unplug run/unplug exec (private user namespace), "+
-			"or in docker run as --user 0 with --cap-add NET_ADMIN --device /dev/net/tun (docs/containers.md)",
+			"(ip tuntap add NAME mode tun user UID), or unplug run/unplug exec (private user namespace), "+
+			"or in a container add --cap-add NET_ADMIN (Docker gives it to uid 0 only: also --user 0) (docs/containers.md)",
 		name, cause)
 }
 

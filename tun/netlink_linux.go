@@ -256,6 +256,10 @@ func configureLink(c *rtnl, index int, cfg Config) error {
 			continue
 		}
 		if err := c.addAddr(index, p); err != nil {
+			if p.Addr().Is6() && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EAFNOSUPPORT)) {
+				// Not a missing capability: the kernel refuses IPv6 on the link.
+				return fmt.Errorf("add address %s: %w: IPv6 is disabled on this link (disable_ipv6=1): pass --no-ipv6", p, err)
+			}
 			return fmt.Errorf("add address %s: %w", p, err)
 		}
 	}

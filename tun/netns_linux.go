@@ -49,15 +49,19 @@ type Namespace struct {
 	closeOnce sync.Once
 }
 
-// NewNamespace starts an agent in a new network namespace (and, when not
-// running as root, a new user namespace mapping the caller's uid and gid to
-// themselves), where it brings lo up, applies cfg.Sysctls and creates the
+// NewNamespace starts an agent in a new network namespace (and, unless the
+// caller is uid 0 with CAP_SYS_ADMIN, a new user namespace mapping the
+// caller's uid and gid to themselves: uid 0 in a container usually lacks
+// CAP_SYS_ADMIN but may still create a user namespace), where it brings lo up, applies cfg.Sysctls and creates the
 // TUN device described by cfg.TUN. Its process must call
 // RunAgentIfRequested first thing in main (or TestMain).
 //
 // Errors name the precondition that failed and its fix, and match
 // ErrPermission, ErrNoTunDevice or ErrExists with errors.Is.
 func NewNamespace(ctx context.Context, cfg NamespaceConfig) (*Namespace, error) {
+	if os.Getenv(agentEnv) == "1" {
+		refuseNestedAgent()
+	}
 	tcfg, err := cfg.TUN.normalize()
 	if err != nil {
 		return nil, err
@@ -67,7 +71,7 @@ func NewNamespace(ctx context.Context, cfg NamespaceConfig) (*Namespace, error) 
 			return nil, err
 		}
 	}
-	rootless := os.Geteuid() != 0
+	rootless := !canCreateNetns()
 	if rootless {
 		if err := checkRootless(); err != nil {
 			return nil, err

@@ -44,17 +44,26 @@ func checkRootless() error {
 // namespaces.
 func usernsDisabled(why, fix string) error {
 	return newUserError(ErrPermission, unix.EPERM,
-		"create user namespace: %s: enable it (%s), run unplug as root, or use --attach NAME with a persistent TUN", why, fix)
+		"create user namespace: %s: enable it (%s), %s", why, fix, otherPaths())
 }
 
 // cloneError explains why starting the namespace agent failed.
 func cloneError(err error, rootless bool) error {
-	if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.ENOSPC) {
-		return fmt.Errorf("start namespace agent: %w", err)
-	}
-	if !rootless {
+	switch {
+	case errors.Is(err, unix.ENOSYS):
+		// Go starts the agent with clone(2); a kernel without user or network
+		// namespaces says EINVAL, so ENOSYS comes from a seccomp filter.
 		return newUserError(ErrPermission, err,
-			"create network namespace: %v: CAP_SYS_ADMIN is missing (in docker add --cap-add SYS_ADMIN, or use --attach NAME)", err)
+			"create namespaces: %v: a seccomp filter refuses clone with namespace flags; allow it "+
+				"(podman or docker: --security-opt seccomp=unconfined, or a profile that permits clone and unshare), %s",
+			err, otherPaths())
+	case !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.ENOSPC):
+		return fmt.Errorf("start namespace agent: %w", err)
+	case !rootless:
+		return newUserError(ErrPermission, err,
+			"create network namespace: %v: refused although this process has CAP_SYS_ADMIN "+
+				"(a seccomp profile or security module forbids it: podman or docker: --security-opt seccomp=unconfined), %s",
+			err, otherPaths())
 	}
 	return newUserError(ErrPermission, err,
 		"create user namespace: %v: %s", err, usernsHint(false))
@@ -64,15 +73,25 @@ func cloneError(err error, rootless bool) error {
 // of the sysctls checkRootless reads forbids it. created tells whether the
 // user namespace itself was made (and then granted no capabilities).
 func usernsHint(created bool) string {
-	const fallback = "or run unplug as root, or use --attach NAME"
 	switch {
 	case readProcValue(sysctlAppArmorUserns) == "1":
-		return "AppArmor restricts unprivileged user namespaces (sysctl -w kernel.apparmor_restrict_unprivileged_userns=0), " + fallback
+		return "AppArmor restricts unprivileged user namespaces (sysctl -w kernel.apparmor_restrict_unprivileged_userns=0), " + otherPaths()
 	case created:
-		return "a security module (AppArmor, SELinux) denies capabilities in user namespaces: allow it for unplug, " + fallback
+		return "a security module (AppArmor, SELinux) denies capabilities in user namespaces: allow it for unplug, " + otherPaths()
 	default:
-		return "a seccomp profile or container runtime forbids user namespaces (docker: --security-opt seccomp=unconfined), " + fallback
+		return "a seccomp profile or container runtime forbids user namespaces " +
+			"(podman or docker: --security-opt seccomp=unconfined), " + otherPaths()
 	}
+}
+
+// otherPaths names what works without the namespaces that just failed.
+// "Run as root" is offered only where it would help: not to uid 0, and not
+// inside a user namespace (a container's root is no root on the host).
+func otherPaths() string {
+	if os.Geteuid() == 0 || inUserns() {
+		return "or use serve --attach NAME with a persistent TUN (docs/containers.md)"
+	}
+	return "or run unplug as root, or use serve --attach NAME with a persistent TUN (docs/containers.md)"
 }
 
 // readProcValue reads a /proc file; missing or unreadable yields "".

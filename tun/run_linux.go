@@ -8,6 +8,9 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Run runs argv inside the namespace, as the caller's user, with the
@@ -25,52 +28,154 @@ import (
 // executed yields 126. Cancelling ctx kills the program; Run then returns
 // its exit code and ctx.Err().
 func (ns *Namespace) Run(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, argv []string) (int, error) {
-	if len(argv) == 0 {
-		return -1, errors.New("namespace run: empty command")
-	}
 	if err := ctx.Err(); err != nil {
 		return -1, err
+	}
+	p, err := ns.Start(stdin, stdout, stderr, argv)
+	if err != nil {
+		return StartCode(err), err
+	}
+	stop := context.AfterFunc(ctx, p.Kill)
+	defer stop()
+	code, err := p.Wait()
+	if cerr := ctx.Err(); cerr != nil {
+		return code, errors.Join(cerr, err)
+	}
+	return code, err
+}
+
+// Program is a program Start started inside the namespace.
+type Program struct {
+	// PID is the program's process id, valid in the caller's PID
+	// namespace (for /proc/PID, pidfd_getfd, signals).
+	PID int
+
+	ns     *Namespace
+	pidMu  sync.Mutex // guards pidfd against Signal racing collect's close
+	pidfd  int        // -1 if pidfd_open failed or once the program exited
+	status *net.UnixConn
+	st     *runStdio
+
+	done chan struct{} // closed once the exit status arrived
+	code int
+	err  error
+	kill sync.Once
+}
+
+// Start starts argv inside the namespace like Run and returns without
+// waiting for it; Wait collects its exit code. A program that cannot be
+// started yields an error whose StartCode is 127 (not found) or 126.
+func (ns *Namespace) Start(stdin io.Reader, stdout, stderr io.Writer, argv []string) (*Program, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("namespace run: empty command")
 	}
 	dir, _ := os.Getwd()
 	st, err := newRunStdio(stdin, stdout, stderr)
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
 	status, theirs, err := socketPair()
 	if err != nil {
 		st.started()
 		st.wait()
-		return -1, err
+		return nil, err
 	}
-	defer status.Close()
 	fds := append(st.fds(), int(theirs.Fd()))
 	resp, _, err := ns.call(context.Background(), request{Op: opRun, Argv: argv, Env: os.Environ(), Dir: dir}, fds...)
 	theirs.Close()
 	st.started()
 	if err != nil {
+		status.Close()
 		st.wait()
 		if resp.Code == 0 {
 			resp.Code = -1
 		}
-		return resp.Code, err
+		return nil, &startError{code: resp.Code, err: err}
 	}
-	code, err := ns.waitProgram(ctx, status)
-	return code, errors.Join(err, st.wait())
+	p := &Program{PID: resp.PID, ns: ns, pidfd: -1, status: status, st: st, done: make(chan struct{})}
+	// Opened at once: the agent reaps the program only after it sent the
+	// exit status, which Wait has not read yet, so the PID is still ours.
+	if fd, err := unix.PidfdOpen(resp.PID, 0); err == nil {
+		p.pidfd = fd
+	}
+	go p.collect()
+	return p, nil
 }
 
-// waitProgram waits for the exit status the agent sends when the program
-// ends, asking the agent to kill it if ctx is cancelled first.
-func (ns *Namespace) waitProgram(ctx context.Context, status *net.UnixConn) (int, error) {
-	stop := context.AfterFunc(ctx, func() { status.Write([]byte("kill")) })
-	defer stop()
+// startError carries the shell's exit code for a program that could not
+// be started.
+type startError struct {
+	code int
+	err  error
+}
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
+
+// StartCode returns the exit code a shell gives a program that could not be
+// started (127 not found, 126 not executable), or -1 for any other error.
+func StartCode(err error) int {
+	var se *startError
+	if errors.As(err, &se) {
+		return se.code
+	}
+	return -1
+}
+
+// collect waits for the exit status the agent sends when the program ends.
+func (p *Program) collect() {
 	var resp response
-	if _, err := receive(status, make([]byte, 1024), &resp); err != nil {
-		return -1, ns.goneError("run")
+	if _, err := receive(p.status, make([]byte, 1024), &resp); err != nil {
+		p.code, p.err = -1, p.ns.goneError("run")
+	} else {
+		p.code = resp.Code
 	}
-	if err := ctx.Err(); err != nil {
-		return resp.Code, err
+	p.err = errors.Join(p.err, p.st.wait())
+	p.status.Close()
+	p.pidMu.Lock()
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
 	}
-	return resp.Code, nil
+	p.pidMu.Unlock()
+	close(p.done)
+}
+
+// Done is closed once the program has exited and its output is drained.
+func (p *Program) Done() <-chan struct{} { return p.done }
+
+// Wait waits for the program to exit and returns its exit code (128+N when
+// signal N killed it).
+func (p *Program) Wait() (int, error) {
+	<-p.done
+	return p.code, p.err
+}
+
+// Signal sends sig to the program (not to anything it started). It is an
+// error once the program has exited.
+func (p *Program) Signal(sig syscall.Signal) error {
+	p.pidMu.Lock()
+	defer p.pidMu.Unlock()
+	select {
+	case <-p.done:
+		return os.ErrProcessDone
+	default:
+	}
+	if p.pidfd < 0 {
+		return fmt.Errorf("signal %v: no pidfd for process %d", sig, p.PID)
+	}
+	if err := unix.PidfdSendSignal(p.pidfd, sig, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return os.ErrProcessDone
+		}
+		return fmt.Errorf("signal %v to process %d: %w", sig, p.PID, err)
+	}
+	return nil
+}
+
+// Kill asks the agent to kill the program with SIGKILL.
+func (p *Program) Kill() {
+	p.kill.Do(func() { p.status.Write([]byte("kill")) })
 }
 
 // runStdio connects a program's stdio to the caller's readers and writers.

@@ -65,9 +65,15 @@ func readSysctl(name string) (string, error) {
 	return strings.TrimSuffix(string(b), "\n"), nil
 }
 
-// sysctlError explains the two common failures.
+// sysctlError explains the common failures. A container mounts /proc/sys
+// read-only even for a network namespace unplug made itself; the engines
+// can unmask it for one container.
 func sysctlError(name string, err error) error {
 	switch {
+	case errors.Is(err, unix.EROFS):
+		return fmt.Errorf("sysctl %s: /proc/sys is read-only, as containers mount it: run the container with "+
+			"--security-opt unmask=/proc/sys (podman) or --security-opt systempaths=unconfined (docker); "+
+			"unplug writes only its private namespace's net.* sysctls: %w", name, err)
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("sysctl %s: no such sysctl in a network namespace on this kernel: %w", name, err)
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
@@ -105,4 +111,20 @@ func namesDevice(name, dev string) bool {
 	}
 	parts := strings.Split(name, sep)
 	return len(parts) >= 5 && parts[3] == dev
+}
+
+// IPv6Off reports whether interfaces created now in the calling process's
+// network namespace get no IPv6: net.ipv6.conf.default.disable_ipv6 is 1
+// (Docker sets it in a container whose network has no IPv6, --network none
+// included) or the kernel has no IPv6. why says which, for a one-line note;
+// a caller then configures IPv4 only instead of failing on the IPv6 address.
+func IPv6Off() (why string, off bool) {
+	v, err := readSysctl("net.ipv6.conf.default.disable_ipv6")
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "the kernel has no IPv6 (/proc/sys/net/ipv6 is missing)", true
+	case err == nil && v == "1":
+		return "IPv6 is disabled in this network namespace (net.ipv6.conf.default.disable_ipv6=1)", true
+	}
+	return "", false
 }

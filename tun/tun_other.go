@@ -80,3 +80,11 @@ func (ns *Namespace) Wait() error { return ns.Err() }
 
 // Close does nothing on this OS.
 func (ns *Namespace) Close() error { return nil }
+
+// inUserns reports whether this process is in a non-initial user
+// namespace; only Linux has them.
+func inUserns() bool { return false }
+
+// IPv6Off reports whether new interfaces get no IPv6; there are none to
+// create on this OS.
+func IPv6Off() (why string, off bool) { return "", false }

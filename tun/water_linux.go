@@ -263,8 +263,8 @@ func checkAttachable(name string, li linkInfo, mtu int) (int, error) {
 		return 0, fmt.Errorf("attach tun: %q is in use by another process: stop it or attach another device", name)
 	case notTunOwner(li.tun):
 		return 0, newUserError(ErrPermission, unix.EPERM,
-			"attach tun: %q belongs to another user (owner %d, group %d): recreate it with ip tuntap add %s mode tun user $USER",
-			name, li.tun.owner, li.tun.group, name)
+			"attach tun: %q belongs to another user (owner %s, group %d): %s",
+			name, ownerString(li.tun.owner), li.tun.group, recreateHint(name))
 	case mtu != 0 && mtu != li.mtu:
 		return 0, fmt.Errorf("attach tun: %q has MTU %d, not %d: use --mtu %d, or change it with ip link set %s mtu %d",
 			name, li.mtu, mtu, li.mtu, name, mtu)
@@ -273,7 +273,10 @@ func checkAttachable(name string, li linkInfo, mtu int) (int, error) {
 }
 
 // notTunOwner mirrors the kernel's tun_not_capable for a process without
-// CAP_NET_ADMIN (approximated as: not root).
+// CAP_NET_ADMIN (approximated as: not root). Inside a user namespace an
+// owner the namespace does not map reads as the overflow uid (65534), the
+// very uid a container's nobody has: that owner passes here, and if it is
+// not really this user, opening the device fails and attachError explains.
 func notTunOwner(ti tunInfo) bool {
 	if os.Geteuid() == 0 {
 		return false
@@ -293,7 +296,7 @@ func attachError(err error, name string) error {
 	switch {
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 		return newUserError(ErrPermission, err,
-			"attach tun %q: %v: it belongs to another user: recreate it with ip tuntap add %s mode tun user $USER", name, err, name)
+			"attach tun %q: %v: it belongs to another user: %s", name, err, recreateHint(name))
 	case errors.Is(err, unix.EBUSY):
 		return fmt.Errorf("attach tun: %q is in use by another process: %w", name, err)
 	case errors.Is(err, unix.EINVAL):
@@ -301,4 +304,26 @@ func attachError(err error, name string) error {
 	default:
 		return fmt.Errorf("attach tun %q: %w", name, err)
 	}
+}
+
+// ownerString prints a device owner, marking the overflow uid inside a
+// user namespace for what it may be: a uid the namespace does not map.
+func ownerString(owner int) string {
+	if owner >= 0 && owner == overflowUID() && inUserns() {
+		return fmt.Sprintf("%d, the overflow uid: perhaps a host uid this user namespace does not map", owner)
+	}
+	return fmt.Sprint(owner)
+}
+
+// recreateHint says how to make the device this user's. ip tuntap runs
+// outside the container and takes a uid as the host sees it, which inside
+// a user namespace (rootless or --userns containers) is not this uid.
+func recreateHint(name string) string {
+	uid := os.Geteuid()
+	m := readUIDMap(procUIDMap)
+	if host, ok := outsideID(m, uid); ok && !initialUserns(m) {
+		return fmt.Sprintf("recreate it from outside the user namespace with ip tuntap add %s mode tun user %d "+
+			"(uid %d here is uid %d there)", name, host, uid, host)
+	}
+	return fmt.Sprintf("recreate it with ip tuntap add %s mode tun user %d", name, uid)
 }

@@ -91,7 +91,7 @@ func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		for _, a := range operands { // reject locally first: same parser as serve
 			if _, err := fault.ParseSpec(a); err != nil {
-				return usageError{err}
+				return usageError{unquotedHint(err, operands)}
 			}
 		}
 		var ids []int
@@ -199,4 +199,18 @@ func otherCounters(r fault.RuleStatus) string {
 		return ""
 	}
 	return "  (" + strings.Join(parts, ", ") + ")"
+}
+
+// unquotedHint adds the likely fix to a spec error when the rule was split
+// into several arguments by the shell (fault add drop for=3s): each rule is
+// one argument, so the words must be quoted together.
+func unquotedHint(err error, operands []string) error {
+	if len(operands) < 2 {
+		return err
+	}
+	joined := strings.Join(operands, " ")
+	if _, jerr := fault.ParseSpec(joined); jerr != nil {
+		return fmt.Errorf("%w (each rule is one argument: quote it, e.g. unplug fault add 'drop for=3s')", err)
+	}
+	return fmt.Errorf("%w: each rule is one argument; quote it: unplug fault add '%s'", err, joined)
 }

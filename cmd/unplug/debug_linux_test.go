@@ -91,7 +91,7 @@ func TestDelveBreakpoints(t *testing.T) {
 	if len(hits) != 15 {
 		t.Fatalf("retransmit timer hit %d times, want 15: %v", len(hits), hits)
 	}
-	// gVisor's sender with no RTT sample (FACTS.md): the tail-loss probe at
+	// gVisor's sender with no RTT sample (docs/facts.md): the tail-loss probe at
 	// 1 s, then RTO firings at 2, 4 … 128 s, then every 120 s up to 1088 s.
 	if hits[0] != 2*time.Second {
 		t.Errorf("first RTO firing at virtual %v, want 2s", hits[0])

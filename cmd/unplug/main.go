@@ -67,11 +67,18 @@ func commands() []command {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) >= 2 && args[0] == "help" { // unplug help CMD [SUB] = unplug CMD [SUB] --help
+		args = append(args[1:], "--help")
+	}
+	switch {
+	case len(args) == 0:
+		usage(stderr)
+		return exitUsage
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
 		usage(stdout)
-		if len(args) == 0 {
-			return exitUsage
-		}
+		return exitOK
+	case args[0] == "--version" || args[0] == "version":
+		fmt.Fprintln(stdout, version())
 		return exitOK
 	}
 	for _, c := range commands() {
@@ -112,7 +119,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun `unplug COMMAND --help` for a command's flags.")
+	fmt.Fprintln(w, "\nRun `unplug help COMMAND` (or `unplug COMMAND --help`) for a command's flags,\n`unplug --version` for the build.")
 }
 
 // newFlagSet returns a flag set that reports errors instead of exiting.
@@ -125,8 +132,8 @@ func newFlagSet(name string, stderr io.Writer) *pflag.FlagSet {
 
 // parseFlags parses args, turning flag errors into one-line usage errors.
 func parseFlags(fs *pflag.FlagSet, args []string) error {
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: %s [flags]\n%s", fs.Name(), fs.FlagUsages())
+	if fs.Usage == nil {
+		fs.Usage = func() { printHelp(fs.Output(), helpFor(fs.Name()), fs.FlagUsages()) }
 	}
 	out := fs.Output()
 	fs.SetOutput(io.Discard) // we print our own one-line error

@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/unplug-dev/unplug/scenarios"
 )
 
@@ -20,6 +22,15 @@ func runScenarios(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if err := listScenarios(stdout); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "\nRun one with `unplug run NAME [--PARAM VALUE]... [--json] [--pcap F] [--svg F] [--expect ERRNO|recovered|survived] [--clock virtual]`.")
+	return nil
+}
+
+// listScenarios writes the catalog: each scenario with its parameters.
+func listScenarios(stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	for _, sc := range scenarios.Catalog() {
 		where := ""
@@ -31,9 +42,25 @@ func runScenarios(_ context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(tw, "\t  --%s %s\t%s\n", p.Name, p.Default, p.Help)
 		}
 	}
-	tw.Flush()
-	fmt.Fprintln(stdout, "\nRun one with `unplug run NAME [--PARAM VALUE]... [--json] [--pcap F] [--svg F] [--expect ERRNO|recovered|survived] [--clock virtual]`.")
-	return nil
+	return tw.Flush()
+}
+
+// runExit says what `unplug run` exits with.
+const runExit = "Exit status: 0 when the verdict is PASS, 1 when it is FAIL or the run failed, 2 on a usage error;\n" +
+	"with --expect OUTCOME: 0 when the run ends so, 1 if not (the verdict is still printed)."
+
+// addRunFlags defines the flags every scenario takes.
+func addRunFlags(fs *pflag.FlagSet, f *runFlags) {
+	fs.BoolVar(&f.json, "json", false, "print the report as JSON (schema: docs/report-schema.md)")
+	fs.StringVar(&f.pcap, "pcap", "", "write every packet, with drop comments, to this pcapng file")
+	fs.StringVar(&f.svg, "svg", "", "draw the time-sequence graph to this SVG file")
+	fs.StringVar(&f.expect, "expect", "", "exit 0 if the run ends so (an errno name, recovered, survived or connected), 1 if not")
+	fs.StringVar(&f.clock, "clock", scenarios.ClockReal, "real (host kernel client, real time) or virtual (gVisor client, simulated time)")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed for loss and jitter (same seed, same run in virtual time)")
+	fs.DurationVar(&f.linkDelay, "link-delay", 0, "one-way delay of the virtual link (--clock virtual), for realistic RTTs and RTOs")
+	fs.BoolVar(&f.step, "step", false, "virtual clock: stop at every timer firing and packet; Enter = next, n N = next N, c = continue")
+	fs.StringVar(&f.stepScript, "step-script", "", "like --step, reading the commands from this file")
+	fs.Var(&f.faults, "fault", "extra fault rule installed at the start (repeatable)")
 }
 
 type runFlags struct {
@@ -48,8 +75,16 @@ type runFlags struct {
 func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			fmt.Fprintln(stdout, "usage: unplug run NAME [flags]; `unplug scenarios` lists the names and their parameters")
-			return nil
+			fs := newFlagSet("run", stderr)
+			addRunFlags(fs, &runFlags{})
+			printHelp(stderr, helpText{usage: "unplug run NAME [--PARAM VALUE]... [flags]",
+				intro: "Runs one experiment in a private network namespace (no root needed) and prints its report.\n" + runExit},
+				fs.FlagUsages())
+			fmt.Fprintln(stderr, "\nscenarios (each takes its --PARAM VALUE flags; `unplug run NAME --help` shows one):")
+			if err := listScenarios(stderr); err != nil {
+				return err
+			}
+			return pflag.ErrHelp
 		}
 		return usagef("run needs a scenario name first; `unplug scenarios` lists them: %s", strings.Join(scenarios.Names(), ", "))
 	}
@@ -59,19 +94,18 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fs := newFlagSet("run "+sc.Name, stderr)
 	var f runFlags
-	fs.BoolVar(&f.json, "json", false, "print the report as JSON (schema: docs/report-schema.md)")
-	fs.StringVar(&f.pcap, "pcap", "", "write every packet, with drop comments, to this pcapng file")
-	fs.StringVar(&f.svg, "svg", "", "draw the time-sequence graph to this SVG file")
-	fs.StringVar(&f.expect, "expect", "", "exit 0 if the run ends so (an errno name, recovered, survived or connected), 1 if not")
-	fs.StringVar(&f.clock, "clock", scenarios.ClockReal, "real (host kernel client, real time) or virtual (gVisor client, simulated time)")
-	fs.Uint64Var(&f.seed, "seed", 1, "seed for loss and jitter (same seed, same run in virtual time)")
-	fs.DurationVar(&f.linkDelay, "link-delay", 0, "one-way delay of the virtual link (--clock virtual), for realistic RTTs and RTOs")
-	fs.BoolVar(&f.step, "step", false, "virtual clock: stop at every timer firing and packet; Enter = next, n N = next N, c = continue")
-	fs.StringVar(&f.stepScript, "step-script", "", "like --step, reading the commands from this file")
-	fs.Var(&f.faults, "fault", "extra fault rule installed at the start (repeatable)")
+	addRunFlags(fs, &f)
 	params := map[string]*string{}
 	for _, p := range sc.Params {
 		params[p.Name] = fs.String(p.Name, p.Default, p.Help)
+	}
+	where := ""
+	if sc.Kernel {
+		where = " (real clock only)"
+	}
+	fs.Usage = func() {
+		printHelp(fs.Output(), helpText{usage: "unplug run " + sc.Name + " [--PARAM VALUE]... [flags]",
+			intro: sc.Name + ": " + sc.Summary + where + "\n" + runExit}, fs.FlagUsages())
 	}
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
@@ -158,6 +192,11 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if !met {
 			return exitCodeError{code: exitFail, msg: fmt.Sprintf("expected %s, got %s", f.expect, rep.Outcome)}
 		}
+		return nil
+	}
+	if rep.Verdict != scenarios.VerdictPass {
+		// The report (printed above) names each unmet expectation.
+		return exitCodeError{code: exitFail}
 	}
 	return nil
 }

@@ -124,6 +124,10 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 	if f.attach != "" {
 		dev, err = tun.Attach(f.attach, f.mtu)
 	} else {
+		if why, off := tun.IPv6Off(); off && !f.noIPv6 {
+			fmt.Fprintf(stderr, "unplug: %s: serving IPv4 only\n", why)
+			f.noIPv6 = true
+		}
 		cfg := tun.DefaultConfig()
 		cfg.Name, cfg.MTU = f.tunName, f.mtu
 		if f.noIPv6 {

@@ -144,7 +144,7 @@ func dial(t *testing.T, port string, userTimeout time.Duration) *net.TCPConn {
 
 // waitAccepted waits until the peer holds c as an established connection,
 // so an outage started next cannot swallow the handshake's final ACK
-// (FACTS.md).
+// (docs/facts.md).
 func (sp *servePeer) waitAccepted(t *testing.T, c net.Conn) {
 	t.Helper()
 	local := c.LocalAddr().String()

@@ -24,6 +24,7 @@ type Rule struct {
 	start, end tcpip.MonotonicTime // active window; end zero = open-ended
 	startStamp int64               // start as a flow tracker timestamp
 	stateful   bool                // selects by connection state (Spec.needsFlow)
+	tracks     bool                // needs the flow tracker: stateful, or a seq-keyed loss
 	tcpOnly    bool
 	pureMatch  bool          // Spec.Match needs no connection state
 	notes      [noteN]string // precomputed capture comments
@@ -43,13 +44,16 @@ type Rule struct {
 	conns     int // connections opened in scope since the rule started (conn=)
 	target    flow.Key
 	hasTarget bool
-	nextFree  [2]tcpip.MonotonicTime // rate: when each direction's queue drains
-	bad       [2]bool                // burst loss: each direction's chain is in the Bad state
+	nextFree  [2]tcpip.MonotonicTime     // rate: when each direction's queue drains
+	bad       [2]bool                    // burst loss: each direction's chain is in the Bad state
+	lossConns uint32                     // loss: TCP connections numbered so far
+	seen      flow.Table[uint64, uint32] // loss: transmissions seen per segment key
 }
 
 // ruleFlow is what a rule remembers of one connection.
 type ruleFlow struct {
 	started bool    // the rule matched a segment of it
+	ordinal uint32  // loss: the connection's number in the order the rule first saw them
 	base    uint32  // its retransmissions (in the rule's directions) before that
 	healed  bool    // until=rto reached: the rule leaves it alone
 	fired   [2]bool // rst-at-seq sent, per direction
@@ -105,7 +109,8 @@ type Controller struct {
 	clock    tcpip.Clock
 	rules    atomic.Pointer[[]*Rule]
 	rng      atomic.Uint64 // splitmix64 state: deterministic for a given seed
-	stateful atomic.Int32  // installed rules with Rule.stateful
+	seed     uint64        // the seed itself, for keyed draws (lossDraw)
+	stateful atomic.Int32  // installed rules with Rule.tracks
 
 	flowMu  sync.Mutex
 	tracker *flow.Tracker // nil while no stateful rule is installed
@@ -115,11 +120,18 @@ type Controller struct {
 }
 
 // NewController returns a controller with no rules, timing rules on clock and
-// drawing every random choice (loss, jitter, duplicate, reorder, corrupt,
-// burst loss) from a generator seeded with seed, so a run with the same seed
-// and packet order makes the same decisions.
+// drawing every random choice from seed. A loss rule's decision for a TCP
+// segment is a hash of the seed, the rule, the connection's number (in the
+// order the rule first saw connections), the direction, the segment's
+// relative sequence number, length and SYN/FIN/RST flags, and how many
+// times that segment was seen before (see lossDraw): the same seed loses
+// the same segments whatever the timing and however the connections'
+// packets interleave. Other random choices (jitter, duplicate, reorder,
+// corrupt, burst loss, loss of non-TCP packets) come from one generator
+// seeded with seed, so a run with the same seed and packet order makes the
+// same decisions.
 func NewController(clock tcpip.Clock, seed uint64) *Controller {
-	c := &Controller{clock: clock, nextID: 1}
+	c := &Controller{clock: clock, nextID: 1, seed: seed}
 	c.rng.Store(seed)
 	c.rules.Store(&[]*Rule{})
 	return c
@@ -148,13 +160,17 @@ func (c *Controller) Add(sp Spec) int {
 		r.end = r.start.Add(sp.For)
 	}
 	r.stateful = sp.needsFlow()
+	r.tracks = r.stateful || sp.Action == ActLoss
 	r.tcpOnly = sp.tcpOnly()
 	r.pureMatch = sp.Match&matchStateful == 0
 	r.initNotes()
-	if r.stateful || sp.Action == ActRate || sp.Action == ActBurstLoss {
+	if r.tracks || sp.Action == ActRate || sp.Action == ActBurstLoss {
 		r.flows = flow.NewTable[flow.Key, ruleFlow](MaxRuleFlows)
 	}
-	if r.stateful {
+	if sp.Action == ActLoss {
+		r.seen = flow.NewTable[uint64, uint32](MaxLossSegments)
+	}
+	if r.tracks {
 		c.flowMu.Lock()
 		if c.tracker == nil {
 			c.tracker = flow.NewTracker(flow.DefaultMaxConns)
@@ -255,7 +271,7 @@ func (c *Controller) Clear() int {
 func (c *Controller) install(rules []*Rule) {
 	var n int32
 	for _, r := range rules {
-		if r.stateful {
+		if r.tracks {
 			n++
 		}
 	}
@@ -496,7 +512,7 @@ func (c *Controller) Decide(p *Packet) Decision {
 	var info flow.Info
 	if c.stateful.Load() > 0 && p.Proto == ProtoTCP && p.Version != 0 {
 		for _, r := range rules {
-			if r.stateful && !r.expired(now) && r.inScope(p) {
+			if r.tracks && !r.expired(now) && r.inScope(p) {
 				info, fi = c.track(p, now), &info
 				break
 			}
@@ -540,7 +556,7 @@ func (c *Controller) act(r *Rule, p *Packet, fi *flow.Info, now tcpip.MonotonicT
 	d := Decision{Rule: r.ID, Action: sp.Action}
 	switch sp.Action {
 	case ActLoss:
-		if c.random() >= sp.Loss {
+		if c.lossDraw(r, p, fi) >= sp.Loss {
 			return d, false
 		}
 		d.Verdict = Dropped
@@ -613,6 +629,49 @@ func (c *Controller) act(r *Rule, p *Packet, fi *flow.Info, now tcpip.MonotonicT
 	}
 	return d, true
 }
+
+// MaxLossSegments bounds the segments one loss rule remembers how often it
+// saw (so a retransmission gets a fresh draw); beyond it the least recently
+// seen are forgotten.
+const MaxLossSegments = 1 << 16
+
+// lossDraw returns a loss rule's uniform draw in [0, 1) for p. For a TCP
+// segment the flow tracker followed (fi) it is a hash of the seed, the
+// rule, the connection's number, the direction, the relative sequence
+// number, the payload length, the SYN/FIN/RST flags and how many times the
+// rule saw that same segment before: the n-th transmission of a segment
+// always meets the same fate for a seed, whatever else the link carries
+// meanwhile. Anything else draws from the controller's generator.
+func (c *Controller) lossDraw(r *Rule, p *Packet, fi *flow.Info) float64 {
+	if fi == nil || fi.Kind == flow.KindOther {
+		return c.random()
+	}
+	r.mu.Lock()
+	rf, _ := r.flows.Get(fi.Key)
+	if rf.ordinal == 0 {
+		r.lossConns++
+		rf.ordinal = r.lossConns
+		r.flows.Put(fi.Key, rf)
+	}
+	k := mix(c.seed ^ uint64(r.ID)<<48)
+	k = mix(k ^ uint64(rf.ordinal)<<8 ^ uint64(p.Dir) ^ uint64(p.Flags&(FlagSYN|FlagFIN|FlagRST))<<4)
+	k = mix(k ^ uint64(fi.RelSeq)<<20 ^ uint64(p.PayloadLen))
+	n, _ := r.seen.Get(k)
+	r.seen.Put(k, n+1)
+	r.mu.Unlock()
+	return unit(mix(k ^ uint64(n)))
+}
+
+// mix is splitmix64's finalizer: a bijective hash of 64 bits.
+func mix(z uint64) uint64 {
+	z += 0x9e3779b97f4a7c15
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}
+
+// unit maps 64 random bits to a uniform float64 in [0, 1).
+func unit(z uint64) float64 { return float64(z>>11) / (1 << 53) }
 
 // take claims one of the rule's Count actions; false when they are used up.
 func (r *Rule) take() bool {
@@ -718,5 +777,5 @@ func (c *Controller) next() uint64 {
 
 // random returns a uniform float64 in [0, 1).
 func (c *Controller) random() float64 {
-	return float64(c.next()>>11) / (1 << 53)
+	return unit(c.next())
 }

@@ -1,6 +1,7 @@
 package fault
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -213,5 +214,97 @@ func BenchmarkDecideNoMatch(b *testing.B) {
 		if c.Decide(&p).Verdict != Pass {
 			b.Fatal("matched")
 		}
+	}
+}
+
+// TestLossIsKeyedBySegment: a loss rule's fate for a segment depends on the
+// seed, the connection's number, the relative sequence number and how
+// often the segment was sent — not on the initial sequence numbers, the
+// ports, or how the connections' packets interleave — and a
+// retransmission of a lost segment gets a fresh draw.
+func TestLossIsKeyedBySegment(t *testing.T) {
+	const segs, mss = 300, 1000
+	type flowSpec struct {
+		sport uint16
+		isn   uint32
+	}
+	run := func(seed uint64, flows [2]flowSpec, interleave bool) (fates [2][]bool) {
+		c := NewController(faketime.NewManualClock(), seed)
+		c.AddString("loss 10%")
+		send := func(f int, flags uint8, seq uint32, payload int) bool {
+			s := seg{src: app4, dst: peer4, sport: flows[f].sport, dport: 80, flags: flags, seq: flows[f].isn + seq, win: 65535, payload: payload}
+			return c.Decide(parsed(t, In, s.build())).Verdict == Dropped
+		}
+		for f := range 2 { // SYNs in the same order: connection numbers agree
+			for send(f, FlagSYN, 0, 0) {
+			}
+		}
+		one := func(f, i int) {
+			fates[f] = append(fates[f], send(f, FlagACK, 1+uint32(i*mss), mss))
+		}
+		for i := range segs {
+			if interleave {
+				one(0, i)
+				one(1, i)
+			} else {
+				one(0, i)
+			}
+		}
+		if !interleave {
+			for i := range segs {
+				one(1, i)
+			}
+		}
+		return fates
+	}
+	a := run(1, [2]flowSpec{{1000, 7}, {2000, 1 << 31}}, false)
+	b := run(1, [2]flowSpec{{3333, 99999}, {4444, 12345}}, true)
+	c := run(2, [2]flowSpec{{1000, 7}, {2000, 1 << 31}}, false)
+	lost := 0
+	for f := range 2 {
+		for i := range segs {
+			if a[f][i] != b[f][i] {
+				t.Fatalf("connection %d segment %d: lost=%v in one order, %v in the other", f+1, i, a[f][i], b[f][i])
+			}
+			if a[f][i] {
+				lost++
+			}
+		}
+	}
+	// 600 segments at 10 %: mean 60, σ ≈ 7.3.
+	if lost < 30 || lost > 90 {
+		t.Errorf("lost %d of %d segments at 10%%", lost, 2*segs)
+	}
+	if fmt.Sprint(a) == fmt.Sprint(c) {
+		t.Error("seeds 1 and 2 lost the same segments")
+	}
+	if fmt.Sprint(a[0]) == fmt.Sprint(a[1]) {
+		t.Error("both connections lost the same segments")
+	}
+
+	// A retransmission is a new draw: at 50 % a segment sent again and
+	// again gets through, and the n-th transmission's fate is fixed.
+	fates := func() []bool {
+		ctl := NewController(faketime.NewManualClock(), 5)
+		ctl.AddString("loss 50%")
+		var out []bool
+		for range 40 {
+			s := seg{src: app4, dst: peer4, sport: 1, dport: 80, flags: FlagACK, seq: 1, win: 65535, payload: 100}
+			out = append(out, ctl.Decide(parsed(t, In, s.build())).Verdict == Dropped)
+		}
+		return out
+	}
+	x, y := fates(), fates()
+	passed := 0
+	for i := range x {
+		if x[i] != y[i] {
+			t.Fatalf("transmission %d: fates differ between identical runs", i+1)
+		}
+		if !x[i] {
+			passed++
+		}
+	}
+	if passed == 0 || passed == len(x) {
+		t.Errorf("50%% loss let %d of %d transmissions of one segment through", passed, len(x))
 	}
 }

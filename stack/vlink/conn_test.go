@@ -62,7 +62,7 @@ func TestConnFates(t *testing.T) {
 			},
 		},
 		{
-			// FACTS.md: keepalive 1/1/3 probes at 1, 2, 3 s and fails
+			// docs/facts.md: keepalive 1/1/3 probes at 1, 2, 3 s and fails
 			// about 4 s after the outage started.
 			name: "keepalive",
 			setup: func(t *testing.T, p *Pair) *Conn {

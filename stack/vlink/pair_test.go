@@ -18,7 +18,7 @@ const request = "GET / HTTP/1.0\r\n\r\n"
 // give up with its defaults: 1 + 15 transmissions of the request, a tail
 // loss probe then retransmission timeouts that double up to the 120 s
 // cap, and ErrTimeout one capped RTO after the last one. Without link delay
-// the handshake gives no RTT sample and the RTO starts at 1 s (FACTS.md:
+// the handshake gives no RTT sample and the RTO starts at 1 s (docs/facts.md:
 // transmissions at 0, 1, 2, 4, ... 128, 248, ... 968 s, ETIMEDOUT at 1088 s);
 // with 20 ms each way the RTO starts at the 200 ms minimum.
 func TestTimeout(t *testing.T) {
@@ -176,7 +176,7 @@ func at(rs []packetRecord, i int) string {
 
 // TestBriefOutage drops everything for 3 s from the moment a request is
 // written: the reply arrives at the first retransmission after the link is
-// back, not when the link comes back (FACTS.md: recovery can lag the outage
+// back, not when the link comes back (docs/facts.md: recovery can lag the outage
 // by up to one RTO; Linux with its 200 ms RTO answers after 3.28 s, and so
 // does gVisor once the handshake gave it an RTT sample).
 func TestBriefOutage(t *testing.T) {

@@ -1,0 +1,128 @@
+package reference
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/unplug-dev/unplug/scenarios"
+)
+
+// refRuns is how many times TestReference runs each side of each
+// scenario; the README's table comes from -reference.runs 20.
+var refRuns = flag.Int("reference.runs", 1, "runs per scenario and side in TestReference")
+
+// refScenario restricts TestReference to one scenario.
+var refScenario = flag.String("reference.scenario", "", "run TestReference for this scenario only")
+
+// refOut, if set, gets one JSON line per run: both series and whether they
+// agree (for the README's table).
+var refOut = flag.String("reference.out", "", "append one JSON line per TestReference run to this file")
+
+// record appends one run to -reference.out.
+func record(t *testing.T, name string, run int, ref, got Series, rows []Row) {
+	if *refOut == "" {
+		return
+	}
+	f, err := os.OpenFile(*refOut, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	line, _ := json.Marshal(map[string]any{"scenario": name, "run": run, "reference": ref, "unplug": got, "agree": Agree(rows), "rows": rows})
+	f.Write(append(line, '\n'))
+}
+
+// newLab skips without root, ip or iptables, and removes the lab in
+// t.Cleanup.
+func newLab(t *testing.T) *Lab {
+	t.Helper()
+	if err := Available(); err != nil {
+		t.Skip(err)
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("no /dev/net/tun on this machine")
+	}
+	lab, err := NewLab(context.Background(), "h2b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+		for _, ns := range []string{lab.Client, lab.Server} {
+			if _, err := os.Stat("/run/netns/" + ns); err == nil {
+				t.Errorf("namespace %s left behind", ns)
+			}
+		}
+	})
+	return lab
+}
+
+// TestReference runs each covered scenario the seed's way (two namespaces,
+// iptables DROP in the server's) and with unplug (scenarios.Run, the same
+// code as `unplug run SCENARIO --json`) and requires the same mechanism —
+// outcome, errnos, how many retransmissions or probes and which kinds —
+// and every firing and the outcome within the timer-wheel tolerance.
+func TestReference(t *testing.T) {
+	lab := newLab(t)
+	for _, name := range Scenarios {
+		if *refScenario != "" && name != *refScenario {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			sc, _ := scenarios.Lookup(name)
+			params := scenarios.DefaultParams(sc)
+			for i := range *refRuns {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				ref, err := lab.Run(ctx, name, params)
+				cancel()
+				if err != nil {
+					t.Fatalf("reference run: %v", err)
+				}
+				ctx, cancel = context.WithTimeout(context.Background(), 2*time.Minute)
+				rep, err := scenarios.Run(ctx, name, params, scenarios.Options{Seed: 1})
+				cancel()
+				if err != nil {
+					t.Fatalf("unplug run: %v", err)
+				}
+				got := FromReport(rep)
+				rows := Compare(ref, got)
+				record(t, name, i+1, ref, got, rows)
+				t.Logf("run %d: reference rtt %s rto %s\n%s", i+1, ref.RTT, ref.RTO, FormatRows(rows))
+				if !Agree(rows) {
+					t.Errorf("run %d: unplug disagrees with the iptables reference", i+1)
+				}
+			}
+		})
+	}
+}
+
+// TestReferenceSysctlMatters shows the comparison can fail: the reference
+// with tcp_retries2=5 against unplug with the default 3 ends at a later
+// firing.
+func TestReferenceSysctlMatters(t *testing.T) {
+	lab := newLab(t)
+	sc, _ := scenarios.Lookup("timeout")
+	wrong, err := scenarios.ParseParams(sc, map[string]string{"retries2": "5"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := lab.Run(context.Background(), "timeout", wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := scenarios.Run(context.Background(), "timeout", scenarios.DefaultParams(sc), scenarios.Options{Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := Compare(ref, FromReport(rep))
+	if Agree(rows) {
+		t.Fatalf("retries2=5 against retries2=3 agreed:\n%s", FormatRows(rows))
+	}
+	t.Logf("disagrees as it must:\n%s", FormatRows(rows))
+}

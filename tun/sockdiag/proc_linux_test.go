@@ -1,0 +1,265 @@
+package sockdiag
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// nsDefaults are keepalive defaults for test namespaces, unlike the
+// kernel's, so a test can tell them from values a socket set itself.
+var nsDefaults = map[string]string{
+	"net.ipv4.tcp_keepalive_time":   "600",
+	"net.ipv4.tcp_keepalive_intvl":  "30",
+	"net.ipv4.tcp_keepalive_probes": "5",
+}
+
+// TestFindSocketsReadOptions: a program inside the namespace holds two
+// connected sockets; FindSockets names its descriptors (and none of this
+// process, outside the namespace), ReadOptions reads exactly the options
+// it set, or the namespace's defaults where it set none.
+func TestFindSocketsReadOptions(t *testing.T) {
+	requireRoot(t)
+	ns := newTestNamespace(t, nsDefaults)
+	d := newDumper(t, ns)
+	l := listen(t, ns, "127.0.0.1:0")
+	dst := l.local(t).String()
+	h := startHelper(t, ns, dst+" k=7/3/4,u=1234", dst+" nodelay")
+
+	netns, err := NetnsInode(ns.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if self, _ := NetnsInode(0); self == netns {
+		t.Fatal("the test runs in the namespace it created")
+	}
+	procs, err := FindSockets(netns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks, err := d.Dump()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, _ := os.Executable()
+	comm := filepath.Base(exe)
+	comm = comm[:min(len(comm), 15)]
+	want := []Options{
+		{KeepAlive: true, KeepIdle: 7 * time.Second, KeepIntvl: 3 * time.Second, KeepCnt: 4, UserTimeout: 1234 * time.Millisecond},
+		{KeepIdle: 600 * time.Second, KeepIntvl: 30 * time.Second, KeepCnt: 5, NoDelay: true},
+	}
+	reader := NewOptionsReader(netns)
+	for i, hs := range h.socks {
+		ds, ok := findTuple(socks, hs.local, l.local(t))
+		if !ok || ds.Inode == 0 || ds.State != StateEstablished {
+			t.Fatalf("helper socket %s not in dump (%+v)", hs.local, ds)
+		}
+		var found *ProcSocket
+		for j := range procs {
+			if procs[j].PID == h.pid && procs[j].FD == hs.fd {
+				found = &procs[j]
+			}
+		}
+		if found == nil || found.Inode != ds.Inode || found.Comm != comm {
+			t.Fatalf("FindSockets has %+v for pid %d fd %d, want inode %d comm %q; all: %+v", found, h.pid, hs.fd, ds.Inode, comm, procs)
+		}
+		got, err := ReadOptions(h.pid, hs.fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.SndBuf <= 0 || got.RcvBuf <= 0 || got.Inode != ds.Inode {
+			t.Errorf("socket %d: buffers %d/%d, inode %d; want positive buffers and inode %d", i, got.SndBuf, got.RcvBuf, got.Inode, ds.Inode)
+		}
+		w := want[i]
+		w.SndBuf, w.RcvBuf, w.Inode = got.SndBuf, got.RcvBuf, ds.Inode
+		if got != w {
+			t.Errorf("socket %d: ReadOptions = %+v\nwant %+v", i, got, w)
+		}
+		if o, ok := reader.Options(ds.Inode); !ok || o != got {
+			t.Errorf("socket %d: OptionsReader = %+v, %v (err %v), want %+v", i, o, ok, reader.Err(), got)
+		}
+		if ps, ok := reader.Holder(ds.Inode); !ok || ps.PID != h.pid || ps.FD != hs.fd {
+			t.Errorf("socket %d: Holder = %+v, %v; want pid %d fd %d", i, ps, ok, h.pid, hs.fd)
+		}
+	}
+	for _, ps := range procs {
+		if ps.PID == os.Getpid() {
+			t.Errorf("FindSockets lists this process (outside the namespace): %+v", ps)
+		}
+	}
+	// The listener is ours, outside the namespace: no holder to read.
+	if _, ok := reader.Options(inodeOf(t, l)); ok {
+		t.Error("OptionsReader found the test's own listener")
+	}
+	if err := reader.Err(); err != nil {
+		t.Errorf("OptionsReader.Err = %v", err)
+	}
+}
+
+// TestReadOptionsErrors: each failure names its cause.
+func TestReadOptionsErrors(t *testing.T) {
+	requireRoot(t)
+	ns := newTestNamespace(t, nil)
+	l := listen(t, ns, "127.0.0.1:0")
+	h := startHelper(t, ns, l.local(t).String()+" -")
+	exited := exec.Command("true")
+	if err := exited.Run(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		pid, fd int
+		errno   syscall.Errno
+		want    string
+	}{
+		{"not a socket", h.pid, 0, 0, "not a socket"},
+		{"no such descriptor", h.pid, 999, unix.EBADF, "has no descriptor 999"},
+		{"exited", exited.Process.Pid, 0, unix.ESRCH, "has exited"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ReadOptions(tc.pid, tc.fd)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || (tc.errno != 0 && !errors.Is(err, tc.errno)) {
+				t.Fatalf("ReadOptions(%d, %d) = %v, want %q matching %v", tc.pid, tc.fd, err, tc.want, tc.errno)
+			}
+		})
+	}
+}
+
+// stageEnv tells a re-executed test binary which stage it is.
+const stageEnv = "UNPLUG_SOCKDIAG_TEST_STAGE"
+
+// TestReadOptionsRootless: as an unprivileged user, a program started in
+// a rootless namespace (its own user namespace) is readable, and a
+// process of another user is refused with EPERM and an explanation.
+func TestReadOptionsRootless(t *testing.T) {
+	switch os.Getenv(stageEnv) {
+	case "rootless":
+		checkRootless(t)
+	case "mountns":
+		// A private mount namespace with a /dev/net/tun node uid 65534 may
+		// open; the host's node is never changed.
+		mountTunNode(t)
+		runStage(t, "rootless", "", &syscall.SysProcAttr{
+			Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}},
+			Pdeathsig:  syscall.SIGKILL,
+		})
+	default:
+		requireRoot(t)
+		exe := copyTestBinary(t)
+		runStage(t, "mountns", exe, &syscall.SysProcAttr{
+			Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET,
+			Pdeathsig:  syscall.SIGKILL,
+		})
+	}
+}
+
+// checkRootless is TestReadOptionsRootless as uid 65534.
+func checkRootless(t *testing.T) {
+	if os.Geteuid() != 65534 {
+		t.Fatalf("euid %d, want 65534", os.Geteuid())
+	}
+	ns := newTestNamespace(t, nil)
+	l := listen(t, ns, "127.0.0.1:0")
+	h := startHelper(t, ns, l.local(t).String()+" k=7/3/4,u=1234")
+	o, err := ReadOptions(h.pid, h.socks[0].fd)
+	if err != nil {
+		t.Fatalf("ReadOptions of our own program: %v", err)
+	}
+	if !o.KeepAlive || o.KeepIdle != 7*time.Second || o.KeepIntvl != 3*time.Second || o.KeepCnt != 4 || o.UserTimeout != 1234*time.Millisecond {
+		t.Errorf("ReadOptions = %+v, want keepalive 7s/3s/4, user timeout 1.234s", o)
+	}
+	// The parent stage runs as root: no ptrace access.
+	_, err = ReadOptions(os.Getppid(), 0)
+	if !errors.Is(err, unix.EPERM) || !strings.Contains(err.Error(), "needs ptrace access") {
+		t.Fatalf("ReadOptions of a root process = %v, want EPERM explaining ptrace access", err)
+	}
+	t.Logf("refused as expected: %v", err)
+}
+
+// runStage re-executes the test binary (exe; "" means this one) to run
+// only the current test as stage, and fails unless that run passed.
+func runStage(t *testing.T, stage, exe string, attr *syscall.SysProcAttr) {
+	t.Helper()
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*safetyTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), stageEnv+"="+stage, "GORACE=atexit_sleep_ms=0")
+	cmd.Dir = filepath.Dir(exe)
+	cmd.SysProcAttr = attr
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("stage %s: %v\n%s", stage, err, out)
+	}
+	t.Logf("stage %s:\n%s", stage, out)
+}
+
+// mountTunNode bind-mounts a world-accessible TUN node over /dev/net/tun
+// inside this (private) mount namespace.
+func mountTunNode(t *testing.T) {
+	must := func(what string, err error) {
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	must("make mounts private", unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""))
+	// In the working directory, which the top-level test removes.
+	dir, err := filepath.Abs("dev")
+	must("abs", err)
+	must("mkdir", os.Mkdir(dir, 0o755))
+	must("mount tmpfs", unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"))
+	node := filepath.Join(dir, "tun")
+	must("mknod", unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 200))))
+	must("chmod", os.Chmod(node, 0o666))
+	must("bind over /dev/net/tun", unix.Mount(node, "/dev/net/tun", "", unix.MS_BIND, ""))
+}
+
+// copyTestBinary copies this test binary into a directory uid 65534 may
+// enter (go test's build directory is private to root).
+func copyTestBinary(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "h1a-sockdiag-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.Open(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	exe := filepath.Join(dir, "sockdiag.test")
+	dst, err := os.OpenFile(exe, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(dst, src)
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
