@@ -90,11 +90,11 @@ func failing(r *Report) []string {
 
 // Mutations of the evidence.
 
-// dropRetrans removes the client's (dir "in") or peer's ("out") i-th
-// retransmission of the longest series (-1: the last).
-func dropRetrans(dir string, i int) func(*Report) {
+// dropRetransKinds removes the i-th retransmission or probe of the given
+// kinds in direction dir (of the longest series; -1: the last).
+func dropRetransKinds(dir, kinds string, i int) func(*Report) {
 	return func(r *Report) {
-		s := longestSeries(r, dir, "retransmit,keepalive-probe")
+		s := longestSeries(r, dir, kinds)
 		if i < 0 {
 			i = len(s) - 1
 		}
@@ -107,6 +107,12 @@ func dropRetrans(dir string, i int) func(*Report) {
 		}
 		r.Retransmissions = out
 	}
+}
+
+// dropRetrans removes the client's (dir "in") or peer's ("out") i-th
+// retransmission of the longest series (-1: the last).
+func dropRetrans(dir string, i int) func(*Report) {
+	return dropRetransKinds(dir, "retransmit,keepalive-probe", i)
 }
 
 // shiftRetrans moves the client's i-th retransmission (or probe) by d.
@@ -385,6 +391,17 @@ var evidenceCases = []struct {
 			[]string{"established after the outage"}},
 		{"an error", nil, addAppError("ETIMEDOUT"),
 			[]string{"errors"}},
+		{"ETIMEDOUT instead of surviving", nil, func(r *Report) { r.Outcome = "ETIMEDOUT" },
+			[]string{"outcome"}},
+	}},
+	{"zero-window.json", []mutation{
+		{"three probes lost from the list", nil, func(r *Report) {
+			for i := 0; i < 3; i++ {
+				dropRetransKinds("in", "zero-window-probe,retransmit", 0)(r)
+			}
+		}, []string{"window probes"}},
+		{"probes not backing off", nil, setRatios("in", 1),
+			[]string{"probe backoff ratio"}},
 		{"ETIMEDOUT instead of surviving", nil, func(r *Report) { r.Outcome = "ETIMEDOUT" },
 			[]string{"outcome"}},
 	}},
