@@ -182,12 +182,6 @@ func measured(name, unit string, want, lo, hi float64, timing bool, basis string
 		}}
 }
 
-// timeCheck checks a time measurement (in seconds) with timeTolerance.
-func timeCheck(name string, want time.Duration, basis string) Check {
-	lo, hi := timeTolerance(want)
-	return measured(name, "s", want.Seconds(), lo.Seconds(), hi.Seconds(), true, basis)
-}
-
 // kindIn reports whether kind is in the comma-separated list kinds.
 func kindIn(kind, kinds string) bool {
 	for _, k := range strings.Split(kinds, ",") {

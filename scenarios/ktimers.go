@@ -3,7 +3,6 @@ package scenarios
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -282,24 +281,6 @@ func (k kernelSocket) predictData(packetsOut, retries2 int, u time.Duration) dat
 		p.Firings = p.Firings[:lastEnd+1]
 	}
 	return p
-}
-
-// describe says which firing ends the connection and why, for the report.
-func (p dataPrediction) describe() string {
-	what := "tcp_model_timeout"
-	if p.UserTime {
-		what = "TCP_USER_TIMEOUT"
-	}
-	var parts []string
-	for _, e := range p.Ends {
-		s := fmt.Sprintf("RTO #%d (%s since RTO #1 ≥ %s %s; RTO #%d at %s was short)",
-			e.N, fmtSecs(e.Since1), fmtSecs(p.Limit), what, e.N-1, fmtSecs(e.Prev))
-		if len(p.Ends) > 1 {
-			s = fmt.Sprintf("%.0f%%: %s", 100*e.Odds, s)
-		}
-		parts = append(parts, s)
-	}
-	return strings.Join(parts, "; ")
 }
 
 // fmtSecs prints d as seconds with 3 decimals, without a space: "2.912 s".

@@ -179,16 +179,6 @@ func preciseKeepalive(p Params, c Conditions) Theory {
 	return th
 }
 
-// firstProbe is when the first keepalive probe went out, after the anchor.
-func firstProbe(r *Report) (float64, bool) {
-	for _, x := range r.Retransmissions {
-		if x.Kind == "keepalive-probe" {
-			return (x.T - r.Anchor).Seconds(), true
-		}
-	}
-	return 0, false
-}
-
 // synTimeoutScenario connects while the link is down.
 func synTimeoutScenario() Scenario {
 	return Scenario{
