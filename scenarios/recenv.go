@@ -44,7 +44,8 @@ func (e *recordingEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Co
 }
 
 // snapshotClient records the latest open connection's RTT and RTO before
-// the first fault rule goes in: the state the precise theory starts from.
+// the first fault rule goes in, or when the scenario sets its anchor if
+// that comes first: the state the precise theory starts from.
 func (e *recordingEnv) snapshotClient() {
 	c := e.last
 	if c == nil || c.closed || e.rec.hasClientInfo() {
