@@ -398,3 +398,30 @@ func (g gvisorSocket) dataSchedule(maxRetries int, u time.Duration) []dataFiring
 	}
 	return out
 }
+
+// recoveryOdds is, for data sent into an outage of length d, the fraction
+// of timer phases (and of send instants within the send's jiffy) in which
+// retransmission i (0 = the tail-loss probe) is the first one at or after
+// d: the one that gets through.
+func (k kernelSocket) recoveryOdds(d time.Duration) map[int]float64 {
+	odds := map[int]float64{}
+	fracs := []float64{0.125, 0.375, 0.625, 0.875}
+	n := 0.0
+	for phase := int64(0); phase < wheelPhases; phase++ {
+		sched := k.dataSchedule(phase, 0, 1, 15, 0, 64)
+		for _, fr := range fracs {
+			for i, f := range sched {
+				at := time.Duration((float64(f.At) - fr) * float64(k.jiffy()))
+				if at >= d {
+					odds[i]++
+					break
+				}
+			}
+			n++
+		}
+	}
+	for i := range odds {
+		odds[i] /= n
+	}
+	return odds
+}

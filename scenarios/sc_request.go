@@ -160,8 +160,20 @@ func preciseBriefOutage(p Params, c Conditions) Theory {
 	}
 	lo, hi := plan.Retrans[first].Lo+rtt, plan.Retrans[last].Hi+rtt
 	var names []string
+	var odds map[int]float64
+	if c.Kernel && first != last {
+		odds = newKernelSocket(c).recoveryOdds(d - seen)
+	}
 	for i := first; i <= last; i++ {
-		names = append(names, firingName(plan.Retrans[i]))
+		name := firingName(plan.Retrans[i])
+		switch {
+		case odds == nil:
+		case odds[i] < 0.005:
+			name += " (only with a late timer)"
+		default:
+			name += fmt.Sprintf(" (%.0f%%)", 100*odds[i])
+		}
+		names = append(names, name)
 	}
 	basis := "the first retransmission after the link is back gets through, its reply one RTT later; FACTS: 1.5 s → 1.66 s, 3 s → 3.28 s"
 	if !c.Kernel {
