@@ -123,7 +123,15 @@ func (e *recordingEnv) SetSysctl(name, value string) error {
 	if e.Env.Kernel() {
 		e.rec.Event(EventSysctl, 0, "%s = %s (in the private namespace)", name, value)
 	} else {
-		e.rec.Event(EventSysctl, 0, "%s = %s (mapped onto the gVisor client's option)", name, value)
+		opt := map[string]string{
+			"net.ipv4.tcp_retries2":    "TCPMaxRetriesOption",
+			"net.ipv4.tcp_syn_retries": "TCPSynRetriesOption",
+			"net.ipv4.tcp_rto_min_us":  "TCPMinRTOOption",
+		}[name]
+		if opt == "" {
+			opt = "option"
+		}
+		e.rec.Event(EventSysctl, 0, "%s = %s (the gVisor client's %s: no kernel, no namespace)", name, value, opt)
 	}
 	return nil
 }
