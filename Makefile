@@ -7,25 +7,31 @@ build:
 	$(GO) build -o unplug ./cmd/unplug
 
 # Packages whose whole test suite runs again under the race detector: the
+# public package (its virtual dialer serves many goroutines), the
 # data path (fault layer, flow tracker, capture, virtual link, services) and
 # the control socket. Measured on 2 shared cores: about 30 s of tests once
 # the race build (about 2 min, mostly gVisor) is cached.
-RACE_PKGS = ./stack/packet ./stack/units ./stack/errno ./stack/fault/... \
-	./stack/capture ./stack/control ./stack/vlink ./stack/services
+RACE_PKGS = . ./stack/packet ./stack/units ./stack/errno ./stack/fault/... \
+	./stack/capture ./stack/control ./stack/vlink ./stack/services ./stack/netstack
 # Tests of other packages that run under the race detector too: the
 # virtual-time scenarios (no namespace, about 10 s).
 RACE_SCENARIOS = '^TestVirtual'
 
 # Installs what the tests use (tshark to read captures back, curl and iperf3
-# as real clients) when missing; checks formatting (gofmt), that go.mod and
-# go.sum are tidy, that the tree builds for macOS, vet and staticcheck; runs
-# a few seconds of every fuzz target, the race detector on RACE_PKGS, then
-# every test (go test's summary comes last: CI reads it). Run as root for
-# the namespace tests; without root they skip.
+# as real clients; Podman with runc, uidmap (rootless) and catatonit (the
+# pause process of recipe B) for the container suite) when missing; checks
+# formatting (gofmt), that go.mod and go.sum are tidy, that the tree builds
+# for macOS, vet and staticcheck; runs a few seconds of every fuzz target,
+# the race detector on RACE_PKGS, the virtual scenarios and the
+# hostile-traffic test (malformed and fragmented packets and injected
+# super-packets on an offload TUN: stack/hostile_linux_test.go), then every
+# test (go test's summary comes last: CI reads it). Run as root for the
+# namespace tests; without root they skip.
 test: deps lint
 	GO=$(GO) .ci/fuzz
 	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	$(GO) test -race -count=1 -timeout 10m -run $(RACE_SCENARIOS) ./scenarios
+	$(GO) test -race -count=1 -timeout 10m -run '^TestHostileTraffic$$' ./stack/
 	$(GO) test -count=1 -timeout 40m ./...
 
 # The static gates of `make test`, quick enough to run before every commit.
@@ -40,11 +46,11 @@ lint:
 
 deps:
 	@missing=""; \
-	for c in tshark curl iperf3 unshare ip; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	for c in tshark curl iperf3 unshare ip podman runc newuidmap catatonit; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq >/dev/null && apt-get install -y -qq tshark curl iperf3 util-linux iproute2 >/dev/null; \
+		apt-get update -qq >/dev/null && apt-get install -y -qq tshark curl iperf3 util-linux iproute2 podman runc uidmap catatonit >/dev/null; \
 	fi
 
 # A binary without optimizations or inlining, for delve (docs/debugging.md).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/fault/flow"
 )
 
 // ExecInfo is the part of a Report that only `unplug exec --report` (and
@@ -203,10 +204,8 @@ func (ct *connTracker) Observe(ev *fault.Event) {
 	if p == nil || p.Version == 0 || !p.IsTCP() {
 		return
 	}
-	key := connKey{netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort)}
-	if p.Dir != fault.In {
-		key = connKey{key.peer, key.client}
-	}
+	seg := p.Segment()
+	key := flow.KeyOf(&seg)
 	ct.rec.mu.Lock()
 	cr := ct.rec.conns[key]
 	t := ev.Time.Sub(ct.rec.start)
@@ -223,7 +222,7 @@ func (ct *connTracker) Observe(ev *fault.Event) {
 	defer ct.mu.Unlock()
 	c := ct.conns[cr]
 	if c == nil {
-		c = &connTrack{id: cr.id, client: key.client, peer: key.peer, opened: t}
+		c = &connTrack{id: cr.id, client: key.App, peer: key.Peer, opened: t}
 		ct.conns[cr] = c
 		ct.order = append(ct.order, c)
 	}

@@ -3,7 +3,6 @@ package scenarios
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"sort"
 	"strings"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // MaxTimelinePackets bounds how many packets a report's timeline lists;
@@ -37,12 +38,15 @@ const maxSegTimes = 1 << 17
 // their outcome (Outcome); environments call begin with their clock before
 // the first packet.
 type Recorder struct {
-	mu      sync.Mutex
-	clock   tcpip.Clock
-	start   time.Time
-	tracker *capture.RetransmitTracker
+	mu    sync.Mutex
+	clock tcpip.Clock
+	start time.Time
+	// tracker follows the TCP connections (kinds, relative sequence
+	// numbers, new connections on a reused 4-tuple): package flow, the
+	// tracker the fault rules and the capture use too.
+	tracker *flow.Tracker
 
-	conns    map[connKey]*connRec
+	conns    map[flow.Key]*connRec
 	nconns   int
 	timeline []Event
 	retrans  []Retransmission
@@ -71,19 +75,15 @@ type Recorder struct {
 	lastInterval time.Duration // for the progress line
 }
 
-// connKey names a connection by its client and peer ends.
-type connKey struct{ client, peer netip.AddrPort }
-
 // connRec is what the recorder knows about one TCP connection.
 type connRec struct {
 	id  int
 	dir [3]*flowRec // indexed by fault.In, fault.Out
 }
 
-// flowRec is one direction of a connection.
+// flowRec is one direction of a connection: when its segments went out,
+// for retransmission and probe intervals.
 type flowRec struct {
-	base     uint32 // initial sequence number; relative numbers count from it
-	hasBase  bool
 	lastPkt  time.Duration     // last packet of any kind
 	lastData time.Duration     // last segment occupying sequence space
 	segs     map[uint32]*segTx // by starting sequence number
@@ -101,8 +101,8 @@ type segTx struct {
 // environment calls begin.
 func NewRecorder() *Recorder {
 	return &Recorder{
-		tracker: capture.NewRetransmitTracker(),
-		conns:   make(map[connKey]*connRec),
+		tracker: flow.NewTracker(capture.DefaultMaxFlows),
+		conns:   make(map[flow.Key]*connRec),
 		lastApp: -1,
 	}
 }
@@ -141,12 +141,16 @@ func (r *Recorder) Observe(ev *fault.Event) {
 	// A packet the fault layer made up (a reject's RST, a duplicate) is no
 	// transmission of the sender's: keep it out of the retransmission
 	// analysis, which would count a duplicate as a retransmission.
-	kind := capture.KindNew
-	if ev.Decision.Verdict != fault.Injected {
-		kind = r.tracker.Classify(p)
-	} else if !p.IsTCP() {
-		kind = capture.KindOther
+	var info flow.Info // KindOther unless p is TCP
+	if p.IsTCP() && p.Version != 0 {
+		seg := p.Segment()
+		if ev.Decision.Verdict != fault.Injected {
+			info = r.tracker.Track(&seg, 0)
+		} else {
+			info = r.tracker.Peek(&seg)
+		}
 	}
+	kind := info.Kind
 	pk.Kind = kind.String()
 	if ev.Decision.Verdict == fault.Injected {
 		pk.Kind = "injected"
@@ -171,7 +175,7 @@ func (r *Recorder) Observe(ev *fault.Event) {
 		c.Delayed++
 	}
 	if kind != capture.KindOther {
-		r.tcpLocked(t, p, pk, kind)
+		r.tcpLocked(t, p, pk, &info)
 	}
 	if c.Total-c.NotInTimeline > MaxTimelinePackets {
 		c.NotInTimeline++
@@ -182,32 +186,22 @@ func (r *Recorder) Observe(ev *fault.Event) {
 
 // tcpLocked fills in the TCP fields of pk, updates counters and records
 // retransmissions and probes.
-func (r *Recorder) tcpLocked(t time.Duration, p *fault.Packet, pk *Packet, kind capture.Kind) {
+func (r *Recorder) tcpLocked(t time.Duration, p *fault.Packet, pk *Packet, info *flow.Info) {
 	in := p.Dir == fault.In
-	key := connKey{netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort)}
-	if !in {
-		key = connKey{key.peer, key.client}
-	}
+	kind := info.Kind
 	syn := p.Flags&fault.FlagSYN != 0
-	cr := r.conns[key]
-	if cr == nil || (syn && p.Flags&fault.FlagACK == 0 && in && cr.dir[fault.In].hasBase && cr.dir[fault.In].base != p.Seq) {
+	cr := r.conns[info.Key]
+	if cr == nil || info.Opened {
 		r.nconns++
 		cr = &connRec{id: r.nconns}
 		cr.dir[fault.In], cr.dir[fault.Out] = newFlowRec(), newFlowRec()
-		r.conns[key] = cr
+		r.conns[info.Key] = cr
 	}
-	f, rev := cr.dir[p.Dir], cr.dir[3-p.Dir]
-	if syn && !f.hasBase {
-		f.base, f.hasBase = p.Seq, true
-	} else if !f.hasBase {
-		f.base, f.hasBase = p.Seq-1, true
-	}
+	f := cr.dir[p.Dir]
 	pk.Conn = cr.id
 	pk.Flags = flagString(p.Flags)
-	pk.Seq = p.Seq - f.base
-	if p.Flags&fault.FlagACK != 0 && rev.hasBase {
-		pk.Ack = p.Ack - rev.base
-	}
+	pk.Seq = info.RelSeq
+	pk.Ack = info.RelAck
 	pk.Win = p.Window
 
 	segLen := p.PayloadLen
@@ -311,20 +305,8 @@ func protoName(p *fault.Packet) string {
 	return "other"
 }
 
-// flagString renders TCP flags as tcpdump does: S, F, R, P, U, E, W, then
-// "." for ACK.
-func flagString(f uint8) string {
-	var b strings.Builder
-	for _, x := range []struct {
-		bit uint8
-		c   byte
-	}{{fault.FlagSYN, 'S'}, {fault.FlagFIN, 'F'}, {fault.FlagRST, 'R'}, {fault.FlagPSH, 'P'}, {fault.FlagURG, 'U'}, {fault.FlagECE, 'E'}, {fault.FlagCWR, 'W'}, {fault.FlagACK, '.'}} {
-		if f&x.bit != 0 {
-			b.WriteByte(x.c)
-		}
-	}
-	return b.String()
-}
+// flagString renders TCP flags as tcpdump does ("S.", "P.", "FP.").
+func flagString(f uint8) string { return packet.FlagString(f) }
 
 // packetText is the one-line description of a packet in the timeline.
 func packetText(p *Packet) string {

@@ -268,7 +268,7 @@ func orEmpty[T any](s *[]T) {
 	}
 }
 
-// ValidateExpect checks an --expect value: an errno name (ETIMEDOUT,
+// ValidateExpect checks an expected outcome: an errno name (ETIMEDOUT,
 // EPIPE, ECONNRESET...) or recovered, survived or connected. The error is
 // one line listing what is accepted.
 func ValidateExpect(expect string) error {
@@ -279,7 +279,7 @@ func ValidateExpect(expect string) error {
 	if isErrnoName(expect) {
 		return nil
 	}
-	return fmt.Errorf("--expect %q: use an errno name such as ETIMEDOUT, EPIPE or ECONNRESET, or recovered, survived or connected", expect)
+	return fmt.Errorf("expected outcome %q: use an errno name such as ETIMEDOUT, EPIPE or ECONNRESET, or recovered, survived or connected", expect)
 }
 
 // Met reports whether the run met expect: for recovered, survived and

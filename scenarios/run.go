@@ -103,14 +103,14 @@ func Run(ctx context.Context, name string, params Params, opts Options) (*Report
 		factory = newRealEnv
 	case ClockVirtual:
 		if sc.Kernel {
-			return nil, fmt.Errorf("scenario %s needs the host kernel (its behaviour is Linux's, not gVisor's); run it with --clock real", sc.Name)
+			return nil, fmt.Errorf("scenario %s needs the host kernel (its behaviour is Linux's, not gVisor's); run it on the real clock (ClockReal)", sc.Name)
 		}
 		factory = newVirtualEnv
 		if sc.Streams && opts.LinkDelay == 0 {
 			opts.LinkDelay = DefaultStreamDelay
 		}
 	default:
-		return nil, fmt.Errorf("--clock %q: use real or virtual", opts.Clock)
+		return nil, fmt.Errorf("clock %q: use %s or %s", opts.Clock, ClockReal, ClockVirtual)
 	}
 	opts.Clock = clock
 	return runWith(ctx, sc, params, opts, factory)

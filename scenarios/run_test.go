@@ -249,7 +249,7 @@ func TestRunErrors(t *testing.T) {
 		want           string
 	}{
 		{"unknown scenario", "nope", Params{}, Options{}, "unknown scenario \"nope\"; `unplug scenarios` lists them: timeout, brief-outage"},
-		{"bad clock", "timeout", Params{}, Options{Clock: "sundial"}, `--clock "sundial": use real or virtual`},
+		{"bad clock", "timeout", Params{}, Options{Clock: "sundial"}, `clock "sundial": use real or virtual`},
 		{"kernel only", "sendbuf-full", Params{}, Options{Clock: ClockVirtual}, "needs the host kernel"},
 		{"params of another scenario", "timeout", p, Options{Clock: ClockVirtual}, "parsed for another scenario"},
 	}

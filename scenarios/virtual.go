@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"strconv"
 	"time"
@@ -34,12 +33,8 @@ type virtualEnv struct {
 
 var _ envCloser = (*virtualEnv)(nil)
 
-// errIdleForever is what a blocking call gets when nothing could ever wake
-// it: no timer is pending and no packet is in flight.
-var errIdleForever = errors.New("would block forever: no timer is pending and nothing is in flight (set a deadline, keepalive or user timeout)")
-
 // forever is the limit of a blocking call without a deadline.
-const forever = time.Duration(math.MaxInt64)
+const forever = vlink.Forever
 
 func newVirtualEnv(_ context.Context, cfg envConfig) (envCloser, error) {
 	e := &virtualEnv{rec: cfg.Recorder}
@@ -127,7 +122,7 @@ func (e *virtualEnv) SetSysctl(name, value string) error {
 		o := tcpip.TCPMinRTOOption(time.Duration(n) * time.Microsecond)
 		opt = &o
 	default:
-		return fmt.Errorf("sysctl %s has no gVisor equivalent in --clock virtual: %w", name, errors.ErrUnsupported)
+		return fmt.Errorf("sysctl %s has no gVisor equivalent on the virtual clock: %w", name, errors.ErrUnsupported)
 	}
 	if terr := e.pair.Client.SetTransportProtocolOption(tcp.ProtocolNumber, opt); terr != nil {
 		return fmt.Errorf("set %s=%s on the virtual client: %s", name, value, terr)
@@ -197,41 +192,13 @@ func applyVirtualOpts(c *vlink.Conn, o SockOpts) error {
 	return nil
 }
 
-// drive runs the virtual world until done() holds: it polls the peer's
-// services, lets both stacks settle, and fires the next timer, one at a
-// time. It returns os.ErrDeadlineExceeded at limit (virtual time then
-// stands at limit) and errIdleForever when no limit is set and nothing is
-// left that could make done() true.
+// drive runs the virtual world until done() holds: vlink.Driver with the
+// peer's services. It returns os.ErrDeadlineExceeded at limit (virtual time
+// then stands at limit) and vlink.ErrIdle when no limit is set and nothing
+// is left that could make done() true.
 func (e *virtualEnv) drive(ctx context.Context, done func() bool, limit time.Duration) error {
-	for {
-		// Settle delivers what is due now (zero-delay packets included);
-		// what is still in flight afterwards waits on a clock timer.
-		e.pair.Settle()
-		for e.svc.poll() {
-			e.pair.Settle()
-		}
-		if done() {
-			return nil
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if next, ok := e.pair.Clock.Next(); ok && next <= limit {
-			e.pair.Step()
-			continue
-		}
-		if limit == forever {
-			return errIdleForever
-		}
-		e.pair.AdvanceTo(limit)
-		for e.svc.poll() {
-			e.pair.Settle()
-		}
-		if done() {
-			return nil
-		}
-		return os.ErrDeadlineExceeded
-	}
+	d := vlink.Driver{Pair: e.pair, Poll: e.svc.Poll}
+	return d.Drive(ctx, done, limit)
 }
 
 // virtualConn gives a vlink.Conn the blocking semantics of a kernel socket.
@@ -342,181 +309,36 @@ func (vc *virtualConn) Info() ConnInfo {
 // virtualErr names the operation; ErrnoName reads the errno vlink carries.
 func virtualErr(op string, err error) error { return fmt.Errorf("%s: %w", op, err) }
 
-// virtualServices are the peer's services for virtual time: the same
-// behaviour as stack/services, but as state machines the driver polls
-// between clock steps instead of goroutines that would run on their own.
+// virtualServices are the peer's services for virtual time: the services
+// package's Poller, which the driver polls between clock steps instead of
+// goroutines that would run on their own, plus PeerControl.
 type virtualServices struct {
-	pair      *vlink.Pair
-	listeners []*vlink.Listener
-	accepted  map[uint16]int
-	conns     []*virtualPeerConn
-	buf       [64 << 10]byte
-}
-
-type virtualPeerConn struct {
-	port      uint16
-	c         *vlink.Conn
-	in        []byte // http: request bytes so far
-	out       []byte // queued response bytes
-	sent      int64  // source: bytes written so far
-	responded bool   // http: the response is queued
-	eof       bool   // the client half-closed
-	closed    bool
+	pair *vlink.Pair
+	*services.Poller
 }
 
 func newVirtualServices(pair *vlink.Pair) (*virtualServices, error) {
-	s := &virtualServices{pair: pair, accepted: map[uint16]int{}}
 	cfg := peerServices()
-	for _, port := range []int{cfg.HTTP, cfg.Echo, cfg.Discard, cfg.Sink, cfg.Source} {
-		l, err := pair.Listen(uint16(port))
-		if err != nil {
-			s.close()
-			return nil, fmt.Errorf("listen on virtual port %d: %w", port, err)
-		}
-		s.listeners = append(s.listeners, l)
+	cfg.Addrs = []tcpip.Address{services.DefaultAddrV4, services.DefaultAddrV6}
+	p, err := services.NewPoller(pair.Peer, vlink.NIC, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("the virtual peer's services: %w", err)
 	}
-	return s, nil
+	return &virtualServices{pair: pair, Poller: p}, nil
 }
 
-func (s *virtualServices) close() {
-	for _, c := range s.conns {
-		c.c.Close()
-	}
-	for _, l := range s.listeners {
-		l.Close()
-	}
-}
-
-// poll accepts and serves without blocking; it reports whether it did
-// anything that may have produced packets.
-func (s *virtualServices) poll() bool {
-	busy := false
-	for _, l := range s.listeners {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				break
-			}
-			s.accepted[l.Port()]++
-			s.conns = append(s.conns, &virtualPeerConn{port: l.Port(), c: c})
-			busy = true
-		}
-	}
-	for _, pc := range s.conns {
-		if !pc.closed && pc.serve(s.buf[:]) {
-			busy = true
-		}
-	}
-	return busy
-}
-
-// serve runs one connection's service as far as it can go now.
-func (pc *virtualPeerConn) serve(buf []byte) bool {
-	busy := false
-	cfg := peerServices()
-	switch int(pc.port) {
-	case cfg.Sink:
-		return false // accepts, never reads
-	case cfg.Source:
-		for {
-			chunk := services.Pattern(pc.sent, 16<<10)
-			n, err := pc.c.Write(chunk)
-			pc.sent += int64(n)
-			if n > 0 {
-				busy = true
-			}
-			if err != nil || n < len(chunk) {
-				if err != nil && !errors.Is(err, vlink.ErrWouldBlock) {
-					pc.closed = true
-				}
-				return busy
-			}
-		}
-	}
-	for !pc.eof {
-		n, err := pc.c.Read(buf)
-		if n > 0 {
-			busy = true
-			switch {
-			case int(pc.port) == cfg.Echo:
-				pc.out = append(pc.out, buf[:n]...)
-			case int(pc.port) == cfg.HTTP && !pc.responded:
-				pc.in = append(pc.in, buf[:n]...)
-				if resp, ok := services.HTTPResponse(pc.in); ok {
-					pc.out, pc.in, pc.responded = resp, nil, true
-				}
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			pc.eof, busy = true, true
-		} else if err != nil {
-			if !errors.Is(err, vlink.ErrWouldBlock) {
-				pc.closed = true
-				return true
-			}
-			break
-		}
-	}
-	for len(pc.out) > 0 {
-		n, err := pc.c.Write(pc.out)
-		pc.out = pc.out[n:]
-		if n > 0 {
-			busy = true
-		}
-		if err != nil {
-			break
-		}
-	}
-	if len(pc.out) > 0 {
-		return busy
-	}
-	switch {
-	case int(pc.port) == cfg.HTTP && pc.responded:
-		// The response is out: close like the http service does.
-		pc.c.Close()
-		pc.closed, busy = true, true
-	case pc.eof:
-		pc.c.CloseWrite()
-		pc.closed, busy = true, true
-	}
-	return busy
-}
+func (s *virtualServices) close() { s.Poller.Close() }
 
 // Forget implements PeerControl like the real peer: the RSTs of the aborted
 // connections are eaten by a temporary drop rule.
 func (s *virtualServices) Forget() (int, error) {
 	id := s.pair.Faults.Add(fault.Spec{Action: fault.ActDrop, Dir: fault.Out})
-	n := 0
-	for _, pc := range s.conns {
-		if !pc.closed {
-			pc.c.Abort()
-			pc.closed = true
-			n++
-		}
-	}
+	n := s.Abort()
 	s.pair.Settle()
 	return n, s.pair.Faults.Remove(id)
 }
 
-// Accepted implements PeerControl.
-func (s *virtualServices) Accepted(port uint16) int { return s.accepted[port] }
-
 // Conns implements PeerControl.
 func (s *virtualServices) Conns(port uint16) []stack.ConnStatus {
 	return connsOnPort(s.pair.Peer, port)
-}
-
-// SetUserTimeout implements PeerControl.
-func (s *virtualServices) SetUserTimeout(port uint16, d time.Duration) (int, error) {
-	n := 0
-	for _, pc := range s.conns {
-		if pc.port != port || pc.closed {
-			continue
-		}
-		if err := pc.c.SetUserTimeout(d); err != nil {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
 }

@@ -7,7 +7,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
 
 // groEndpoint sits between the NIC and the fault layer of a peer on an
@@ -15,10 +14,17 @@ import (
 // sends into the MSS-sized segments a wire would carry, so that fault rules
 // judge every segment on its own, and brackets them with begin and end.
 // When every segment passed, in order, TCP receives the super-packet whole,
-// as a Linux receiver's GRO would have built it; otherwise the segments
-// that passed go through gVisor's generic receive offload, which merges
-// what is still contiguous. Packets delivered outside a batch (delayed
-// packets the fault layer releases later, ordinary packets) go up at once.
+// as a Linux receiver's GRO would have built it; otherwise each run of
+// consecutive segments that passed goes up as one packet, and everything
+// else the fault layer delivered during the batch (delayed packets it
+// released meanwhile, duplicates, corrupted copies, forged resets) goes up
+// as it came, in order. Packets delivered outside a batch go up at once.
+//
+// The merging is done here rather than by gVisor's generic receive
+// offload (stack/gro): that engine rewrites headers of the packets it
+// merges in place and, for IPv6, leaks a reference to every packet's
+// chunks; the runs here are rebuilt from the super-packet with headers of
+// their own (tun.MergeTCP), sharing only its payload.
 //
 // Checksums: the link computes every segment's checksums (so captures show
 // what a wire would carry) and marks them RXChecksumValidated; a merged or
@@ -26,13 +32,12 @@ import (
 // the pseudo-header sum the kernel left. gVisor's NIC overwrites the mark
 // on every packet from its endpoint's CapabilityRXChecksumOffload
 // (stack/nic.go), so the endpoint reports that capability exactly while it
-// delivers a packet whose mark is set: packets the link did not check are
-// verified by gVisor as before.
+// delivers a packet whose mark is set (deliveries are serialized by mu):
+// packets the link did not check are verified by gVisor as before.
 type groEndpoint struct {
 	nested.Endpoint
 
-	mu    sync.Mutex // serializes the GRO engine and deliveries
-	gro   gro.GRO
+	mu    sync.Mutex // serializes deliveries
 	batch bool
 	held  []heldPacket // delivered during the batch, one reference each
 
@@ -49,8 +54,6 @@ var _ gstack.NetworkDispatcher = (*groEndpoint)(nil)
 // newGROEndpoint wraps lower (the fault layer).
 func newGROEndpoint(lower gstack.LinkEndpoint) *groEndpoint {
 	e := &groEndpoint{}
-	e.gro.Init(true)
-	e.gro.Dispatcher = groUp{e}
 	e.Init(lower, e)
 	return e
 }
@@ -95,28 +98,61 @@ func (e *groEndpoint) begin() {
 	e.mu.Unlock()
 }
 
+// merger builds the packet carrying count consecutive segments of a
+// batch from first on, with one reference the caller owns; nil if it
+// cannot.
+type merger func(first, count int) *gstack.PacketBuffer
+
 // end closes the batch. sent are the segments the link injected, in
-// order, each with a reference end releases; if exactly these came
-// through, whole (the super-packet they were cut from) goes up instead of
-// them. Otherwise what came through is merged where possible and
-// delivered. end takes over the caller's reference to whole (nil: none). The segments
-// are released before whole goes up, so that its chunk is no longer shared
-// and gVisor parses it in place instead of copying it.
-func (e *groEndpoint) end(sent []*gstack.PacketBuffer, proto tcpip.NetworkProtocolNumber, whole *gstack.PacketBuffer) {
+// order, each with a reference end releases. If exactly these came
+// through, merge(0, len(sent)) goes up instead of them; otherwise runs of
+// consecutive sent segments among what came through go up merged. The
+// segments are released before the whole super-packet is built, so that
+// its payload is no longer shared and gVisor parses it in place.
+func (e *groEndpoint) end(proto tcpip.NetworkProtocolNumber, sent []*gstack.PacketBuffer, merge merger) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.batch = false
-	same := samePackets(e.held, sent)
-	if same {
+	if samePackets(e.held, sent) {
 		e.wholeBatches.Add(1)
-	} else {
-		e.mergedBatches.Add(1)
-		for _, h := range e.held {
-			h.pkt.NetworkProtocolNumber = h.proto
-			e.gro.Enqueue(h.pkt)
+		e.releaseLocked(sent)
+		if whole := merge(0, len(sent)); whole != nil {
+			e.deliverUpLocked(proto, whole)
+			whole.DecRef()
 		}
-		e.gro.Flush()
+		return
 	}
+	e.mergedBatches.Add(1)
+	next := 0 // sent[next:] may still appear in held, in order
+	for i := 0; i < len(e.held); {
+		h := e.held[i]
+		k := indexFrom(sent, next, h.pkt)
+		run := 1
+		if k >= 0 {
+			next = k + 1
+			for i+run < len(e.held) && k+run < len(sent) && e.held[i+run].pkt == sent[k+run] {
+				run++
+			}
+			next = k + run
+		}
+		if run > 1 {
+			if m := merge(k, run); m != nil {
+				e.deliverUpLocked(proto, m)
+				m.DecRef()
+				i += run
+				continue
+			}
+			run = 1
+		}
+		e.deliverUpLocked(h.proto, h.pkt)
+		i += run
+	}
+	e.releaseLocked(sent)
+}
+
+// releaseLocked drops the batch's references: the held packets' and the
+// link's to sent.
+func (e *groEndpoint) releaseLocked(sent []*gstack.PacketBuffer) {
 	for i, h := range e.held {
 		h.pkt.DecRef()
 		e.held[i] = heldPacket{}
@@ -126,13 +162,17 @@ func (e *groEndpoint) end(sent []*gstack.PacketBuffer, proto tcpip.NetworkProtoc
 		pkt.DecRef()
 		sent[i] = nil
 	}
-	if whole == nil {
-		return
+}
+
+// indexFrom returns the index of pkt in sent[from:] (as an index of
+// sent), or -1.
+func indexFrom(sent []*gstack.PacketBuffer, from int, pkt *gstack.PacketBuffer) int {
+	for k := from; k < len(sent); k++ {
+		if sent[k] == pkt {
+			return k
+		}
 	}
-	if same {
-		e.deliverUpLocked(proto, whole)
-	}
-	whole.DecRef()
+	return -1
 }
 
 // samePackets reports whether held are exactly sent, in order. The link
@@ -148,17 +188,4 @@ func samePackets(held []heldPacket, sent []*gstack.PacketBuffer) bool {
 		}
 	}
 	return true
-}
-
-// groUp receives the GRO engine's output (under groEndpoint.mu).
-type groUp struct{ e *groEndpoint }
-
-// DeliverNetworkPacket implements stack.NetworkDispatcher.
-func (u groUp) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
-	u.e.deliverUpLocked(protocol, pkt)
-}
-
-// DeliverLinkPacket implements stack.NetworkDispatcher.
-func (u groUp) DeliverLinkPacket(protocol tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
-	u.e.Endpoint.DeliverLinkPacket(protocol, pkt)
 }

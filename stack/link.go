@@ -164,12 +164,51 @@ const readPipeline = 4
 
 // inbound is one packet read from an offload device, prepared for
 // delivery: an ordinary packet alone in pkts, or a super-packet's segments
-// in pkts and the super-packet itself in whole. The batch owns one
+// in pkts and the super-packet itself in super. The batch owns one
 // reference to each; delivery releases them.
 type inbound struct {
-	proto tcpip.NetworkProtocolNumber
-	pkts  []*gstack.PacketBuffer
-	whole *gstack.PacketBuffer // nil for an ordinary packet
+	proto   tcpip.NetworkProtocolNumber
+	pkts    []*gstack.PacketBuffer
+	super   *buffer.View // the super-packet (headers included); nil for an ordinary packet
+	gso     tun.GSO
+	mergeFn merger // in.merge, bound once
+}
+
+// merge builds the packet carrying segments first to first+count-1 of the
+// super-packet: its own header view followed by the payload, a clone of
+// super trimmed to the run. The run of all segments takes super itself,
+// so that its chunk is not shared while gVisor parses it.
+func (in *inbound) merge(first, count int) *gstack.PacketBuffer {
+	var scratch [256]byte
+	s, err := tun.MergeTCP(in.super.AsSlice(), in.gso, scratch[:], first, count)
+	if err != nil {
+		return nil
+	}
+	var payload *buffer.View
+	if first == 0 && count == len(in.pkts) {
+		payload, in.super = in.super, nil
+	} else {
+		payload = in.super.Clone()
+	}
+	payload.TrimFront(s.Off)
+	payload.CapLength(s.Len)
+	b := buffer.MakeWithView(buffer.NewViewWithData(s.Header))
+	b.Append(payload)
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: b})
+	// The kernel built the segments' data; nothing on the way can have
+	// damaged it.
+	pkt.RXChecksumValidated = true
+	return pkt
+}
+
+// reset releases what delivery left and readies in for reuse.
+func (in *inbound) reset() {
+	if in.super != nil {
+		in.super.Release()
+		in.super = nil
+	}
+	clear(in.pkts)
+	in.pkts = in.pkts[:0]
 }
 
 // readOffloadLoop serves an offload device in two stages, so that the
@@ -182,27 +221,27 @@ func (l *deviceLink) readOffloadLoop() {
 	ready := make(chan *inbound, readPipeline)
 	free := make(chan *inbound, readPipeline+2)
 	for range cap(free) {
-		free <- &inbound{pkts: make([]*gstack.PacketBuffer, 0, 64)}
+		in := &inbound{pkts: make([]*gstack.PacketBuffer, 0, 64)}
+		in.mergeFn = in.merge
+		free <- in
 	}
 	l.wg.Add(1)
 	go l.readOffload(ready, free)
 	for in := range ready {
 		l.deliver(in)
-		in.pkts, in.whole = in.pkts[:0], nil
+		in.reset()
 		free <- in
 	}
 }
 
 // deliver injects one prepared packet or super-packet.
 func (l *deviceLink) deliver(in *inbound) {
-	if in.whole == nil || l.gro == nil {
+	if in.super == nil || l.gro == nil {
 		for _, pkt := range in.pkts {
 			l.InjectInbound(in.proto, pkt)
 			pkt.DecRef()
 		}
-		if in.whole != nil {
-			in.whole.DecRef()
-		}
+		clear(in.pkts)
 		return
 	}
 	// The GRO layer sends the super-packet up if exactly these segments
@@ -211,8 +250,7 @@ func (l *deviceLink) deliver(in *inbound) {
 	for _, pkt := range in.pkts {
 		l.InjectInbound(in.proto, pkt)
 	}
-	l.gro.end(in.pkts, in.proto, in.whole)
-	clear(in.pkts)
+	l.gro.end(in.proto, in.pkts, in.mergeFn)
 }
 
 // readOffload is the reader stage: it reads into pooled 64 KiB views and
@@ -259,14 +297,10 @@ func (l *deviceLink) readOffload(ready chan<- *inbound, free <-chan *inbound) {
 
 // cutSegments fills in with the segments of the super-packet in super,
 // each its own header view followed by a clone of super trimmed to its
-// payload, and with super itself as whole. It takes over the caller's
-// reference to super.
+// payload, and keeps super in in for merging them again. It takes over
+// the caller's reference to super.
 func (l *deviceLink) cutSegments(in *inbound, super *buffer.View, gso tun.GSO, scratch []byte) {
-	hdrLen := 0
 	tun.SplitTCP(super.AsSlice(), gso, scratch, l.checksums, func(s tun.TCPSegment) error {
-		if hdrLen == 0 {
-			hdrLen = s.Off
-		}
 		payload := super.Clone()
 		payload.TrimFront(s.Off)
 		payload.CapLength(s.Len)
@@ -281,18 +315,11 @@ func (l *deviceLink) cutSegments(in *inbound, super *buffer.View, gso tun.GSO, s
 	})
 	l.stats.superPackets.Add(1)
 	l.stats.segments.Add(uint64(len(in.pkts)))
-	if hdrLen == 0 || l.gro == nil {
+	if len(in.pkts) == 0 {
 		super.Release()
 		return
 	}
-	// The headers get a view of their own: gVisor's IP layer pulls them up
-	// while it holds a second reference to their view, which makes the
-	// pull-up copy the view's whole chunk.
-	b := buffer.MakeWithView(buffer.NewViewWithData(super.AsSlice()[:hdrLen]))
-	super.TrimFront(hdrLen)
-	b.Append(super)
-	in.whole = gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: b})
-	in.whole.RXChecksumValidated = true
+	in.super, in.gso = super, gso
 }
 
 // writeLoop drains the outbound queue in batches: it blocks for the first

@@ -9,30 +9,25 @@ package stack
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/netaddr"
+	"github.com/unplug-dev/unplug/stack/netstack"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
 )
 
-// The peer's addresses on the TUN link: the benchmarking range and a ULA.
+// The peer's addresses on the TUN link: the benchmarking range and a ULA
+// (netaddr.Peer4 and Peer6).
 var (
-	DefaultAddr4 = netip.MustParseAddr("198.18.0.2")
-	DefaultAddr6 = netip.MustParseAddr("fd00:198:18::2")
+	DefaultAddr4 = netaddr.Peer4
+	DefaultAddr6 = netaddr.Peer6
 )
 
 const nicID tcpip.NICID = 1
@@ -65,66 +60,22 @@ type Peer struct {
 	closeErr    error
 }
 
-// NewNetstack returns a gVisor stack with IPv4, IPv6, TCP, UDP and ICMP on
-// clock, configured like a host: SACK on, standard RTO bounds. A non-zero
-// seed makes the stack's random choices (initial sequence numbers, TCP
-// timestamps, IP IDs) reproducible, so virtual-time runs are byte-identical;
-// seed 0 draws them from crypto/rand as a real host would.
+// NewNetstack returns a gVisor stack configured like a host; it is
+// netstack.New, kept under this name for existing callers.
 func NewNetstack(clock tcpip.Clock, seed uint64) (*gstack.Stack, error) {
-	return newNetstack(clock, seed, true)
+	return netstack.New(clock, seed)
 }
 
-// newNetstack is NewNetstack; handleLocal loops packets to the stack's own
-// addresses back inside it. A transparent peer must turn it off: its NIC is
-// promiscuous, so every address counts as its own, and gVisor would drop
-// each arriving packet as having a local source.
-func newNetstack(clock tcpip.Clock, seed uint64, handleLocal bool) (*gstack.Stack, error) {
-	opts := gstack.Options{
-		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-		Clock:              clock,
-		HandleLocal:        handleLocal,
-	}
-	if seed != 0 {
-		opts.RandSource = &lockedSource{src: rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)}
-		opts.SecureRNG = rand.NewChaCha8(seedBytes(seed))
-	}
-	s := gstack.New(opts)
-	sack := tcpip.TCPSACKEnabled(true)
-	if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("enable SACK: %s", err)
-	}
-	return s, nil
-}
-
-// AddAddress assigns addr to nic and routes everything of its family through
-// nic (without routes the peer cannot answer: SYN-ACKs never leave).
+// AddAddress assigns addr to nic and routes its family through nic; it is
+// netstack.AddAddress, kept under this name for existing callers.
 func AddAddress(s *gstack.Stack, nic tcpip.NICID, addr netip.Addr) error {
-	proto, bits := header.IPv4ProtocolNumber, 32
-	if addr.Is6() {
-		proto, bits = header.IPv6ProtocolNumber, 128
-	}
-	pa := tcpip.ProtocolAddress{
-		Protocol:          proto,
-		AddressWithPrefix: tcpip.AddrFromSlice(addr.AsSlice()).WithPrefix(),
-	}
-	pa.AddressWithPrefix.PrefixLen = bits
-	if err := s.AddProtocolAddress(nic, pa, gstack.AddressProperties{}); err != nil {
-		return fmt.Errorf("add address %s: %s", addr, err)
-	}
-	var route tcpip.Route
-	if addr.Is6() {
-		route = tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: nic}
-	} else {
-		route = tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: nic}
-	}
-	s.AddRoute(route)
-	return nil
+	return netstack.AddAddress(s, nic, addr)
 }
 
 // New builds the peer on opts.Device and starts its services. On error nothing
-// is left running; the device is closed.
+// is left running; the device is closed. The peer runs until Close: ctx
+// bounds the start (and, with Transparent, the re-dials of intercepted
+// connections), not the services' lifetime.
 func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	if opts.Clock == nil {
 		opts.Clock = tcpip.NewStdClock()
@@ -135,22 +86,16 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	if !opts.Addr6.IsValid() {
 		opts.Addr6 = DefaultAddr6
 	}
-	s, err := newNetstack(opts.Clock, 0, !opts.Transparent)
+	// The peer's TCP (RACK off, classic RTO recovery) is the same on the
+	// virtual link: netstack.NewPeer.
+	newPeer := netstack.NewPeer
+	if opts.Transparent {
+		newPeer = netstack.NewTransparentPeer
+	}
+	s, err := newPeer(opts.Clock, 0)
 	if err != nil {
 		opts.Device.Close()
 		return nil, err
-	}
-	// Without RACK: in this gVisor version a lost tail-loss probe can leave
-	// a sender with unacknowledged data and no retransmission timer (see
-	// cmd/unplug/soak_linux_test.go), so a real application would
-	// wait forever for the peer's last bytes. Classic RTO recovery never
-	// stalls. The virtual-time client keeps RACK: its timings are the
-	// ones docs/facts.md documents.
-	noRACK := tcpip.TCPRecovery(0)
-	if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, &noRACK); terr != nil {
-		s.Close()
-		opts.Device.Close()
-		return nil, fmt.Errorf("disable RACK: %s", terr)
 	}
 	p := &Peer{Stack: s, link: newDeviceLink(opts.Device)}
 	defer func() {
@@ -219,26 +164,4 @@ func (p *Peer) Close() error {
 		p.Stack.Wait()
 	})
 	return p.closeErr
-}
-
-// lockedSource adapts a math/rand/v2 source to the thread-safe
-// math/rand.Source gVisor wants.
-type lockedSource struct {
-	mu  sync.Mutex
-	src rand.Source
-}
-
-func (l *lockedSource) Int63() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return int64(l.src.Uint64() >> 1)
-}
-
-func (l *lockedSource) Seed(int64) {}
-
-func seedBytes(seed uint64) (b [32]byte) {
-	for i := range 4 {
-		binary.LittleEndian.PutUint64(b[i*8:], seed+uint64(i)*0x9e3779b97f4a7c15)
-	}
-	return b
 }

@@ -1,23 +1,15 @@
 package stack
 
 import (
-	"net/netip"
-	"sort"
-
-	"gvisor.dev/gvisor/pkg/tcpip"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 )
 
-// ConnStatus is one TCP connection of a stack, as `unplug status` shows it.
-type ConnStatus struct {
-	Local  string `json:"local"`
-	Remote string `json:"remote"`
-	services.TCPInfo
-}
+// ConnStatus is one TCP connection of a stack, as `unplug status` shows it
+// (services.StackConn).
+type ConnStatus = services.StackConn
 
 // LinkStatus counts packets at the fault layer.
 type LinkStatus struct {
@@ -66,34 +58,4 @@ func (p *Peer) Status() Status {
 
 // Conns lists the TCP connections of s (listeners excluded), sorted by
 // local then remote address.
-func Conns(s *gstack.Stack) []ConnStatus {
-	var out []ConnStatus
-	for _, te := range s.RegisteredEndpoints() {
-		ep, ok := te.(*tcp.Endpoint)
-		if !ok {
-			continue
-		}
-		switch tcp.EndpointState(ep.State()) {
-		case tcp.StateListen, tcp.StateInitial, tcp.StateBound:
-			continue
-		}
-		id := ep.Info().(*gstack.TransportEndpointInfo).ID
-		out = append(out, ConnStatus{
-			Local:   addrPort(id.LocalAddress, id.LocalPort),
-			Remote:  addrPort(id.RemoteAddress, id.RemotePort),
-			TCPInfo: services.EndpointTCPInfo(ep),
-		})
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Local != out[j].Local {
-			return out[i].Local < out[j].Local
-		}
-		return out[i].Remote < out[j].Remote
-	})
-	return out
-}
-
-func addrPort(a tcpip.Address, port uint16) string {
-	ip, _ := netip.AddrFromSlice(a.AsSlice())
-	return netip.AddrPortFrom(ip.Unmap(), port).String()
-}
+func Conns(s *gstack.Stack) []ConnStatus { return services.StackConns(s) }

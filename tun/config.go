@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/unplug-dev/unplug/stack/netaddr"
 )
 
 // Defaults for the TUN device unplug creates.
@@ -53,8 +55,8 @@ func DefaultConfig() Config {
 	return Config{
 		Name:        DefaultName,
 		MTU:         DefaultMTU,
-		HostPrefix4: netip.MustParsePrefix("198.18.0.1/24"),
-		HostPrefix6: netip.MustParsePrefix("fd00:198:18::1/64"),
+		HostPrefix4: netaddr.HostPrefix4(),
+		HostPrefix6: netaddr.HostPrefix6(),
 		Offload:     true,
 	}
 }

@@ -36,11 +36,94 @@ func (ns *Namespace) Dial(ctx context.Context, network, address string, control 
 	if err := connectFile(ctx, f, ap, control); err != nil {
 		return nil, fmt.Errorf("dial %s %s: %w", network, address, err)
 	}
+	// net.FileConn turns on Go's own TCP defaults (keepalive every 15 s,
+	// TCP_NODELAY), which would overwrite what control set and give the
+	// connection a heartbeat the caller never asked for: keep the socket's
+	// own settings.
+	saved, err := saveTCPOptions(f, typ)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s %s: %w", network, address, err)
+	}
 	c, err := net.FileConn(f)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s %s: %w", network, address, err)
 	}
+	if err := saved.restore(c); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("dial %s %s: %w", network, address, err)
+	}
 	return c, nil
+}
+
+// tcpOption is one integer socket option.
+type tcpOption struct{ level, opt int }
+
+// goTCPDefaults are the options net.FileConn sets on a TCP socket.
+var goTCPDefaults = []tcpOption{
+	{unix.SOL_SOCKET, unix.SO_KEEPALIVE},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL},
+	{unix.IPPROTO_TCP, unix.TCP_KEEPCNT},
+	{unix.IPPROTO_TCP, unix.TCP_NODELAY},
+}
+
+// tcpOptions are the values of goTCPDefaults on one socket (nil for UDP).
+type tcpOptions []int
+
+// saveTCPOptions reads goTCPDefaults from f, a TCP socket (typ
+// SOCK_STREAM); it saves nothing for other types.
+func saveTCPOptions(f *os.File, typ int) (tcpOptions, error) {
+	if typ != unix.SOCK_STREAM {
+		return nil, nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	vals := make(tcpOptions, len(goTCPDefaults))
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		for i, o := range goTCPDefaults {
+			if vals[i], gerr = unix.GetsockoptInt(int(fd), o.level, o.opt); gerr != nil {
+				return
+			}
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if gerr != nil {
+		return nil, fmt.Errorf("read socket options: %w", gerr)
+	}
+	return vals, nil
+}
+
+// restore writes the saved options back onto c.
+func (vals tcpOptions) restore(c net.Conn) error {
+	if vals == nil {
+		return nil
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for i, o := range goTCPDefaults {
+			if serr = unix.SetsockoptInt(int(fd), o.level, o.opt, vals[i]); serr != nil {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("restore socket options: %w", serr)
+	}
+	return nil
 }
 
 // socketKind picks the address family and socket type for network.

@@ -66,7 +66,8 @@ func errNoTunDevice(cause error) error {
 // (a rootless container) root does not help with a node owned by a host
 // uid the namespace does not map.
 func errTunAccess(cause error, uid int) error {
-	fix := "make it accessible (chmod 0666 /dev/net/tun, the default on most distros), or run as root"
+	fix := "make it accessible (chmod 0666 /dev/net/tun, the default on most distros; in a container, " +
+		"pass a 0666 node: --device DIR/tun:/dev/net/tun), or run as root"
 	if inUserns() {
 		fix = "its owner is outside this user namespace, so no user here may open it: make the node 0666 on the host, " +
 			"or pass one that is (mknod -m 0666 DIR/tun c 10 200; --device DIR/tun:/dev/net/tun)"

@@ -558,3 +558,90 @@ func TestNewNamespaceCancelled(t *testing.T) {
 		}
 	}
 }
+
+// TestNamespaceDialKeepsSocketOptions: the connection Dial returns has the
+// keepalive and Nagle settings the kernel or the control hook gave it, not
+// Go's defaults (net.FileConn turns on a 15 s keepalive and TCP_NODELAY): a
+// dialer for tests of "does my client notice a dead link" must not add a
+// heartbeat.
+func TestNamespaceDialKeepsSocketOptions(t *testing.T) {
+	requireRoot(t)
+	ns := newTestNamespace(t, NamespaceConfig{TUN: DefaultConfig()})
+	lf, err := ns.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := lf.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lerr error
+	rc.Control(func(fd uintptr) {
+		if lerr = unix.Bind(int(fd), &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); lerr == nil {
+			lerr = unix.Listen(int(fd), 8)
+		}
+	})
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	ln, err := net.FileListener(lf)
+	lf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	opt := func(t *testing.T, c net.Conn, level, name int) int {
+		t.Helper()
+		rc, err := c.(syscall.Conn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		var gerr error
+		rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), level, name) })
+		if gerr != nil {
+			t.Fatal(gerr)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		name      string
+		control   func(uintptr) error
+		keepalive int
+		idle      int
+		nodelay   int
+	}{
+		{"kernel defaults", nil, 0, 7200, 0},
+		{"keepalive from the control hook", func(fd uintptr) error {
+			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1); err != nil {
+				return err
+			}
+			return unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 7)
+		}, 1, 7, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), safetyTimeout)
+			defer cancel()
+			c, err := ns.Dial(ctx, "tcp4", ln.Addr().String(), tc.control)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ka := opt(t, c, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+			idle := opt(t, c, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+			nd := opt(t, c, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+			if ka != tc.keepalive || idle != tc.idle || nd != tc.nodelay {
+				t.Errorf("SO_KEEPALIVE %d, TCP_KEEPIDLE %d, TCP_NODELAY %d; want %d, %d, %d", ka, idle, nd, tc.keepalive, tc.idle, tc.nodelay)
+			}
+		})
+	}
+}

@@ -145,65 +145,117 @@ func (s TCPSegment) Segment(dst, super []byte) []byte {
 // for a receiver that trusts its source. scratch must hold the headers
 // (up to 120 bytes); each call's Header reuses it.
 func SplitTCP(pkt []byte, gso GSO, scratch []byte, checksums bool, fn func(TCPSegment) error) error {
-	ipLen, err := ipHeaderLen(pkt, gso)
+	c, err := newCutter(pkt, gso, scratch)
 	if err != nil {
 		return err
 	}
+	for i, off := 0, c.hdrLen; off < len(pkt); i, off = i+1, off+c.mss {
+		if err := fn(c.cut(i, 1, checksums)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// MergeTCP returns the packet that carries segments first to
+// first+count-1 of the super-packet pkt (as SplitTCP numbers them) in one:
+// what a receiver's GRO builds from them, with the TCP checksum left
+// partial. A run of all segments is pkt itself with the IPv4 header
+// checksum recomputed. scratch must hold the headers.
+func MergeTCP(pkt []byte, gso GSO, scratch []byte, first, count int) (TCPSegment, error) {
+	c, err := newCutter(pkt, gso, scratch)
+	if err != nil {
+		return TCPSegment{}, err
+	}
+	if first < 0 || count < 1 || c.hdrLen+first*c.mss >= len(pkt) {
+		return TCPSegment{}, fmt.Errorf("merge: %w: segments %d+%d of %d bytes", errBadGSO, first, count, len(pkt))
+	}
+	return c.cut(first, count, false), nil
+}
+
+// SegmentCount returns how many segments SplitTCP cuts pkt into.
+func SegmentCount(pkt []byte, gso GSO, scratch []byte) (int, error) {
+	c, err := newCutter(pkt, gso, scratch)
+	if err != nil {
+		return 0, err
+	}
+	return (len(pkt) - c.hdrLen + c.mss - 1) / c.mss, nil
+}
+
+// cutter holds what SplitTCP and MergeTCP read once from a super-packet's
+// headers.
+type cutter struct {
+	pkt, hdr           []byte
+	ipLen, tcpLen, mss int
+	hdrLen             int
+	v4                 bool
+	addrSum            uint16
+	id                 uint16
+	seq                uint32
+	flags              uint8
+}
+
+func newCutter(pkt []byte, gso GSO, scratch []byte) (cutter, error) {
+	ipLen, err := ipHeaderLen(pkt, gso)
+	if err != nil {
+		return cutter{}, err
+	}
 	if len(pkt) < ipLen+20 {
-		return fmt.Errorf("split: %w: %d bytes", errBadGSO, len(pkt))
+		return cutter{}, fmt.Errorf("split: %w: %d bytes", errBadGSO, len(pkt))
 	}
 	tcpLen := int(pkt[ipLen+12]>>4) * 4
 	hdrLen := ipLen + tcpLen
 	mss := int(gso.Size)
 	if tcpLen < 20 || hdrLen > len(pkt) || hdrLen > len(scratch) || mss == 0 {
-		return fmt.Errorf("split: %w: headers of %d bytes, segment size %d, %d bytes", errBadGSO, hdrLen, mss, len(pkt))
+		return cutter{}, fmt.Errorf("split: %w: headers of %d bytes, segment size %d, %d bytes", errBadGSO, hdrLen, mss, len(pkt))
 	}
-	v4 := pkt[0]>>4 == 4
+	c := cutter{pkt: pkt, hdr: scratch[:hdrLen], ipLen: ipLen, tcpLen: tcpLen, mss: mss, hdrLen: hdrLen, v4: pkt[0]>>4 == 4}
 	var src, dst []byte
-	if v4 {
+	if c.v4 {
 		src, dst = pkt[12:16], pkt[16:20]
 	} else {
 		src, dst = pkt[8:24], pkt[24:40]
 	}
-	addrSum := checksum.Checksum(dst, checksum.Checksum(src, 0))
-	id := binary.BigEndian.Uint16(pkt[4:])
-	seq := binary.BigEndian.Uint32(pkt[ipLen+4:])
-	flags := pkt[ipLen+13]
-	hdr := scratch[:hdrLen]
-	for i, off := 0, hdrLen; off < len(pkt); i, off = i+1, off+mss {
-		n := min(mss, len(pkt)-off)
-		copy(hdr, pkt[:hdrLen])
-		if v4 {
-			binary.BigEndian.PutUint16(hdr[2:], uint16(hdrLen+n))
-			binary.BigEndian.PutUint16(hdr[4:], id+uint16(i))
-			hdr[10], hdr[11] = 0, 0
-			binary.BigEndian.PutUint16(hdr[10:], ^checksum.Checksum(hdr[:ipLen], 0))
-		} else {
-			binary.BigEndian.PutUint16(hdr[4:], uint16(hdrLen-40+n))
-		}
-		th := hdr[ipLen:]
-		binary.BigEndian.PutUint32(th[4:], seq+uint32(i*mss))
-		f := flags
-		if off+n < len(pkt) {
-			f &^= tcpFIN | tcpPSH
-		}
-		if i > 0 {
-			f &^= tcpCWR
-		}
-		th[13] = f
-		th[16], th[17] = 0, 0
-		sum := checksum.Combine(addrSum, uint16(ipProtoTCP))
-		sum = checksum.Combine(sum, uint16(tcpLen+n))
-		if checksums {
-			sum = checksum.Checksum(th, sum)
-			sum = ^checksum.Checksum(pkt[off:off+n], sum)
-		}
-		binary.BigEndian.PutUint16(th[16:], sum)
-		if err := fn(TCPSegment{Header: hdr, Off: off, Len: n}); err != nil {
-			return err
-		}
+	c.addrSum = checksum.Checksum(dst, checksum.Checksum(src, 0))
+	c.id = binary.BigEndian.Uint16(pkt[4:])
+	c.seq = binary.BigEndian.Uint32(pkt[ipLen+4:])
+	c.flags = pkt[ipLen+13]
+	return c, nil
+}
+
+// cut builds the header of segments i to i+count-1 as one packet.
+func (c *cutter) cut(i, count int, checksums bool) TCPSegment {
+	pkt, hdr, ipLen := c.pkt, c.hdr, c.ipLen
+	off := c.hdrLen + i*c.mss
+	n := min(count*c.mss, len(pkt)-off)
+	copy(hdr, pkt[:c.hdrLen])
+	if c.v4 {
+		binary.BigEndian.PutUint16(hdr[2:], uint16(c.hdrLen+n))
+		binary.BigEndian.PutUint16(hdr[4:], c.id+uint16(i))
+		hdr[10], hdr[11] = 0, 0
+		binary.BigEndian.PutUint16(hdr[10:], ^checksum.Checksum(hdr[:ipLen], 0))
+	} else {
+		binary.BigEndian.PutUint16(hdr[4:], uint16(c.hdrLen-40+n))
 	}
-	return nil
+	th := hdr[ipLen:]
+	binary.BigEndian.PutUint32(th[4:], c.seq+uint32(i*c.mss))
+	f := c.flags
+	if off+n < len(pkt) {
+		f &^= tcpFIN | tcpPSH
+	}
+	if i > 0 {
+		f &^= tcpCWR
+	}
+	th[13] = f
+	th[16], th[17] = 0, 0
+	sum := checksum.Combine(c.addrSum, uint16(ipProtoTCP))
+	sum = checksum.Combine(sum, uint16(c.tcpLen+n))
+	if checksums {
+		sum = checksum.Checksum(th, sum)
+		sum = ^checksum.Checksum(pkt[off:off+n], sum)
+	}
+	binary.BigEndian.PutUint16(th[16:], sum)
+	return TCPSegment{Header: hdr, Off: off, Len: n}
 }
 
 // TCP flags and numbers SplitTCP and the coalescer need.

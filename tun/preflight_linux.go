@@ -44,7 +44,7 @@ func checkRootless() error {
 // namespaces.
 func usernsDisabled(why, fix string) error {
 	return newUserError(ErrPermission, unix.EPERM,
-		"create user namespace: %s: enable it (%s), %s", why, fix, otherPaths())
+		"create user namespace: %s: enable it (%s), %s", why, fix, otherPaths(true))
 }
 
 // cloneError explains why starting the namespace agent failed.
@@ -56,14 +56,14 @@ func cloneError(err error, rootless bool) error {
 		return newUserError(ErrPermission, err,
 			"create namespaces: %v: a seccomp filter refuses clone with namespace flags; allow it "+
 				"(podman or docker: --security-opt seccomp=unconfined, or a profile that permits clone and unshare), %s",
-			err, otherPaths())
+			err, otherPaths(false))
 	case !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.ENOSPC):
 		return fmt.Errorf("start namespace agent: %w", err)
 	case !rootless:
 		return newUserError(ErrPermission, err,
 			"create network namespace: %v: refused although this process has CAP_SYS_ADMIN "+
 				"(a seccomp profile or security module forbids it: podman or docker: --security-opt seccomp=unconfined), %s",
-			err, otherPaths())
+			err, otherPaths(true))
 	}
 	return newUserError(ErrPermission, err,
 		"create user namespace: %v: %s", err, usernsHint(false))
@@ -75,20 +75,21 @@ func cloneError(err error, rootless bool) error {
 func usernsHint(created bool) string {
 	switch {
 	case readProcValue(sysctlAppArmorUserns) == "1":
-		return "AppArmor restricts unprivileged user namespaces (sysctl -w kernel.apparmor_restrict_unprivileged_userns=0), " + otherPaths()
+		return "AppArmor restricts unprivileged user namespaces (sysctl -w kernel.apparmor_restrict_unprivileged_userns=0), " + otherPaths(true)
 	case created:
-		return "a security module (AppArmor, SELinux) denies capabilities in user namespaces: allow it for unplug, " + otherPaths()
+		return "a security module (AppArmor, SELinux) denies capabilities in user namespaces: allow it for unplug, " + otherPaths(true)
 	default:
 		return "a seccomp profile or container runtime forbids user namespaces " +
-			"(podman or docker: --security-opt seccomp=unconfined), " + otherPaths()
+			"(podman or docker: --security-opt seccomp=unconfined), " + otherPaths(false)
 	}
 }
 
 // otherPaths names what works without the namespaces that just failed.
-// "Run as root" is offered only where it would help: not to uid 0, and not
-// inside a user namespace (a container's root is no root on the host).
-func otherPaths() string {
-	if os.Geteuid() == 0 || inUserns() {
+// "Run as root" is offered only where it may help (rootHelps): not to uid
+// 0, and not inside a user namespace (a container's root is no root on the
+// host); a seccomp filter, for one, refuses root's clone just the same.
+func otherPaths(rootHelps bool) string {
+	if !rootHelps || os.Geteuid() == 0 || inUserns() {
 		return "or use serve --attach NAME with a persistent TUN (docs/containers.md)"
 	}
 	return "or run unplug as root, or use serve --attach NAME with a persistent TUN (docs/containers.md)"

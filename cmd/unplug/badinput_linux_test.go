@@ -81,7 +81,7 @@ func TestBadInput(t *testing.T) {
 			want:  []string{"exists and is not a socket", "--control PATH"}},
 		{name: "control directory of another user", args: []string{"serve", "--control", "$D/other/c.sock"}, code: exitFail,
 			setup: func(t *testing.T, dir string) { otherUsersDir(t, filepath.Join(dir, "other")) },
-			want:  []string{"belongs to uid 65534", "--control PATH in a directory you own"}},
+			want:  []string{"belongs to uid 65534", "in a directory you own", "--control PATH"}},
 		{name: "control directory not creatable", args: []string{"serve", "--control", "/proc/unplug/c.sock"}, code: exitFail,
 			want: []string{"cannot create control directory /proc/unplug", "--control PATH"}},
 		{name: "capture directory missing", args: []string{"serve", "--control", "$D/run/c.sock", "--pcap", "$D/missing/x.pcapng"}, code: exitFail,

@@ -219,7 +219,7 @@ func testCapAddRecipe(t *testing.T) {
 		tunMode os.FileMode
 		want    []string
 	}{
-		{"no NET_ADMIN", nil, 0o666, []string{`create tun "unplug0"`, "CAP_NET_ADMIN is missing", "--cap-add NET_ADMIN --device /dev/net/tun", "--attach NAME"}},
+		{"no NET_ADMIN", nil, 0o666, []string{`create tun "unplug0"`, "CAP_NET_ADMIN is missing", "--cap-add NET_ADMIN", "--user 0", "--attach NAME"}},
 		{"no device", []uintptr{unix.CAP_NET_ADMIN}, tunNone, []string{"open /dev/net/tun", "no such file or directory", "--device /dev/net/tun", "modprobe tun"}},
 		{"device not accessible", []uintptr{unix.CAP_NET_ADMIN}, 0o600, []string{"open /dev/net/tun", "permission denied", "uid 65534", "chmod 0666 /dev/net/tun"}},
 	} {

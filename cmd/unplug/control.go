@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -10,60 +11,15 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/control"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
-// Control operations understood by serve.
-const (
-	opFaultAdd    = "fault.add"
-	opFaultList   = "fault.list"
-	opFaultRemove = "fault.rm"
-	opFaultClear  = "fault.clear"
-	opStatus      = "status"
-)
+// Control operations understood by serve (stack/control's).
+const opStatus = control.OpStatus
 
-// registerControl maps control operations onto the running peer.
-func registerControl(srv *control.Server, peer *stack.Peer) {
-	ctl := peer.Controller()
-	srv.Handle(opFaultAdd, func(_ context.Context, args []string) (any, error) {
-		var ids []int
-		for _, a := range args {
-			if _, err := fault.ParseSpec(a); err != nil {
-				return nil, err
-			}
-		}
-		for _, a := range args {
-			id, _ := ctl.AddString(a)
-			ids = append(ids, id)
-		}
-		return ids, nil
-	})
-	srv.Handle(opFaultList, func(context.Context, []string) (any, error) {
-		return ctl.Status(), nil
-	})
-	srv.Handle(opFaultRemove, func(_ context.Context, args []string) (any, error) {
-		for _, a := range args {
-			id, err := strconv.Atoi(a)
-			if err != nil {
-				return nil, fmt.Errorf("rule id %q is not a number (see `unplug fault list`)", a)
-			}
-			if err := ctl.Remove(id); err != nil {
-				return nil, err
-			}
-		}
-		return nil, nil
-	})
-	srv.Handle(opFaultClear, func(context.Context, []string) (any, error) {
-		return ctl.Clear(), nil
-	})
-	srv.Handle(opStatus, func(context.Context, []string) (any, error) {
-		return peer.Status(), nil
-	})
-}
-
-func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	defer func() { err = controlAdvice(err) }()
 	fs := newFlagSet("fault", stderr)
 	path := fs.String("control", control.DefaultPath(), "control socket of the running serve")
 	jsonOut := fs.Bool("json", false, "print JSON")
@@ -82,6 +38,7 @@ func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	operands := sub.Args()
+	client := control.Client{Path: *path}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	switch rest[0] {
@@ -94,16 +51,16 @@ func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return usageError{unquotedHint(err, operands)}
 			}
 		}
-		var ids []int
-		if err := control.Call(ctx, *path, opFaultAdd, operands, &ids); err != nil {
+		ids, err := client.AddFault(ctx, operands...)
+		if err != nil {
 			return err
 		}
 		for i, id := range ids {
 			fmt.Fprintf(stdout, "rule %d: %s\n", id, operands[i])
 		}
 	case "list", "ls":
-		var rules []fault.RuleStatus
-		if err := control.Call(ctx, *path, opFaultList, nil, &rules); err != nil {
+		rules, err := client.Faults(ctx)
+		if err != nil {
 			return err
 		}
 		if *jsonOut {
@@ -114,12 +71,20 @@ func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if len(operands) == 0 {
 			return usagef("fault rm needs rule ids (see `unplug fault list`)")
 		}
-		if err := control.Call(ctx, *path, opFaultRemove, operands, nil); err != nil {
+		ids := make([]int, len(operands))
+		for i, a := range operands {
+			id, err := strconv.Atoi(a)
+			if err != nil {
+				return usagef("rule id %q is not a number (see `unplug fault list`)", a)
+			}
+			ids[i] = id
+		}
+		if err := client.RemoveFault(ctx, ids...); err != nil {
 			return err
 		}
 	case "clear":
-		var n int
-		if err := control.Call(ctx, *path, opFaultClear, nil, &n); err != nil {
+		n, err := client.ClearFaults(ctx)
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "removed %d rules\n", n)
@@ -129,7 +94,8 @@ func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	defer func() { err = controlAdvice(err) }()
 	fs := newFlagSet("status", stderr)
 	path := fs.String("control", control.DefaultPath(), "control socket of the running serve")
 	jsonOut := fs.Bool("json", false, "print JSON")
@@ -138,8 +104,8 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var st stack.Status
-	if err := control.Call(ctx, *path, opStatus, nil, &st); err != nil {
+	st, err := control.Client{Path: *path}.Status(ctx)
+	if err != nil {
 		return err
 	}
 	if *jsonOut {
@@ -213,4 +179,16 @@ func unquotedHint(err error, operands []string) error {
 		return fmt.Errorf("%w (each rule is one argument: quote it, e.g. unplug fault add 'drop for=3s')", err)
 	}
 	return fmt.Errorf("%w: each rule is one argument; quote it: unplug fault add '%s'", err, joined)
+}
+
+// controlAdvice adds the command line's fix to the control package's
+// errors: which flag chooses the socket, and which command starts a server.
+func controlAdvice(err error) error {
+	switch {
+	case errors.Is(err, control.ErrNoServer):
+		return fmt.Errorf("%w (`unplug serve`, --control PATH)", err)
+	case errors.Is(err, control.ErrSocketPath):
+		return fmt.Errorf("%w (--control PATH)", err)
+	}
+	return err
 }

@@ -125,7 +125,7 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	if f.expect != "" {
 		if err := scenarios.ValidateExpect(f.expect); err != nil {
-			return usageError{err}
+			return usageError{fmt.Errorf("--expect: %w", err)}
 		}
 	}
 	if f.clock != scenarios.ClockReal && f.clock != scenarios.ClockVirtual {

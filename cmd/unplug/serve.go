@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -65,7 +66,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	f.svc.Forwards = f.forwards
 	if err := f.svc.Validate(); err != nil {
-		return usageError{err} // conflicting ports: fail before anything exists
+		return usageError{portFlagError(err)} // conflicting ports: fail before anything exists
 	}
 	return serve(ctx, f, stdout, stderr)
 }
@@ -116,7 +117,7 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 	}
 	srv := control.NewServer()
 	if err := srv.Listen(f.control); err != nil {
-		return err
+		return controlAdvice(err)
 	}
 	undo = append(undo, func() { srv.Close() })
 
@@ -162,7 +163,7 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 		}
 	})
 	ready = true
-	registerControl(srv, peer)
+	control.HandlePeer(srv, peer)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ctx) }()
 
@@ -226,4 +227,39 @@ func printCounters(w io.Writer, st stack.Status) {
 func exists(path string) bool {
 	_, err := os.Lstat(path)
 	return err == nil
+}
+
+// servicePortFlags are the flags that move each built-in service.
+var servicePortFlags = map[string]string{
+	services.ServiceHTTP:    "--http-port",
+	services.ServiceEcho:    "--echo-port",
+	services.ServiceDiscard: "--discard-port",
+	services.ServiceSink:    "--sink-port",
+	services.ServiceSource:  "--source-port",
+}
+
+// portFlagError rewrites a services.PortError in serve's flags: which flag
+// moves the service (or that each --forward needs its own port). Other
+// errors are returned as they are.
+func portFlagError(err error) error {
+	var pe *services.PortError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	switch {
+	case pe.OutOfRange():
+		return fmt.Errorf("%s port %d is out of range; pick 1-65535 with %s, or 0 to disable it",
+			pe.Services[0], pe.Port, servicePortFlags[pe.Services[0]])
+	case pe.TwoForwards():
+		return fmt.Errorf("port %d is used by two forwards (to %s and %s); give each --forward its own port",
+			pe.Port, pe.Targets[0], pe.Targets[1])
+	}
+	var move []string
+	for _, name := range pe.Services {
+		if flag, ok := servicePortFlags[name]; ok {
+			move = append(move, flag)
+		}
+	}
+	return fmt.Errorf("port %d is used by both %s and %s; pick another with %s",
+		pe.Port, pe.Services[0], pe.Services[1], strings.Join(move, " or "))
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/fault/flow"
+	pkt "github.com/unplug-dev/unplug/stack/packet"
 )
 
 // Logger writes one line per packet for --log-packets, in a tcpdump-like
@@ -237,21 +238,12 @@ func (l *Logger) relative(src, dst netip.AddrPort, p *fault.Packet) (seq, ack ui
 	return p.Seq - c.isn[self], p.Ack - c.isn[other]
 }
 
-// appendFlags appends TCP flags in tcpdump's notation: "[S.]", "[P.]".
+// appendFlags appends TCP flags in tcpdump's notation: "[S.]", "[P.]"
+// (packet.AppendFlags), "[none]" for none.
 func appendFlags(b []byte, f uint8) []byte {
 	b = append(b, '[')
 	n := len(b)
-	for _, fl := range [...]struct {
-		bit uint8
-		c   byte
-	}{
-		{fault.FlagFIN, 'F'}, {fault.FlagSYN, 'S'}, {fault.FlagRST, 'R'}, {fault.FlagPSH, 'P'},
-		{fault.FlagACK, '.'}, {fault.FlagURG, 'U'}, {fault.FlagECE, 'E'}, {fault.FlagCWR, 'W'},
-	} {
-		if f&fl.bit != 0 {
-			b = append(b, fl.c)
-		}
-	}
+	b = pkt.AppendFlags(b, f)
 	if len(b) == n {
 		b = append(b, "none"...)
 	}

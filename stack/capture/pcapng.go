@@ -3,13 +3,14 @@
 //
 // Create a Writer (Create or NewWriter) for --capture and a Logger (NewLogger)
 // for --log-packets, and register them as fault.Observers. Both are safe for
-// concurrent use and do not allocate per packet. Call Flush when the user asks
-// for a snapshot (a signal) and Close at exit. Read captures back with
+// concurrent use and do not allocate per packet. A Writer writes whole blocks
+// only and flushes by itself at least every FlushInterval, so a process
+// killed with SIGKILL leaves a readable file missing at most the last
+// interval's packets; call Flush on signals and Close at exit. Read captures back with
 // NewReader; RetransmitTracker classifies TCP segments for logs and reports.
 package capture
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -61,7 +62,11 @@ type Option func(*config)
 type config struct {
 	nanoseconds bool
 	bufSize     int
+	interval    time.Duration
 }
+
+// DefaultFlushInterval is how long a packet may wait in a Writer's buffer.
+const DefaultFlushInterval = time.Second
 
 // Nanoseconds records timestamps with nanosecond resolution (if_tsresol 9)
 // instead of the default microseconds. Useful with virtual time, where many
@@ -69,9 +74,14 @@ type config struct {
 func Nanoseconds() Option { return func(c *config) { c.nanoseconds = true } }
 
 // BufferSize sets the size of the write buffer (default 64 KiB, at least
-// 4 KiB). Packets reach the underlying writer when the buffer fills, on
-// Flush, and on Close.
+// 4 KiB). Packets reach the underlying writer when the buffer fills, when
+// the oldest buffered packet is FlushInterval old, on Flush, and on Close.
 func BufferSize(n int) Option { return func(c *config) { c.bufSize = n } }
+
+// FlushInterval sets how long a packet may wait in the buffer before the
+// Writer flushes by itself (default DefaultFlushInterval; 0 or less:
+// only when the buffer fills, on Flush and on Close).
+func FlushInterval(d time.Duration) Option { return func(c *config) { c.interval = d } }
 
 // ErrClosed is returned by Flush after Close.
 var ErrClosed = errors.New("capture: writer closed")
@@ -81,7 +91,10 @@ var ErrClosed = errors.New("capture: writer closed")
 // its direction (inbound = towards the peer) and, for drops and delays, a
 // comment naming the rule.
 //
-// A Writer is a fault.Observer. Writes are buffered; the first write error
+// A Writer is a fault.Observer. Writes are buffered, and every write to the
+// underlying writer is a run of whole blocks, so a file cut short by a
+// killed process ends on a block boundary (a write the kernel itself cuts
+// short, such as by a full disk, is the exception). The first write error
 // stops the capture for good (see Err and OnError) while the run goes on.
 type Writer struct {
 	// OnError, when set before the first Observe, is called once with the
@@ -91,13 +104,16 @@ type Writer struct {
 
 	mu       sync.Mutex
 	out      io.Writer
-	bw       *bufio.Writer
+	buf      []byte // whole blocks not yet written
+	size     int    // flush when buf would grow past this
+	interval time.Duration
+	timer    *time.Timer // armed while buf holds packets; nil before the first
+	armed    bool
 	nano     bool
 	err      error // first error; capture stopped
 	reported bool  // OnError has been called
 	closed   bool
 	closeErr error
-	scratch  [epbHeaderLen + 16]byte
 }
 
 var _ fault.Observer = (*Writer)(nil)
@@ -106,16 +122,16 @@ var _ fault.Observer = (*Writer)(nil)
 // a Writer for the packets. The headers are flushed at once, so an unwritable
 // destination fails here rather than silently later.
 func NewWriter(w io.Writer, opts ...Option) (*Writer, error) {
-	cfg := config{bufSize: 64 << 10}
+	cfg := config{bufSize: 64 << 10, interval: DefaultFlushInterval}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.bufSize < 4096 {
 		cfg.bufSize = 4096
 	}
-	cw := &Writer{out: w, bw: bufio.NewWriterSize(w, cfg.bufSize), nano: cfg.nanoseconds}
+	cw := &Writer{out: w, buf: make([]byte, 0, cfg.bufSize), size: cfg.bufSize, interval: cfg.interval, nano: cfg.nanoseconds}
 	cw.writeHeaders()
-	if err := cw.bw.Flush(); err != nil {
+	if err := cw.flushLocked(); err != nil {
 		return nil, fmt.Errorf("write capture header: %w", err)
 	}
 	return cw, nil
@@ -182,7 +198,54 @@ func (w *Writer) writeHeaders() {
 	b = le.AppendUint32(b, optEndOfOpt)
 	b = le.AppendUint32(b, uint32(idbLen))
 
-	_, _ = w.bw.Write(b)
+	w.buf = append(w.buf, b...)
+}
+
+// flushLocked writes the buffered blocks in one write.
+func (w *Writer) flushLocked() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	n, err := w.out.Write(w.buf)
+	if err == nil && n < len(w.buf) {
+		err = io.ErrShortWrite
+	}
+	w.buf = w.buf[:0]
+	return err
+}
+
+// armLocked makes sure a flush is due within the interval of the oldest
+// buffered packet. The timer is a time.AfterFunc: no goroutine waits
+// while nothing is buffered.
+func (w *Writer) armLocked() {
+	if w.armed || w.interval <= 0 {
+		return
+	}
+	w.armed = true
+	if w.timer == nil {
+		w.timer = time.AfterFunc(w.interval, w.tick)
+		return
+	}
+	w.timer.Reset(w.interval)
+}
+
+// tick is the interval flush.
+func (w *Writer) tick() {
+	w.mu.Lock()
+	w.armed = false
+	if w.closed || w.err != nil {
+		w.mu.Unlock()
+		return
+	}
+	var report func(error)
+	if err := w.flushLocked(); err != nil {
+		report = w.failLocked(err)
+	}
+	err := w.err
+	w.mu.Unlock()
+	if report != nil {
+		report(err)
+	}
 }
 
 // optLen is the encoded size of an option with an n-byte value.
@@ -270,50 +333,47 @@ func (w *Writer) writeEPB(ev *fault.Event) error {
 	}
 	total := epbHeaderLen + pad4(len(data)) + optsLen + 4
 
-	ts := w.timestamp(ev.Time)
-	le := binary.LittleEndian
-	h := w.scratch[:epbHeaderLen]
-	le.PutUint32(h[0:], blockEPB)
-	le.PutUint32(h[4:], uint32(total))
-	le.PutUint32(h[8:], 0) // interface 0
-	le.PutUint32(h[12:], uint32(ts>>32))
-	le.PutUint32(h[16:], uint32(ts))
-	le.PutUint32(h[20:], uint32(len(data)))
-	le.PutUint32(h[24:], uint32(origLen))
-	if _, err := w.bw.Write(h); err != nil {
-		return err
-	}
-	if _, err := w.bw.Write(data); err != nil {
-		return err
-	}
-	// Padding, epb_flags and the comment's option header.
-	t := w.scratch[:0]
-	t = append(t, zeros[:pad4(len(data))-len(data)]...)
-	if flags != 0 {
-		t = le.AppendUint16(t, optEPBFlags)
-		t = le.AppendUint16(t, 4)
-		t = le.AppendUint32(t, flags)
-	}
-	if comment != "" {
-		t = le.AppendUint16(t, optComment)
-		t = le.AppendUint16(t, uint16(len(comment)))
-	}
-	if _, err := w.bw.Write(t); err != nil {
-		return err
-	}
-	t = w.scratch[:0]
-	if comment != "" {
-		if _, err := w.bw.WriteString(comment); err != nil {
+	// Only whole blocks reach the underlying writer: flush what is
+	// buffered first if this one does not fit (a block larger than the
+	// buffer goes out alone).
+	if len(w.buf)+total > w.size && len(w.buf) > 0 {
+		if err := w.flushLocked(); err != nil {
 			return err
 		}
-		t = append(t, zeros[:pad4(len(comment))-len(comment)]...)
+	}
+	ts := w.timestamp(ev.Time)
+	le := binary.LittleEndian
+	b := w.buf
+	b = le.AppendUint32(b, blockEPB)
+	b = le.AppendUint32(b, uint32(total))
+	b = le.AppendUint32(b, 0) // interface 0
+	b = le.AppendUint32(b, uint32(ts>>32))
+	b = le.AppendUint32(b, uint32(ts))
+	b = le.AppendUint32(b, uint32(len(data)))
+	b = le.AppendUint32(b, uint32(origLen))
+	b = append(b, data...)
+	b = append(b, zeros[:pad4(len(data))-len(data)]...)
+	if flags != 0 {
+		b = le.AppendUint16(b, optEPBFlags)
+		b = le.AppendUint16(b, 4)
+		b = le.AppendUint32(b, flags)
+	}
+	if comment != "" {
+		b = le.AppendUint16(b, optComment)
+		b = le.AppendUint16(b, uint16(len(comment)))
+		b = append(b, comment...)
+		b = append(b, zeros[:pad4(len(comment))-len(comment)]...)
 	}
 	if optsLen != 0 {
-		t = le.AppendUint32(t, optEndOfOpt)
+		b = le.AppendUint32(b, optEndOfOpt)
 	}
-	t = le.AppendUint32(t, uint32(total))
-	_, err := w.bw.Write(t)
-	return err
+	b = le.AppendUint32(b, uint32(total))
+	w.buf = b
+	if len(w.buf) >= w.size {
+		return w.flushLocked()
+	}
+	w.armLocked()
+	return nil
 }
 
 // timestamp converts t to the interface's units since the Unix epoch. Times
@@ -359,7 +419,7 @@ func (w *Writer) Flush() error {
 		return err
 	}
 	var report func(error)
-	if err := w.bw.Flush(); err != nil {
+	if err := w.flushLocked(); err != nil {
 		report = w.failLocked(err)
 	}
 	err := w.err
@@ -381,9 +441,12 @@ func (w *Writer) Close() error {
 		return err
 	}
 	w.closed = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 	var report func(error)
 	if w.err == nil {
-		if err := w.bw.Flush(); err != nil {
+		if err := w.flushLocked(); err != nil {
 			report = w.failLocked(err)
 		}
 	}

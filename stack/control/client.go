@@ -16,6 +16,23 @@ import (
 // peer cannot make the client buffer without limit.
 const maxResponseSize = 16 << 20
 
+// Errors a front end can add its own advice to (cmd/unplug names its
+// --control flag and the serve command): every path problem of Listen and
+// Call wraps ErrSocketPath (a path that is too long wraps ErrShorterPath,
+// which wraps ErrSocketPath), and a Call with nobody listening wraps
+// ErrNoServer.
+var (
+	ErrSocketPath        = errors.New("choose another control socket path")
+	ErrShorterPath error = shorterPath{}
+	ErrNoServer          = errors.New("start the server or choose the socket it listens on")
+)
+
+// shorterPath is ErrShorterPath: its own advice, and an ErrSocketPath.
+type shorterPath struct{}
+
+func (shorterPath) Error() string        { return "choose a shorter control socket path" }
+func (shorterPath) Is(target error) bool { return target == ErrSocketPath }
+
 // RemoteError is a failure reported by the server: the operation ran (or was
 // refused) and the server's one-line message explains why. Callers can tell
 // it apart from connection problems with errors.As.
@@ -91,7 +108,7 @@ func dialError(ctx context.Context, path string, err error) error {
 		return fmt.Errorf("connect to control socket %s: %w", path, context.Cause(ctx))
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
 		// ECONNREFUSED: a stale socket left by a server that died.
-		return fmt.Errorf("no unplug serve is listening on %s (start one with `unplug serve`, or pass --control PATH)", path)
+		return fmt.Errorf("no unplug serve is listening on %s: %w", path, ErrNoServer)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		if fi, serr := os.Stat(path); serr == nil {
 			if owner, ok := fileOwner(fi); ok {

@@ -26,7 +26,7 @@ func TestCallConnectionErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := Call(context.Background(), tt.path, "status", nil, nil)
-			want := "no unplug serve is listening on " + tt.path + " (start one with `unplug serve`, or pass --control PATH)"
+			want := "no unplug serve is listening on " + tt.path + ": start the server or choose the socket it listens on"
 			if err == nil || err.Error() != want {
 				t.Fatalf("Call = %v, want %q", err, want)
 			}

@@ -36,9 +36,9 @@ func (s *Server) Listen(path string) error {
 	case s.ln != nil:
 		return fmt.Errorf("listen on control socket %s: already listening on %s", path, s.path)
 	case path == "":
-		return errors.New("control socket path is empty; pass --control PATH")
+		return fmt.Errorf("control socket path is empty; %w", ErrSocketPath)
 	case len(path) > maxSocketPath:
-		return fmt.Errorf("control socket path %s is too long (%d bytes, the limit is %d); pass a shorter --control PATH", path, len(path), maxSocketPath)
+		return fmt.Errorf("control socket path %s is too long (%d bytes, the limit is %d); %w", path, len(path), maxSocketPath, ErrShorterPath)
 	}
 	if err := prepareDir(filepath.Dir(path)); err != nil {
 		return err
@@ -64,14 +64,14 @@ func (s *Server) Listen(path string) error {
 // own and intercept `unplug fault`.
 func prepareDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("cannot create control directory %s: %w; pass --control PATH in a directory you can write", dir, errnoOf(err))
+		return fmt.Errorf("cannot create control directory %s: %w; %w in a directory you can write", dir, errnoOf(err), ErrSocketPath)
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return fmt.Errorf("inspect control directory %s: %w", dir, err)
 	}
 	if owner, ok := fileOwner(fi); ok && owner != os.Geteuid() && owner != 0 {
-		return fmt.Errorf("control directory %s belongs to uid %d, who could replace the socket; pass --control PATH in a directory you own", dir, owner)
+		return fmt.Errorf("control directory %s belongs to uid %d, who could replace the socket; %w in a directory you own", dir, owner, ErrSocketPath)
 	}
 	return nil
 }
@@ -86,21 +86,21 @@ func clearStale(path string) error {
 		return fmt.Errorf("inspect control socket %s: %w", path, err)
 	}
 	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("%s exists and is not a socket; remove it or pass --control PATH", path)
+		return fmt.Errorf("%s exists and is not a socket; remove it or %w", path, ErrSocketPath)
 	}
 	c, err := net.DialTimeout("unix", path, probeTimeout)
 	if err == nil {
 		c.Close()
-		return fmt.Errorf("another unplug serve is already listening on %s; stop it or pass --control PATH", path)
+		return fmt.Errorf("another unplug serve is already listening on %s; stop it or %w", path, ErrSocketPath)
 	}
 	if errors.Is(err, syscall.ENOENT) {
 		return nil // removed since Lstat
 	}
 	if owner, ok := fileOwner(fi); ok && owner != os.Geteuid() {
-		return fmt.Errorf("control socket %s belongs to uid %d; pass --control PATH", path, owner)
+		return fmt.Errorf("control socket %s belongs to uid %d; %w", path, owner, ErrSocketPath)
 	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("control socket %s exists but does not accept connections (%v); stop the unplug serve using it or pass --control PATH", path, errnoOf(err))
+		return fmt.Errorf("control socket %s exists but does not accept connections (%v); stop the unplug serve using it or %w", path, errnoOf(err), ErrSocketPath)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove stale control socket %s: %w", path, errnoOf(err))
@@ -130,7 +130,7 @@ func bindPrivate(path string) (*net.UnixListener, error) {
 			}
 			ln.Close()
 			if errors.Is(err, fs.ErrExist) {
-				return nil, fmt.Errorf("another unplug serve is already listening on %s; stop it or pass --control PATH", path)
+				return nil, fmt.Errorf("another unplug serve is already listening on %s; stop it or %w", path, ErrSocketPath)
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // makeStale leaves a socket file at path with nothing listening on it, as a
@@ -92,7 +93,7 @@ func TestListenLiveConflict(t *testing.T) {
 
 	second := NewServer()
 	err = second.Listen(path)
-	want := "another unplug serve is already listening on " + path + "; stop it or pass --control PATH"
+	want := "another unplug serve is already listening on " + path + "; stop it or choose another control socket path"
 	if err == nil || err.Error() != want {
 		t.Fatalf("second Listen = %v, want %q", err, want)
 	}
@@ -140,7 +141,7 @@ func TestListenRefusesNonSocket(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = NewServer().Listen(path)
-			want := path + " exists and is not a socket; remove it or pass --control PATH"
+			want := path + " exists and is not a socket; remove it or choose another control socket path"
 			if err == nil || err.Error() != want {
 				t.Fatalf("Listen = %v, want %q", err, want)
 			}
@@ -160,7 +161,7 @@ func TestListenStaleSocketOfOtherUID(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := NewServer().Listen(path)
-	want := "control socket " + path + " belongs to uid 65534; pass --control PATH"
+	want := "control socket " + path + " belongs to uid 65534; choose another control socket path"
 	if err == nil || err.Error() != want {
 		t.Fatalf("Listen = %v, want %q", err, want)
 	}
@@ -190,7 +191,7 @@ func TestListenBadPath(t *testing.T) {
 	tests := []struct {
 		name, path, wantPrefix string
 	}{
-		{name: "empty", path: "", wantPrefix: "control socket path is empty; pass --control PATH"},
+		{name: "empty", path: "", wantPrefix: "control socket path is empty; choose another control socket path"},
 		{name: "too long", path: long, wantPrefix: "control socket path " + long + " is too long"},
 		{name: "parent is a file", path: filepath.Join(notDir, "control.sock"), wantPrefix: "cannot create control directory " + notDir + ": not a directory"},
 	}
@@ -238,5 +239,37 @@ func TestListenLongPathFallback(t *testing.T) {
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("socket after Close: %v", err)
+	}
+}
+
+// TestErrorsWrapAdvice: path problems wrap ErrSocketPath and a missing
+// server wraps ErrNoServer, so a front end can add its own advice (its
+// flag's name) without parsing messages.
+func TestErrorsWrapAdvice(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		path string
+		want error
+	}{
+		{"empty", "", ErrSocketPath},
+		{"too long", filepath.Join(dir, strings.Repeat("x", 200)), ErrShorterPath},
+		{"too long is a path error", filepath.Join(dir, strings.Repeat("x", 200)), ErrSocketPath},
+		{"not a socket", file, ErrSocketPath},
+	}
+	for _, tt := range tests {
+		err := NewServer().Listen(tt.path)
+		if !errors.Is(err, tt.want) {
+			t.Errorf("%s: Listen(%q) = %v, want it to wrap %v", tt.name, tt.path, err, tt.want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Call(ctx, filepath.Join(dir, "none.sock"), "status", nil, nil); !errors.Is(err, ErrNoServer) {
+		t.Errorf("Call with nobody listening = %v, want it to wrap ErrNoServer", err)
 	}
 }

@@ -279,7 +279,7 @@ func TestCloseRemovesSocket(t *testing.T) {
 	if err := srv.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	want := "no unplug serve is listening on " + path + " (start one with `unplug serve`, or pass --control PATH)"
+	want := "no unplug serve is listening on " + path + ": start the server or choose the socket it listens on"
 	if err := Call(context.Background(), path, "none", nil, nil); err == nil || err.Error() != want {
 		t.Fatalf("Call after Close = %v, want %q", err, want)
 	}

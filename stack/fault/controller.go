@@ -369,6 +369,12 @@ func (r *Rule) matches(p *Packet) bool {
 	if sp.Dir&p.Dir == 0 {
 		return false
 	}
+	// A later fragment has no transport header: rules that look at one
+	// leave it alone. Its datagram's fate is the first fragment's, which
+	// they judge (reassembly fails without it).
+	if p.Fragment == LaterFragment && (r.tcpOnly || sp.Port != 0 || sp.Flow.IsValid() || sp.Flags != 0 || sp.Match != 0) {
+		return false
+	}
 	if r.tcpOnly && (p.Proto != ProtoTCP || p.Version == 0) {
 		return false
 	}
@@ -510,7 +516,7 @@ func (c *Controller) Decide(p *Packet) Decision {
 	// connections in their scope, whichever rule decides it.
 	var fi *flow.Info
 	var info flow.Info
-	if c.stateful.Load() > 0 && p.Proto == ProtoTCP && p.Version != 0 {
+	if c.stateful.Load() > 0 && p.Proto == ProtoTCP && p.Version != 0 && p.Fragment != LaterFragment {
 		for _, r := range rules {
 			if r.tracks && !r.expired(now) && r.inScope(p) {
 				info, fi = c.track(p, now), &info

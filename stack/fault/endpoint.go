@@ -68,6 +68,7 @@ type Stats struct {
 	Unparseable atomic.Uint64
 	Injected    atomic.Uint64 // packets the layer made up: RSTs, duplicates
 	Corrupted   atomic.Uint64 // packets forwarded with a broken checksum
+	Fragments   atomic.Uint64 // first fragments dropped for a truncated transport header
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
@@ -104,8 +105,12 @@ func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pk
 			// Copied and reported before TCP consumes pkt's headers and
 			// answers it; the copy goes through the queue, as every
 			// further packet for the peer does (one per timer firing, see
-			// release).
-			dup = pkt.Clone()
+			// release). A deep copy, not a Clone: gVisor keeps slices of
+			// a packet's headers across pull-ups that replace a shared
+			// chunk, so a clone released on the timer's goroutine could
+			// free memory the IP layer is still reading.
+			dup = newPacket(flatten(pkt, make([]byte, 0, pkt.Size())))
+			dup.RXChecksumValidated = pkt.RXChecksumValidated
 			e.injected(In, dup, d)
 		}
 		e.Endpoint.DeliverNetworkPacket(protocol, pkt)
@@ -252,10 +257,22 @@ func (e *Endpoint) writeOne(pkt *stack.PacketBuffer) {
 // decide classifies pkt, asks the controller and tells the observer.
 func (e *Endpoint) decide(dir Direction, pkt *stack.PacketBuffer) Decision {
 	var p Packet
+	var d Decision
 	if err := parsePkt(dir, pkt, &p); err != nil {
 		e.stats.Unparseable.Add(1)
+		if dir == In && p.Fragment == FirstFragment {
+			// A first fragment too short to hold the transport header
+			// (RFC 1858, RFC 7112) would let the datagram past every
+			// rule that looks at ports or flags: the rest of the header
+			// is in a fragment those rules cannot read. No stack sends
+			// these; drop it, as a filtering router does.
+			e.stats.Fragments.Add(1)
+			d = Decision{Verdict: Dropped, Action: ActDrop}
+		}
 	}
-	d := e.ctl.Decide(&p)
+	if d.Verdict == Pass {
+		d = e.ctl.Decide(&p)
+	}
 	switch d.Verdict {
 	case Dropped:
 		e.stats.Dropped.Add(1)

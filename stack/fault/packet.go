@@ -54,7 +54,21 @@ type Packet struct {
 	Window     uint16
 	PayloadLen int // transport payload bytes (TCP data length)
 	Len        int // whole packet length
+	// Fragment says whether the packet is an IP fragment, and which: only
+	// the first carries the transport header (ports, flags, sequence).
+	Fragment Fragment
 }
+
+// Fragment tells IP fragments apart: the transport fields of a Packet are
+// read only from an unfragmented packet or a first fragment.
+type Fragment uint8
+
+// Kinds of IP fragment.
+const (
+	NotFragment   Fragment = iota
+	FirstFragment          // offset 0, more fragments follow
+	LaterFragment          // offset > 0: no transport header
+)
 
 // Errors from Parse. The fault layer passes unparseable packets through
 // unmatched except by rules without selectors.
@@ -110,8 +124,12 @@ func ParsePrefix(dir Direction, b []byte, size int, p *Packet) error {
 		p.Src = netip.AddrFrom4([4]byte(b[12:16]))
 		p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
 		// Only the first fragment carries the transport header.
-		if binary.BigEndian.Uint16(b[6:8])&0x1fff != 0 {
+		switch frag := binary.BigEndian.Uint16(b[6:8]); {
+		case frag&0x1fff != 0:
+			p.Fragment = LaterFragment
 			return nil
+		case frag&0x2000 != 0:
+			p.Fragment = FirstFragment
 		}
 		l4 = b[ihl:]
 	case 6:
@@ -146,11 +164,15 @@ func ParsePrefix(dir Direction, b []byte, size int, p *Packet) error {
 				if len(rest) < 8 {
 					return ErrTruncated
 				}
-				offset := binary.BigEndian.Uint16(rest[2:4]) >> 3
+				frag := binary.BigEndian.Uint16(rest[2:4])
 				next, rest = rest[0], rest[8:]
-				if offset != 0 {
+				if frag>>3 != 0 {
 					p.Proto = next
+					p.Fragment = LaterFragment
 					return nil
+				}
+				if frag&1 != 0 {
+					p.Fragment = FirstFragment
 				}
 				continue
 			}

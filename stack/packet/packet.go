@@ -62,3 +62,29 @@ const (
 	ProtoUDP    uint8 = 17
 	ProtoICMPv6 uint8 = 58
 )
+
+// flagLetters are the TCP flags in tcpdump's order and notation
+// (print-tcp.c's tcp_flag_values): F, S, R, P, then "." for ACK, then U, E
+// and W.
+var flagLetters = [...]struct {
+	bit    uint8
+	letter byte
+}{
+	{FlagFIN, 'F'}, {FlagSYN, 'S'}, {FlagRST, 'R'}, {FlagPSH, 'P'},
+	{FlagACK, '.'}, {FlagURG, 'U'}, {FlagECE, 'E'}, {FlagCWR, 'W'},
+}
+
+// AppendFlags appends the TCP flags f as tcpdump writes them between its
+// brackets: "S." for a SYN-ACK, "FP." for FIN, PSH and ACK, nothing for no
+// flag.
+func AppendFlags(b []byte, f uint8) []byte {
+	for _, fl := range flagLetters {
+		if f&fl.bit != 0 {
+			b = append(b, fl.letter)
+		}
+	}
+	return b
+}
+
+// FlagString returns AppendFlags' letters as a string.
+func FlagString(f uint8) string { return string(AppendFlags(nil, f)) }

@@ -42,3 +42,23 @@ func TestFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestFlagString(t *testing.T) {
+	tests := []struct {
+		f    uint8
+		want string
+	}{
+		{0, ""},
+		{FlagSYN, "S"},
+		{FlagSYN | FlagACK, "S."},
+		{FlagPSH | FlagACK, "P."},
+		{FlagFIN | FlagPSH | FlagACK, "FP."},
+		{FlagRST, "R"},
+		{FlagACK | FlagURG | FlagECE | FlagCWR, ".UEW"},
+	}
+	for _, tt := range tests {
+		if got := FlagString(tt.f); got != tt.want {
+			t.Errorf("FlagString(%#x) = %q, want %q", tt.f, got, tt.want)
+		}
+	}
+}

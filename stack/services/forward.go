@@ -1,6 +1,7 @@
 package services
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -78,10 +79,15 @@ type closeWriter interface {
 // half-close; an error in either direction resets both connections. When the
 // target cannot be reached the client's connection is reset.
 func (s *Set) serveForward(c *conn) {
-	up, err := s.dial(s.ctx, "tcp", c.svc.target)
+	// The dial ends with the Set: Close cancels it.
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := s.onClose(cancel)
+	up, err := s.dial(ctx, "tcp", c.svc.target)
+	stop()
+	cancel()
 	if err != nil {
 		c.svc.dialErrors.Add(1)
-		if s.ctx.Err() == nil {
+		if !s.closing() {
 			s.logf("forward %d: dial %s for %s: %v; resetting the client", c.svc.port, c.svc.target, c.remote, err)
 		}
 		c.abort()

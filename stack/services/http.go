@@ -21,35 +21,6 @@ const MaxBytes = 1 << 30
 // errHeadTooLarge means no end of the request head within maxRequestHead.
 var errHeadTooLarge = errors.New("request head too large")
 
-// readHead reads from r until the end of an HTTP request head (a blank line,
-// CRLF or bare LF) and returns the head without it. Bytes after the head are
-// ignored. A client that half-closes after a partial head gets it answered,
-// as Python's server does.
-func readHead(r io.Reader) ([]byte, error) {
-	var head []byte
-	chunk := make([]byte, 4096)
-	for {
-		n, err := r.Read(chunk)
-		from := max(0, len(head)-2) // a terminator may straddle two reads
-		head = append(head, chunk[:n]...)
-		if end := headEnd(head[from:]); end >= 0 {
-			if from+end > maxRequestHead {
-				return nil, errHeadTooLarge
-			}
-			return head[:from+end], nil
-		}
-		if len(head) > maxRequestHead {
-			return nil, errHeadTooLarge
-		}
-		if errors.Is(err, io.EOF) && len(bytes.TrimSpace(head)) > 0 {
-			return head, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-}
-
 // headEnd returns the index of the newline that starts the blank line ending
 // a request head in b, or -1.
 func headEnd(b []byte) int {
@@ -62,29 +33,35 @@ func headEnd(b []byte) int {
 	return end
 }
 
-// serveHTTP answers one request the way Python's SimpleHTTPServer answers in
-// a directory without the file (404 and a small HTML page), except that
-// GET /bytes/N answers 200 with N bytes of the pattern. It always closes.
-func (s *Set) serveHTTP(c *conn) {
-	head, err := readHead(c)
-	if err != nil && !errors.Is(err, errHeadTooLarge) {
-		return // the client went away before asking anything
-	}
-	respond(c, head, err)
-	c.CloseWrite()
-	// Closing with unread input sends an RST, which can destroy the
-	// response before the client reads it (a request body, the rest of an
-	// oversized head). Read and drop input until the client closes, for a
-	// bounded amount and time, as net/http's lingering close does.
-	c.nc.SetReadDeadline(time.Now().Add(lingerTime))
-	io.CopyN(io.Discard, c, lingerBytes)
-}
+// The http service (a session, session.go) answers one request the way
+// Python's SimpleHTTPServer answers in a directory without the file (404
+// and a small HTML page), except that GET /bytes/N answers 200 with N bytes
+// of the pattern. It always closes, lingering first.
 
 // Bounds of the lingering close after a response.
 const (
 	lingerTime  = 2 * time.Second
 	lingerBytes = 256 << 10
 )
+
+// HTTPResponse returns the complete response the http service sends for a
+// request whose buffered bytes are buffered, and whether the head (up to
+// the blank line) was complete. A server outside the peer that must answer
+// exactly like it (the iptables reference in scenarios/reference) uses it.
+func HTTPResponse(buffered []byte) (resp []byte, complete bool) {
+	end := headEnd(buffered)
+	if end < 0 {
+		if len(buffered) > maxRequestHead {
+			var b bytes.Buffer
+			respond(&b, nil, errHeadTooLarge)
+			return b.Bytes(), true
+		}
+		return nil, false
+	}
+	var b bytes.Buffer
+	respond(&b, buffered[:end], nil)
+	return b.Bytes(), true
+}
 
 // respond writes the response to the request whose head is head; headErr is
 // errHeadTooLarge when the head did not fit.
@@ -167,24 +144,4 @@ func writeBytes(w io.Writer, headOnly bool, n int64) error {
 		return nil
 	}
 	return writePattern(w, n)
-}
-
-// HTTPResponse returns the complete response the http service sends for a
-// request whose head (everything before the blank line) is head, and
-// whether head was complete. Drivers that cannot run the service's
-// goroutines — the virtual-time environment polls its services between
-// clock steps — answer with it, so both paths speak identically.
-func HTTPResponse(buffered []byte) (resp []byte, complete bool) {
-	end := headEnd(buffered)
-	if end < 0 {
-		if len(buffered) > maxRequestHead {
-			var b bytes.Buffer
-			respond(&b, nil, errHeadTooLarge)
-			return b.Bytes(), true
-		}
-		return nil, false
-	}
-	var b bytes.Buffer
-	respond(&b, buffered[:end], nil)
-	return b.Bytes(), true
 }

@@ -4,10 +4,16 @@
 // port forwards to real hosts.
 //
 // The caller assembles the stack (NIC, addresses, routes), then calls Start
-// with the NIC id and a Config; the returned Set serves until Close or until
-// the context ends. Stats and Conns report what the services are doing,
+// with the NIC id and a Config; the returned Set serves until Close. Stats and Conns report what the services are doing,
 // including gVisor's view of each connection (RTT, RTO, cwnd, retransmits),
 // for `unplug status`.
+//
+// Each built-in service is a session (session.go): a state machine over the
+// connection's non-blocking gVisor endpoint. Set runs it on a goroutine per
+// connection that steps it and waits for the endpoint's next event; Poller
+// steps every connection from the virtual-time driver between clock steps.
+// Real-time and virtual-time runs are thus served by the same code; only
+// forwards (real dials) and personas (wall-clock pacing) need Set.
 //
 // Listeners are built from raw gVisor endpoints rather than gonet.ListenTCP
 // because gonet.TCPConn hides its endpoint; keeping the endpoint is what lets
@@ -23,6 +29,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -31,6 +38,7 @@ import (
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/netaddr"
 )
 
 // Service names, as they appear in Stats, Conns and error messages.
@@ -52,10 +60,11 @@ const (
 	DefaultSourcePort  = 5002
 )
 
-// Default listen addresses: the peer's side of unplug's TUN network.
+// Default listen addresses: the peer's side of unplug's TUN network
+// (netaddr.Peer4 and Peer6).
 var (
-	DefaultAddrV4 = tcpip.AddrFrom4([4]byte{198, 18, 0, 2})
-	DefaultAddrV6 = tcpip.AddrFrom16([16]byte{0xfd, 0x00, 0x01, 0x98, 0x00, 0x18, 15: 0x02})
+	DefaultAddrV4 = tcpip.AddrFrom4(netaddr.Peer4.As4())
+	DefaultAddrV6 = tcpip.AddrFrom16(netaddr.Peer6.As16())
 )
 
 // listenBacklog matches gonet's and common Linux somaxconn defaults.
@@ -101,7 +110,6 @@ func DefaultConfig() Config {
 type service struct {
 	name   string
 	port   uint16
-	flag   string // CLI flag that moves it, for conflict messages
 	target string // forwards only
 	handle func(s *Set, c *conn)
 	addrs  []netip.AddrPort
@@ -126,10 +134,6 @@ type Set struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	logf func(format string, args ...any)
 
-	ctx       context.Context // cancelled on Close; bounds forward dials
-	cancel    context.CancelFunc
-	stopAfter func() bool
-
 	services  []*service
 	listeners []*listener
 
@@ -147,8 +151,9 @@ type Set struct {
 }
 
 // Start listens on every enabled port on every address in cfg.Addrs and
-// serves until Close is called or ctx ends, whichever comes first. On error
-// nothing is left listening or running.
+// serves until Close. ctx bounds the start only (a cancelled ctx starts
+// nothing); it does not set the Set's lifetime, which is the caller's to
+// end with Close. On error nothing is left listening or running.
 func Start(ctx context.Context, s *stack.Stack, nic tcpip.NICID, cfg Config) (*Set, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("start services: %w", err)
@@ -193,12 +198,10 @@ func Start(ctx context.Context, s *stack.Stack, nic tcpip.NICID, cfg Config) (*S
 		}
 		return nil, err
 	}
-	set.ctx, set.cancel = context.WithCancel(ctx)
 	set.wg.Add(len(set.listeners))
 	for _, l := range set.listeners {
 		go set.acceptLoop(l)
 	}
-	set.stopAfter = context.AfterFunc(ctx, func() { set.Close() })
 	return set, nil
 }
 
@@ -206,28 +209,21 @@ func Start(ctx context.Context, s *stack.Stack, nic tcpip.NICID, cfg Config) (*S
 // Stats reports them.
 func plan(cfg Config) ([]*service, error) {
 	builtin := []struct {
-		name, flag string
-		port       int
-		handle     func(*Set, *conn)
+		name   string
+		port   int
+		handle func(*Set, *conn)
 	}{
-		{ServiceHTTP, "--http-port", cfg.HTTP, (*Set).serveHTTP},
-		{ServiceEcho, "--echo-port", cfg.Echo, (*Set).serveEcho},
-		{ServiceDiscard, "--discard-port", cfg.Discard, (*Set).serveDiscard},
-		{ServiceSink, "--sink-port", cfg.Sink, (*Set).serveSink},
-		{ServiceSource, "--source-port", cfg.Source, (*Set).serveSource},
+		{ServiceHTTP, cfg.HTTP, (*Set).runSession},
+		{ServiceEcho, cfg.Echo, (*Set).runSession},
+		{ServiceDiscard, cfg.Discard, (*Set).runSession},
+		{ServiceSink, cfg.Sink, (*Set).runSession},
+		{ServiceSource, cfg.Source, (*Set).runSession},
 	}
 	var svcs []*service
 	byPort := make(map[uint16]*service)
 	add := func(svc *service) error {
 		if other, ok := byPort[svc.port]; ok {
-			if other.name == ServiceForward && svc.name == ServiceForward {
-				return fmt.Errorf("port %d is used by two forwards (to %s and %s); give each --forward its own port", svc.port, other.target, svc.target)
-			}
-			move := other.flag + " or " + svc.flag
-			if svc.name == ServiceForward {
-				move = other.flag
-			}
-			return fmt.Errorf("port %d is used by both %s and %s; pick another with %s", svc.port, other.name, svc.name, move)
+			return &PortError{Port: int(svc.port), Services: []string{other.name, svc.name}, Targets: []string{other.target, svc.target}}
 		}
 		byPort[svc.port] = svc
 		svcs = append(svcs, svc)
@@ -238,9 +234,9 @@ func plan(cfg Config) ([]*service, error) {
 			continue
 		}
 		if b.port < 0 || b.port > 65535 {
-			return nil, fmt.Errorf("%s port %d is out of range; pick 1-65535 with %s, or 0 to disable it", b.name, b.port, b.flag)
+			return nil, &PortError{Port: b.port, Services: []string{b.name}, Targets: []string{""}}
 		}
-		if err := add(&service{name: b.name, flag: b.flag, port: uint16(b.port), handle: b.handle}); err != nil {
+		if err := add(&service{name: b.name, port: uint16(b.port), handle: b.handle}); err != nil {
 			return nil, err
 		}
 	}
@@ -352,6 +348,78 @@ func (s *Set) serve(svc *service, ep tcpip.Endpoint, wq *waiter.Queue, peer tcpi
 	}()
 }
 
+// runSession serves a built-in service's connection on its goroutine: it
+// steps the connection's session, and when nothing moved, waits for the
+// endpoint's next event (data, window space, FIN, reset), the Set's
+// closing, or the end of the http service's lingering close.
+func (s *Set) runSession(c *conn) {
+	sess := newSession(c.svc.name)
+	io := &endpointIO{ep: c.ep, svc: c.svc, conn: c}
+	// Wait only for the events the session can use now (input while it
+	// reads, window space while output is queued): a discard connection
+	// is not woken by every ACK, an idle echo by nothing but data.
+	var entry waiter.Entry
+	var notify chan struct{}
+	var mask waiter.EventMask
+	defer func() {
+		if notify != nil {
+			c.wq.EventUnregister(&entry)
+		}
+	}()
+	var linger <-chan time.Time
+	for {
+		busy := sess.step(io)
+		if sess.closed {
+			return
+		}
+		if sess.lingering && linger == nil {
+			t := time.NewTimer(lingerTime)
+			defer t.Stop()
+			linger = t.C
+		}
+		if m := sess.wants(); m != mask || notify == nil {
+			if notify != nil {
+				c.wq.EventUnregister(&entry)
+			}
+			entry, notify = waiter.NewChannelEntry(m)
+			c.wq.EventRegister(&entry)
+			mask = m
+			continue // step again: an event may have come before registering
+		}
+		if busy {
+			continue
+		}
+		select {
+		case <-s.done:
+			return
+		case <-linger:
+			return
+		case <-notify:
+		}
+	}
+}
+
+// onClose runs f when the Set closes (at once if it has); the returned
+// stop undoes that if it has not run yet.
+func (s *Set) onClose(f func()) (stop func()) {
+	quit := make(chan struct{})
+	go func() {
+		select {
+		case <-s.done:
+			f()
+		case <-quit:
+		}
+	}()
+	return func() { close(quit) }
+}
+
+// closing reports whether Close has begun.
+func (s *Set) closing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // untrack forgets c once its handler is done, and closes it.
 func (s *Set) untrack(c *conn) {
 	c.close()
@@ -377,8 +445,6 @@ func (s *Set) Close() error {
 
 func (s *Set) shutdown() {
 	s.persona.stop()
-	s.stopAfter()
-	s.cancel()
 	s.mu.Lock()
 	s.closed = true // from now on serve resets new connections at once
 	conns := make([]*conn, 0, len(s.conns))
@@ -422,9 +488,12 @@ type ServiceStats struct {
 
 // Stats returns the counters of every service, built-ins first in the order
 // http, echo, discard, sink, source, then forwards in configuration order.
-func (s *Set) Stats() []ServiceStats {
-	out := make([]ServiceStats, 0, len(s.services))
-	for _, svc := range s.services {
+func (s *Set) Stats() []ServiceStats { return serviceStats(s.services) }
+
+// serviceStats snapshots the counters of svcs.
+func serviceStats(svcs []*service) []ServiceStats {
+	out := make([]ServiceStats, 0, len(svcs))
+	for _, svc := range svcs {
 		out = append(out, ServiceStats{
 			Service:    svc.name,
 			Port:       svc.port,

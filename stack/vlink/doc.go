@@ -21,7 +21,11 @@
 //	// errors.Is(c.Err(), vlink.ETIMEDOUT), p.Now() is when it happened
 //
 // A scenario runner loops "try the operation; if it returns ErrWouldBlock,
-// Step". Clock.OnFire names every timer as it fires (for gVisor's TCP timers
+// Step"; Driver is that loop, with the peer's services (a services.Poller)
+// polled whenever the stacks have settled. The peer stack has the TCP of
+// stack.New's peer (netstack.NewPeer), so a virtual run tests the peer a
+// real run tests; vlink depends on netstack and services, not on package
+// stack. Clock.OnFire names every timer as it fires (for gVisor's TCP timers
 // the method a breakpoint would be set on, such as
 // tcp.(*sender).retransmitTimerExpired).
 //
@@ -62,7 +66,7 @@
 // processed before the next timer fires, loss draws come from the fault
 // controller's seeded generator, and Dial assigns local ports in order.
 // gVisor's own random choices (initial sequence numbers, TCP timestamp
-// offsets, IPv4 IDs) come from generators that stack.NewNetstack seeds from
+// offsets, IPv4 IDs) come from generators that netstack.New seeds from
 // PairOptions.Seed, so the packets are byte-identical too. One more caveat:
 // a delay rule that releases packets of different connections at the same
 // instant hands them to gVisor together, and their replies may leave in

@@ -10,25 +10,30 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	ustack "github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/netaddr"
+	"github.com/unplug-dev/unplug/stack/netstack"
 )
 
 // The client's addresses: the host side of unplug's TUN network, where the
 // kernel sits on the real path.
 var (
-	ClientAddr4 = netip.MustParseAddr("198.18.0.1")
-	ClientAddr6 = netip.MustParseAddr("fd00:198:18::1")
+	ClientAddr4 = netaddr.Host4
+	ClientAddr6 = netaddr.Host6
 )
 
 // The peer's addresses, the same as on the TUN path.
 var (
-	PeerAddr4 = ustack.DefaultAddr4
-	PeerAddr6 = ustack.DefaultAddr6
+	PeerAddr4 = netaddr.Peer4
+	PeerAddr6 = netaddr.Peer6
 )
 
 // nicID is the only NIC of either stack.
 const nicID tcpip.NICID = 1
+
+// NIC is the id of either stack's only NIC, for code that listens on the
+// peer's addresses itself (services.NewPoller).
+const NIC = nicID
 
 // firstClientPort is where Dial starts handing out local ports (the start of
 // the IANA ephemeral range): fixed ports keep runs reproducible.
@@ -85,10 +90,11 @@ func NewPair(opts PairOptions) (_ *Pair, err error) {
 	}()
 	// Distinct non-zero seeds: both stacks' random choices (ISNs, timestamps)
 	// are reproducible from opts.Seed, and differ from each other.
-	if p.Client, err = ustack.NewNetstack(clock, 2*opts.Seed+1); err != nil {
+	if p.Client, err = netstack.New(clock, 2*opts.Seed+1); err != nil {
 		return nil, fmt.Errorf("client stack: %w", err)
 	}
-	if p.Peer, err = ustack.NewNetstack(clock, 2*opts.Seed+2); err != nil {
+	// The peer's stack is configured as on the TUN path (RACK off).
+	if p.Peer, err = netstack.NewPeer(clock, 2*opts.Seed+2); err != nil {
 		return nil, fmt.Errorf("peer stack: %w", err)
 	}
 	p.Faults = fault.NewController(clock, opts.Seed)
@@ -103,12 +109,12 @@ func NewPair(opts PairOptions) (_ *Pair, err error) {
 		return nil, fmt.Errorf("create peer NIC: %s", terr)
 	}
 	for _, a := range []netip.Addr{ClientAddr4, ClientAddr6} {
-		if err := ustack.AddAddress(p.Client, nicID, a); err != nil {
+		if err := netstack.AddAddress(p.Client, nicID, a); err != nil {
 			return nil, fmt.Errorf("client: %w", err)
 		}
 	}
 	for _, a := range []netip.Addr{PeerAddr4, PeerAddr6} {
-		if err := ustack.AddAddress(p.Peer, nicID, a); err != nil {
+		if err := netstack.AddAddress(p.Peer, nicID, a); err != nil {
 			return nil, fmt.Errorf("peer: %w", err)
 		}
 	}

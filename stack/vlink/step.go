@@ -10,8 +10,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	ustack "github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/stack/services"
 )
 
 // Stepper pauses a virtual-time run at every timer firing and every packet,
@@ -139,7 +140,7 @@ func (s *Stepper) prompt() {
 }
 
 func (s *Stepper) printConns() {
-	conns := ustack.Conns(s.pair.Client)
+	conns := services.StackConns(s.pair.Client)
 	if len(conns) == 0 {
 		return
 	}
@@ -165,15 +166,5 @@ func arrow(d fault.Direction) string {
 	return "peer→client"
 }
 
-func tcpFlags(f uint8) string {
-	var b strings.Builder
-	for _, x := range []struct {
-		bit uint8
-		c   byte
-	}{{fault.FlagSYN, 'S'}, {fault.FlagFIN, 'F'}, {fault.FlagRST, 'R'}, {fault.FlagPSH, 'P'}, {fault.FlagACK, '.'}} {
-		if f&x.bit != 0 {
-			b.WriteByte(x.c)
-		}
-	}
-	return "[" + b.String() + "]"
-}
+// tcpFlags writes TCP flags in tcpdump's bracketed notation ("[S.]").
+func tcpFlags(f uint8) string { return "[" + packet.FlagString(f) + "]" }

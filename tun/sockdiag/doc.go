@@ -8,12 +8,13 @@
 // Typical use, with a tun.Namespace ns whose programs are watched:
 //
 //	nl, _ := ns.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG)
-//	d := sockdiag.NewDumper(nl)
+//	tr := sockdiag.NewTracker(sockdiag.NewDumper(nl)) // or Dumper.Dump
 //	ino, _ := sockdiag.NetnsInode(ns.PID())
-//	s := sockdiag.NewSampler(d.Dump, sockdiag.NewOptionsReader(ino).Options, 20*time.Millisecond)
+//	s := sockdiag.NewSampler(tr.Dump, sockdiag.NewOptionsReader(ino).Options, 20*time.Millisecond)
 //	go s.Run(ctx)
-//	... run the program, inject faults ...
-//	for _, c := range s.Conns() { ... c.Samples ... }
+//	... run the program, inject faults (call tr.Rescan when the peer accepts) ...
+//	for _, c := range s.Conns() { ... c.Samples, c.Events(), c.LastOptions() ... }
+//	sys, _ := sockdiag.ReadTCPSysctls(ns.Sysctl)
 //
 // The netlink socket must be created inside the namespace of interest
 // (sock_diag answers for the namespace the socket lives in), which is why

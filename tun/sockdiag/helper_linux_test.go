@@ -306,26 +306,6 @@ func accept(t *testing.T, ns *tun.Namespace, l rawSock) rawSock {
 	return rawSock{f, rc}
 }
 
-// find returns the dumped socket with the given inode.
-func find(socks []Socket, inode uint64) (Socket, bool) {
-	for _, s := range socks {
-		if s.Inode == inode {
-			return s, true
-		}
-	}
-	return Socket{}, false
-}
-
-// findTuple returns the dumped socket with the given addresses.
-func findTuple(socks []Socket, src, dst netip.AddrPort) (Socket, bool) {
-	for _, s := range socks {
-		if s.Src == src && s.Dst == dst {
-			return s, true
-		}
-	}
-	return Socket{}, false
-}
-
 // helperProc is a running socket-holding program inside a namespace.
 type helperProc struct {
 	pid   int
@@ -343,7 +323,8 @@ type helperSock struct {
 
 // startHelper runs the test binary inside ns as a program that connects
 // one socket per spec ("ADDR OPTS", see sockOpts.String; "ADDR OPTS async"
-// does not wait for the handshake) and holds them until the test ends.
+// does not wait for the handshake, "ADDR OPTS echo" exchanges a byte with
+// an echo server) and holds them until the test ends.
 func startHelper(t *testing.T, ns *tun.Namespace, specs ...string) *helperProc {
 	t.Helper()
 	exe, err := os.Executable()
@@ -446,6 +427,15 @@ func helperConnect(spec string) (int, netip.AddrPort, error) {
 	}
 	if err := unix.Connect(fd, sa); err != nil && !(async && err == unix.EINPROGRESS) {
 		return 0, netip.AddrPort{}, err
+	}
+	if len(f) > 2 && f[2] == "echo" {
+		// One byte there and back: the peer has accepted the connection.
+		if _, err := unix.Write(fd, []byte{'x'}); err != nil {
+			return 0, netip.AddrPort{}, err
+		}
+		if _, err := unix.Read(fd, make([]byte, 1)); err != nil {
+			return 0, netip.AddrPort{}, err
+		}
 	}
 	lsa, err := unix.Getsockname(fd)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"time"
 )
 
 // errNeedLinux is what everything returns off Linux.
@@ -36,3 +37,23 @@ func FindSockets(netnsIno uint64) ([]ProcSocket, error) { return nil, errNeedLin
 
 // ReadOptions fails: pidfd_getfd needs Linux.
 func ReadOptions(pid, fd int) (Options, error) { return Options{}, errNeedLinux("read socket options") }
+
+// Lookup fails: sock_diag needs Linux.
+func (d *Dumper) Lookup(s Socket) (Socket, bool, error) {
+	return Socket{}, false, errNeedLinux("sock_diag")
+}
+
+// Tracker is a cheaper dump function for a Sampler; it needs Linux.
+type Tracker struct {
+	// FullEvery is the interval between full dumps.
+	FullEvery time.Duration
+}
+
+// NewTracker returns a Tracker whose dumps fail: sock_diag needs Linux.
+func NewTracker(d *Dumper) *Tracker { return &Tracker{} }
+
+// Rescan does nothing off Linux.
+func (t *Tracker) Rescan() {}
+
+// Dump fails: sock_diag needs Linux.
+func (t *Tracker) Dump() ([]Socket, error) { return nil, errNeedLinux("sock_diag") }

@@ -55,14 +55,80 @@ func appendRequest(b []byte, family uint8, seq uint32) []byte {
 	return append(b, make([]byte, 48)...)
 }
 
+// appendLookup appends a SOCK_DIAG_BY_FAMILY request for the one socket s
+// describes (its addresses, interface and cookie), as Dump returned it.
+func appendLookup(b []byte, s *Socket, seq uint32) []byte {
+	ne, be := binary.NativeEndian, binary.BigEndian
+	b = ne.AppendUint32(b, requestLen)
+	b = ne.AppendUint16(b, sockDiagByFamily)
+	b = ne.AppendUint16(b, nlmFRequest)
+	b = ne.AppendUint32(b, seq)
+	b = ne.AppendUint32(b, 0)
+	b = append(b, uint8(s.Family), ipprotoTCP, 1<<(inetDiagInfo-1), 0)
+	b = ne.AppendUint32(b, allStates)
+	b = be.AppendUint16(b, s.Src.Port())
+	b = be.AppendUint16(b, s.Dst.Port())
+	b = appendAddr(b, s.Family, s.Src.Addr())
+	b = appendAddr(b, s.Family, s.Dst.Addr())
+	b = ne.AppendUint32(b, s.ifindex)
+	b = ne.AppendUint32(b, uint32(s.Cookie))
+	return ne.AppendUint32(b, uint32(s.Cookie>>32))
+}
+
+// appendAddr appends a as the 16 bytes of an inet_diag_sockid address:
+// IPv4 in the first four for AF_INET, IPv4-mapped for AF_INET6.
+func appendAddr(b []byte, family int, a netip.Addr) []byte {
+	var raw [16]byte
+	if family == afInet {
+		v4 := a.As4()
+		copy(raw[:], v4[:])
+	} else {
+		raw = a.As16() // re-maps an unmapped IPv4 address
+	}
+	return append(b, raw[:]...)
+}
+
+// parseLookup decodes the reply to appendLookup: the socket, or found
+// false when the kernel no longer has it (ENOENT; ESTALE: its addresses
+// now belong to another socket).
+func (p *parser) parseLookup(b []byte, seq uint32) (s Socket, found bool, err error) {
+	ne := binary.NativeEndian
+	for len(b) >= nlmsgHdrLen {
+		l := int(ne.Uint32(b[0:4]))
+		if l < nlmsgHdrLen || l > len(b) {
+			return Socket{}, false, fmt.Errorf("sock_diag: malformed netlink message (length %d of %d bytes)", l, len(b))
+		}
+		typ, mseq, msg := ne.Uint16(b[4:6]), ne.Uint32(b[8:12]), b[nlmsgHdrLen:l]
+		b = b[min(align4(l), len(b)):]
+		if mseq != seq {
+			continue
+		}
+		switch typ {
+		case sockDiagByFamily:
+			s, err := p.parseMsg(msg)
+			return s, err == nil, err
+		case nlmsgError:
+			err := netlinkError(msg)
+			if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESTALE) {
+				return Socket{}, false, nil
+			}
+			return Socket{}, false, err
+		}
+	}
+	return Socket{}, false, errNoReply
+}
+
+// errNoReply means a datagram held nothing for the request.
+var errNoReply = errors.New("sock_diag: no reply to the request")
+
 // ErrDumpInterrupted is returned, with the sockets read, when the kernel
 // flagged a dump NLM_F_DUMP_INTR: the socket tables changed while it was
 // read, so a socket may be missing or listed twice. Sampling again gives a
 // consistent view.
 var ErrDumpInterrupted = errors.New("sock_diag dump interrupted by concurrent changes")
 
-// parser turns SOCK_DIAG_BY_FAMILY replies into Sockets. It reuses its
-// tcp_info storage across dumps to keep a fast sampler from allocating.
+// parser turns SOCK_DIAG_BY_FAMILY replies into Sockets. Reset reuses its
+// tcp_info storage, which keeps a fast sampler from allocating.
 type parser struct {
 	infos []TCPInfo // tcp_info storage for one dump
 	used  int       // infos handed out in the current dump
@@ -79,8 +145,8 @@ func (p *parser) reset() {
 // info returns zeroed tcp_info storage for one socket.
 func (p *parser) info() *TCPInfo {
 	if p.used == len(p.infos) {
-		// Grow by allocating a new block: Socket values already handed out
-		// in this dump keep pointing into the old one.
+		// Grow by allocating a new block: Sockets already parsed keep
+		// pointing into the old one.
 		p.infos = make([]TCPInfo, max(16, 2*len(p.infos)))
 		p.used = 0
 	}
@@ -124,6 +190,9 @@ func (p *parser) parse(b []byte, seq uint32, out []Socket) (_ []Socket, done boo
 			out = append(out, s)
 		}
 	}
+	if len(b) != 0 {
+		return out, false, fmt.Errorf("sock_diag: malformed netlink reply (%d trailing bytes)", len(b))
+	}
 	return out, false, nil
 }
 
@@ -160,6 +229,7 @@ func (p *parser) parseMsg(m []byte) (Socket, error) {
 		UID:          ne.Uint32(m[64:68]),
 		Inode:        uint64(ne.Uint32(m[68:72])),
 		Cookie:       uint64(ne.Uint32(m[44:48])) | uint64(ne.Uint32(m[48:52]))<<32,
+		ifindex:      ne.Uint32(m[40:44]),
 	}
 	// struct inet_diag_sockid at m[4:52]: sport, dport (big endian), src[16],
 	// dst[16], if, cookie[2].

@@ -177,6 +177,22 @@ func checkRootless(t *testing.T) {
 	if !o.KeepAlive || o.KeepIdle != 7*time.Second || o.KeepIntvl != 3*time.Second || o.KeepCnt != 4 || o.UserTimeout != 1234*time.Millisecond {
 		t.Errorf("ReadOptions = %+v, want keepalive 7s/3s/4, user timeout 1.234s", o)
 	}
+	// sock_diag, /proc and the OptionsReader work rootless too.
+	socks, err := newDumper(t, ns).Dump()
+	if err != nil {
+		t.Fatalf("Dump: %v", err)
+	}
+	ds, ok := findTuple(socks, h.socks[0].local, l.local(t))
+	if !ok || ds.UID != 65534 || ds.Inode == 0 {
+		t.Fatalf("helper's socket in the dump: %+v (found %v), want uid 65534", ds, ok)
+	}
+	netns, err := NetnsInode(ns.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ro, ok := NewOptionsReader(netns).Options(ds.Inode); !ok || ro != o {
+		t.Errorf("OptionsReader = %+v, %v; want %+v", ro, ok, o)
+	}
 	// The parent stage runs as root: no ptrace access.
 	_, err = ReadOptions(os.Getppid(), 0)
 	if !errors.Is(err, unix.EPERM) || !strings.Contains(err.Error(), "needs ptrace access") {

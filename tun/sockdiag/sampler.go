@@ -13,6 +13,7 @@ const (
 	DefaultInterval     = 20 * time.Millisecond
 	DefaultOptionsEvery = time.Second
 	DefaultMaxSamples   = 100_000
+	DefaultFullDump     = 200 * time.Millisecond // Tracker.FullEvery
 )
 
 // Sample is one poll's view of a socket: the inet_diag header and the
@@ -80,16 +81,22 @@ type ConnSamples struct {
 	Src, Dst netip.AddrPort
 	UID      uint32
 	// FirstSeen and LastSeen are the first and the last dump that listed
-	// the socket. Gone means the last dump did not list it: the kernel
-	// freed it (closed and fully shut, reset, timed out, TIME_WAIT over).
+	// the socket. Gone means the last two dumps did not list it: the
+	// kernel freed it (closed and fully shut, reset, timed out, TIME_WAIT
+	// over). One miss is not enough: a socket entering TIME_WAIT can be
+	// missing from one dump.
 	FirstSeen, LastSeen time.Time
 	Gone                bool
+	// GoneAt is the first dump that no longer listed a Gone socket: it
+	// disappeared in (LastSeen, GoneAt].
+	GoneAt time.Time
 	// Options are the socket's options each time they were read and
 	// differed from the reading before (see Sampler.OptionsEvery).
 	Options []OptionsSample
 	// Samples holds the first sample and then each sample that differs
 	// from the one before it in anything but the clocks that always move
-	// (TimerExpires counting down, LastData*, RTT): state, timer kind or
+	// (TimerExpires counting down, LastData*, TotalRTOTime, RTT): state,
+	// timer kind or
 	// re-arm, retransmits, backoff, probes, RTO, counters, queues. Last is
 	// the latest poll, recorded or not.
 	Samples []Sample
@@ -129,12 +136,13 @@ type Sampler struct {
 	opts     func(inode uint64) (Options, bool)
 	interval time.Duration
 
-	mu    sync.Mutex
-	conns map[connKey]*conn
-	order []*conn
-	gen   uint64
-	prev  time.Time // previous poll
-	want  []*conn   // scratch: conns whose options are due
+	mu      sync.Mutex
+	conns   map[connKey]*conn
+	order   []*conn
+	gen     uint64
+	prev    time.Time // previous poll
+	want    []*conn   // scratch: conns whose options are due
+	pending int       // conns missing from the last dump only
 }
 
 // connKey identifies a socket across dumps: its cookie, or (on a kernel
@@ -152,6 +160,8 @@ type conn struct {
 	optsDue  bool
 	optsNext Options // scratch for the unlocked read
 	optsOK   bool
+	misses   int       // consecutive dumps that did not list it
+	missedAt time.Time // the first of them
 }
 
 // NewSampler returns a Sampler that calls dump every interval (0 means
@@ -164,8 +174,8 @@ func NewSampler(dump func() ([]Socket, error), opts func(inode uint64) (Options,
 	return &Sampler{dump: dump, opts: opts, interval: interval, conns: map[connKey]*conn{}}
 }
 
-// Run samples until ctx is done, then takes one final sample and returns
-// nil. A failing dump ends it early with that error; what was sampled so
+// Run samples until ctx is done, then takes one final sample (two if a
+// socket is missing from it) and returns nil. A failing dump ends it early with that error; what was sampled so
 // far stays available from Conns.
 func (s *Sampler) Run(ctx context.Context) error {
 	t := time.NewTicker(s.interval)
@@ -176,10 +186,22 @@ func (s *Sampler) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			if err := s.Sample(); err != nil || !s.missing() {
+				return err
+			}
+			// Settle sockets the final sample missed for the first time.
 			return s.Sample()
 		case <-t.C:
 		}
 	}
+}
+
+// missing reports whether some socket was missing from the last dump
+// only, so that one more dump decides whether it is gone.
+func (s *Sampler) missing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending > 0
 }
 
 // Sample takes one sample now; Run calls it every interval. It must not
@@ -198,8 +220,18 @@ func (s *Sampler) Sample() error {
 	}
 	if !interrupted { // an interrupted dump may have missed live sockets
 		for _, c := range s.order {
-			if c.gen != s.gen {
-				c.c.Gone = true
+			if c.gen == s.gen || c.c.Gone {
+				continue
+			}
+			// Gone only when missing from two dumps in a row: a socket
+			// entering TIME_WAIT is briefly in neither form in the table.
+			c.misses++
+			if c.misses == 1 {
+				c.missedAt = now
+				s.pending++
+			} else {
+				c.c.Gone, c.c.GoneAt = true, c.missedAt
+				s.pending--
 			}
 		}
 	}
@@ -261,7 +293,10 @@ func (s *Sampler) observe(now time.Time, so *Socket) {
 	stateChanged := c.c.Polls == 0 || c.c.Last.State != smp.State
 	c.c.Last = smp
 	c.c.LastSeen = now
-	c.c.Gone = false
+	if c.misses == 1 && !c.c.Gone {
+		s.pending--
+	}
+	c.c.Gone, c.c.GoneAt, c.misses = false, time.Time{}, 0
 	c.c.Polls++
 	c.gen = s.gen
 	if so.Inode != 0 && s.opts != nil {
@@ -301,7 +336,7 @@ func significant(prev, cur *Sample) bool {
 	for _, x := range []*Sample{&a, &b} {
 		x.At, x.PrevAt = time.Time{}, time.Time{}
 		x.TimerExpires, x.LastDataSent, x.LastDataRecv, x.LastAckRecv = 0, 0, 0, 0
-		x.RTT, x.RTTVar = 0, 0
+		x.RTT, x.RTTVar, x.TotalRTOTime = 0, 0, 0
 	}
 	return a != b
 }

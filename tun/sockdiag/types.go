@@ -11,8 +11,8 @@ import (
 const (
 	TimerNone      = ""          // 0: no timer pending
 	TimerRetrans   = "on"        // 1: retransmission, tail-loss probe or RACK reordering timer
-	TimerKeepalive = "keepalive" // 2: keepalive (sk_timer); also SYN-RECV/FIN-WAIT-2 timers
-	TimerTimeWait  = "timewait"  // 3: TIME_WAIT expiry
+	TimerKeepalive = "keepalive" // 2: sk_timer: keepalive (also a full socket's FIN_WAIT2 timeout)
+	TimerTimeWait  = "timewait"  // 3: TIME_WAIT expiry, and an orphaned FIN_WAIT2's (kept as a TIME_WAIT entry)
 	TimerProbe0    = "persist"   // 4: zero-window probe timer (ICSK_TIME_PROBE0)
 )
 
@@ -108,6 +108,8 @@ type Socket struct {
 	SendQ, RecvQ uint32
 	// Shutdown holds the Shutdown* bits (INET_DIAG_SHUTDOWN).
 	Shutdown uint8
+
+	ifindex uint32 // idiag_if, for Dumper.Lookup
 }
 
 // Options are a socket's timeout-relevant settings read from the owning

@@ -31,18 +31,8 @@ const (
 	Out = packet.Out
 )
 
-// TCP flag bits, shorthands for packet's.
-const (
-	flagFIN = packet.FlagFIN
-	flagSYN = packet.FlagSYN
-	flagRST = packet.FlagRST
-	flagPSH = packet.FlagPSH
-	flagACK = packet.FlagACK
-	flagURG = packet.FlagURG
-)
-
 // probeMask are the flags that must be ACK alone on a probe.
-const probeMask = flagSYN | flagFIN | flagRST | flagPSH | flagURG | flagACK
+const probeMask = packet.FlagSYN | packet.FlagFIN | packet.FlagRST | packet.FlagPSH | packet.FlagURG | packet.FlagACK
 
 // Segment is what the tracker needs of one TCP segment. fault.Packet.Segment
 // fills it from a parsed packet.
@@ -168,6 +158,10 @@ type Info struct {
 	// initial sequence number, so the first data byte is 1 (as Wireshark
 	// shows it). If the SYN was not seen, the first segment seen starts at 1.
 	RelSeq uint32
+	// RelAck is the segment's acknowledgment number relative to the other
+	// direction's initial sequence number (0 without ACK, or before that
+	// direction was seen).
+	RelAck uint32
 	// Bytes counts the new payload bytes each direction carried, this
 	// segment included, indexed by Dir-1; NewBytes is this segment's share.
 	Bytes    [2]uint64
@@ -210,29 +204,25 @@ func (t *Tracker) Classify(s *Segment) Kind { return t.Track(s, 0).Kind }
 // nothing is known of what came before it. Sequence numbers compare in
 // serial arithmetic, so flows crossing 2^32 work. Show each segment once.
 func (t *Tracker) Track(s *Segment, now int64) Info {
-	if s.SrcPort == 0 && s.DstPort == 0 {
+	d, k, tcp := locate(s)
+	if !tcp {
 		return Info{}
 	}
-	d := 0
-	if s.Dir == Out {
-		d = 1
-	}
-	k := KeyOf(s)
 	c, ok := t.conns.Get(k)
 	h, o := &c.h[d], &c.h[1-d]
 
 	segLen := uint32(s.Len)
-	syn := s.Flags&flagSYN != 0
+	syn := s.Flags&packet.FlagSYN != 0
 	if syn {
 		segLen++
 	}
-	if s.Flags&flagFIN != 0 {
+	if s.Flags&packet.FlagFIN != 0 {
 		segLen++
 	}
 	end := s.Seq + segLen
 	info := Info{Key: k, Kind: KindNew}
 
-	if s.Flags&flagRST != 0 {
+	if s.Flags&packet.FlagRST != 0 {
 		// A RST consumes no sequence space and may come from a stack that
 		// knows nothing of the connection: remember only its window.
 		if ok && h.seen {
@@ -254,7 +244,7 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 	case !ok || !h.seen:
 		if !ok {
 			c.established = !syn
-			if syn && s.Flags&flagACK == 0 {
+			if syn && s.Flags&packet.FlagACK == 0 {
 				c.born = now
 				info.Opened = true
 			}
@@ -265,14 +255,14 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 			info.Kind = KindRetransmit
 			break
 		}
-		if s.Flags&flagACK == 0 {
+		if s.Flags&packet.FlagACK == 0 {
 			// A new connection on the same 4-tuple.
 			c = conn{born: now}
 			h, o = &c.h[d], &c.h[1-d]
 			info.Opened = true
 		}
 		*h = fresh
-	case s.Flags&probeMask == flagACK && s.Len <= 1 &&
+	case s.Flags&probeMask == packet.FlagACK && s.Len <= 1 &&
 		(s.Seq == h.end-1 || (o.hasAck && s.Seq == o.ack-1)):
 		info.Kind = KindKeepaliveProbe
 		if o.seen && o.win == 0 {
@@ -281,7 +271,7 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 	case segLen == 0:
 		// A pure ACK: never a retransmission. Its seq is the sender's
 		// snd.nxt, which is ahead of end if we missed segments.
-		if s.Flags&(flagSYN|flagFIN|flagRST) == 0 && s.Flags&flagACK != 0 && h.hasAck &&
+		if s.Flags&(packet.FlagSYN|packet.FlagFIN|packet.FlagRST) == 0 && s.Flags&packet.FlagACK != 0 && h.hasAck &&
 			s.Seq == h.end && s.Ack == h.ack && s.Window != h.win && s.Window != 0 {
 			info.WindowUpdate = true
 		}
@@ -289,12 +279,12 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 		info.Kind = KindRetransmit
 	}
 
-	if s.Flags&(flagSYN|flagFIN|flagRST) == 0 && s.Flags&flagACK != 0 && s.Len == 0 &&
+	if s.Flags&(packet.FlagSYN|packet.FlagFIN|packet.FlagRST) == 0 && s.Flags&packet.FlagACK != 0 && s.Len == 0 &&
 		h.hasSYN && o.hasSYN && s.Seq == h.isn+1 && s.Ack == o.isn+1 {
 		info.HandshakeAck = true
 	}
 	info.Established = c.established
-	if !syn && s.Flags&flagACK != 0 && o.hasSYN && seqBefore(o.isn, s.Ack) {
+	if !syn && s.Flags&packet.FlagACK != 0 && o.hasSYN && seqBefore(o.isn, s.Ack) {
 		c.established = true
 	}
 
@@ -317,7 +307,7 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 		h.end = end
 	}
 	h.win = s.Window
-	if s.Flags&flagACK != 0 {
+	if s.Flags&packet.FlagACK != 0 {
 		h.ack, h.hasAck = s.Ack, true
 	}
 	t.conns.Put(k, c)
@@ -327,13 +317,46 @@ func (t *Tracker) Track(s *Segment, now int64) Info {
 
 // fill copies the connection's totals into info.
 func (c *conn) fill(info *Info, s *Segment, d int) {
-	h := &c.h[d]
+	h, o := &c.h[d], &c.h[1-d]
 	if h.seen {
 		info.RelSeq = s.Seq - h.origin
+	}
+	if o.seen && s.Flags&packet.FlagACK != 0 {
+		info.RelAck = s.Ack - o.origin
 	}
 	info.Born = c.born
 	for i := range c.h {
 		info.Bytes[i] = c.h[i].bytes
 		info.Retrans[i] = c.h[i].retrans
 	}
+}
+
+// Peek returns what Track would say of s about its connection (Key,
+// RelSeq, RelAck, Established, Born, the byte and retransmission totals)
+// without recording it: for segments that are no transmission of the
+// sender's, such as those the fault layer makes up. Kind is KindNew, or
+// KindOther for a segment of no TCP connection.
+func (t *Tracker) Peek(s *Segment) Info {
+	d, k, tcp := locate(s)
+	if !tcp {
+		return Info{}
+	}
+	info := Info{Key: k, Kind: KindNew}
+	if c, ok := t.conns.Peek(k); ok {
+		c.fill(&info, s, d)
+		info.Established = c.established
+	}
+	return info
+}
+
+// locate returns the index of s's direction in conn.h, its connection, and
+// false for a segment without ports (not one the tracker can follow).
+func locate(s *Segment) (d int, k Key, ok bool) {
+	if s.SrcPort == 0 && s.DstPort == 0 {
+		return 0, Key{}, false
+	}
+	if s.Dir == Out {
+		d = 1
+	}
+	return d, KeyOf(s), true
 }

@@ -3,6 +3,8 @@ package flow
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 var (
@@ -11,11 +13,11 @@ var (
 )
 
 const (
-	syn = flagSYN
-	ack = flagACK
-	psh = flagPSH
-	fin = flagFIN
-	rst = flagRST
+	syn = packet.FlagSYN
+	ack = packet.FlagACK
+	psh = packet.FlagPSH
+	fin = packet.FlagFIN
+	rst = packet.FlagRST
 )
 
 func c2p(flags uint8, seq, ackn uint32, win uint16, n int) Segment {
@@ -161,5 +163,34 @@ func TestFlowTable(t *testing.T) {
 	ft.Put(7, 71) // update in place: no duplicate
 	if v, _ := ft.Get(7); v != 71 || ft.Len() > 4 {
 		t.Errorf("update: got %d with %d entries", v, ft.Len())
+	}
+}
+
+// TestRelAckAndPeek: RelAck counts from the other direction's ISN, and
+// Peek answers like Track without recording the segment.
+func TestRelAckAndPeek(t *testing.T) {
+	tr := NewTracker(0)
+	s := c2p(syn, 1000, 0, 64240, 0)
+	tr.Track(&s, 0)
+	s = p2c(syn|ack, 5000, 1001, 65535, 0)
+	if info := tr.Track(&s, 0); info.RelSeq != 0 || info.RelAck != 1 {
+		t.Fatalf("SYN-ACK: RelSeq %d RelAck %d, want 0 and 1", info.RelSeq, info.RelAck)
+	}
+	s = c2p(psh|ack, 1001, 5001, 502, 100)
+	peeked := tr.Peek(&s)
+	if peeked.RelSeq != 1 || peeked.RelAck != 1 || peeked.Kind != KindNew {
+		t.Fatalf("Peek: %+v, want RelSeq 1, RelAck 1, KindNew", peeked)
+	}
+	// Peek did not record the data: the same segment is new to Track, and
+	// only then a retransmission.
+	if k := tr.Track(&s, 0).Kind; k != KindNew {
+		t.Fatalf("Track after Peek = %v, want new", k)
+	}
+	if k := tr.Track(&s, 0).Kind; k != KindRetransmit {
+		t.Fatalf("second Track = %v, want retransmit", k)
+	}
+	unknown := Segment{Dir: In, Src: app, Dst: peer, SrcPort: 1, DstPort: 2, Flags: ack, Seq: 7}
+	if info := tr.Peek(&unknown); info.RelSeq != 0 || info.Key != KeyOf(&unknown) {
+		t.Fatalf("Peek of an unknown connection = %+v", info)
 	}
 }
