@@ -17,9 +17,15 @@ RACE_PKGS = . ./stack/packet ./stack/units ./stack/errno ./stack/fault/... \
 # virtual-time scenarios (no namespace, about 10 s).
 RACE_SCENARIOS = '^TestVirtual'
 
-# Installs what the tests use (tshark to read captures back, curl and iperf3
-# as real clients; Podman with runc, uidmap (rootless) and catatonit (the
-# pause process of recipe B) for the container suite) when missing; checks
+# Debian packages the tests use: tshark reads captures back; curl, iperf3
+# and python3 are real clients (the README tour); iproute2 and util-linux
+# make namespaces; Podman with runc, uidmap (rootless) and catatonit (the
+# pause process of recipe B) runs the container suite; iptables is the seed's
+# own method, run as the reference beside unplug.
+DEB_PACKAGES = tshark curl iperf3 util-linux iproute2 python3 \
+	podman runc uidmap catatonit iptables
+
+# Installs DEB_PACKAGES when missing (as root, with apt-get); checks
 # formatting (gofmt), that go.mod and go.sum are tidy, that the tree builds
 # for macOS, vet and staticcheck; runs a few seconds of every fuzz target,
 # the race detector on RACE_PKGS, the virtual scenarios and the
@@ -45,12 +51,14 @@ lint:
 	$(GO) tool staticcheck ./...
 
 deps:
-	@missing=""; \
-	for c in tshark curl iperf3 unshare ip podman runc newuidmap catatonit; do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
-	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing:$$missing"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq >/dev/null && apt-get install -y -qq tshark curl iperf3 util-linux iproute2 podman runc uidmap catatonit >/dev/null; \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=$$(for p in $(DEB_PACKAGES); do \
+			dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+		if [ -n "$$missing" ]; then \
+			echo "installing:" $$missing; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null; \
+		fi; \
 	fi
 
 # A binary without optimizations or inlining, for delve (docs/debugging.md).

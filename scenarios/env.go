@@ -93,6 +93,9 @@ type PeerControl interface {
 	Forget() (int, error)
 	// Accepted returns how many connections the peer accepted on port.
 	Accepted(port uint16) int
+	// Received returns how many bytes the peer's service on port has read
+	// from clients so far (every connection).
+	Received(port uint16) int64
 	// Conns returns the peer's view of its connections on local port
 	// (state, RTO, retransmits); a connection the peer gave up on is gone.
 	Conns(port uint16) []stack.ConnStatus

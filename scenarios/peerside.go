@@ -93,6 +93,17 @@ func (pc peerControl) Accepted(port uint16) int {
 	return n
 }
 
+// Received implements PeerControl.
+func (pc peerControl) Received(port uint16) int64 {
+	var n int64
+	for _, st := range pc.peer.Services.Stats() {
+		if st.Port == port {
+			n += int64(st.BytesIn)
+		}
+	}
+	return n
+}
+
 // Conns implements PeerControl.
 func (pc peerControl) Conns(port uint16) []stack.ConnStatus { return connsOnPort(pc.peer.Stack, port) }
 

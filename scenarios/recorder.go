@@ -666,5 +666,12 @@ func (r *Recorder) fill(rep *Report) {
 	}
 }
 
+// packetCounts returns the packets seen so far, teardown included.
+func (r *Recorder) packetCounts() PacketCounts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counts
+}
+
 // isDeadline reports whether err is a deadline the scenario set passing.
 func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

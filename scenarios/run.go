@@ -180,6 +180,17 @@ func runWith(ctx context.Context, sc Scenario, params Params, opts Options, fact
 	}
 	rec.fill(rep)
 	closeErr := env.Close()
+	// The counts include the teardown's packets (the FIN exchanges), as
+	// the capture does; the timeline says how many there were.
+	all := rec.packetCounts()
+	if n := all.Total - rep.Packets.Total; n > 0 && len(rep.Timeline) > 0 {
+		note := Event{T: rep.Duration, Kind: EventNote, Text: fmt.Sprintf(
+			"teardown: %d more packets (%d client → peer, %d peer → client) as the connections closed",
+			n, all.In-rep.Packets.In, all.Out-rep.Packets.Out)}
+		last := len(rep.Timeline) - 1 // the end stays last
+		rep.Timeline = append(rep.Timeline[:last], note, rep.Timeline[last])
+	}
+	rep.Packets = all
 	if pcap != nil {
 		if err := pcap.Close(); err != nil && closeErr == nil {
 			closeErr = err

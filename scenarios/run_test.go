@@ -65,6 +65,7 @@ type fakePeer struct{}
 
 func (fakePeer) Forget() (int, error)                                     { return 1, nil }
 func (fakePeer) Accepted(port uint16) int                                 { return 1 }
+func (fakePeer) Received(port uint16) int64                               { return 0 }
 func (fakePeer) Conns(port uint16) []stack.ConnStatus                     { return nil }
 func (fakePeer) SetUserTimeout(port uint16, d time.Duration) (int, error) { return 1, nil }
 

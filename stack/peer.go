@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/netaddr"
@@ -56,6 +58,7 @@ type Peer struct {
 
 	link        *deviceLink
 	transparent *transparent
+	realTime    bool // the stack runs on the real clock: Close may wait
 	closeOnce   sync.Once
 	closeErr    error
 }
@@ -77,6 +80,7 @@ func AddAddress(s *gstack.Stack, nic tcpip.NICID, addr netip.Addr) error {
 // bounds the start (and, with Transparent, the re-dials of intercepted
 // connections), not the services' lifetime.
 func New(ctx context.Context, opts Options) (_ *Peer, err error) {
+	_, virtual := opts.Clock.(interface{ Advance(time.Duration) })
 	if opts.Clock == nil {
 		opts.Clock = tcpip.NewStdClock()
 	}
@@ -97,7 +101,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 		opts.Device.Close()
 		return nil, err
 	}
-	p := &Peer{Stack: s, link: newDeviceLink(opts.Device)}
+	p := &Peer{Stack: s, link: newDeviceLink(opts.Device), realTime: !virtual}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -147,21 +151,80 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 // Controller returns the peer's fault rules.
 func (p *Peer) Controller() *fault.Controller { return p.Fault.Controller() }
 
-// Close stops the services, removes the NIC, closes the device and waits for
-// every goroutine. It is safe to call more than once.
+// closeGrace bounds how long Close lets FIN exchanges finish: a round trip
+// on the local link, with room for a loaded machine. A connection that
+// stays half-closed (its client keeps its end open) costs it once.
+const closeGrace = time.Second
+
+// settleQuiet is how long the link must have carried nothing, with no FIN
+// exchange in progress, before Close goes on: long enough for a FIN the
+// client just sent to be read from the device.
+const settleQuiet = 20 * time.Millisecond
+
+// Close lets FIN exchanges in progress finish (a client that closed gets
+// its clean close; at most closeGrace, real clock only), stops the services
+// (connections still open are reset: the peer goes away), disables the NIC
+// so that tearing the stack down sends nothing more (no RST from TIME_WAIT
+// after a clean close), closes the device and waits for every goroutine.
+// Observers have seen every packet when Close returns. It is safe to call
+// more than once.
 func (p *Peer) Close() error {
 	p.closeOnce.Do(func() {
+		if p.realTime {
+			p.settle(closeGrace)
+		}
 		if p.Services != nil {
 			p.closeErr = p.Services.Close()
 		}
-		p.Stack.Close()
 		if p.transparent != nil {
 			p.transparent.stop()
 		}
+		p.Stack.DisableNIC(nicID)
+		p.Stack.Close()
 		if err := p.link.stop(); err != nil && p.closeErr == nil {
 			p.closeErr = err
 		}
 		p.Stack.Wait()
 	})
 	return p.closeErr
+}
+
+// settle waits, at most grace, until no TCP endpoint is in the middle of a
+// FIN exchange (or a handshake) and the link has been idle for settleQuiet.
+func (p *Peer) settle(grace time.Duration) {
+	const poll = 5 * time.Millisecond
+	deadline := time.Now().Add(grace)
+	last, quietFor := p.linkPackets(), time.Duration(0)
+	for quietFor < settleQuiet && time.Now().Before(deadline) {
+		time.Sleep(poll)
+		n := p.linkPackets()
+		if n != last || p.closing() {
+			last, quietFor = n, 0
+			continue
+		}
+		quietFor += poll
+	}
+}
+
+// linkPackets counts the packets the fault layer has seen both ways.
+func (p *Peer) linkPackets() uint64 {
+	st := p.Fault.Stats()
+	return st.In.Load() + st.Out.Load()
+}
+
+// closing reports whether a TCP endpoint has a FIN exchange or a handshake
+// in progress: one that ends by itself within a few round trips.
+func (p *Peer) closing() bool {
+	for _, ep := range p.Stack.RegisteredEndpoints() {
+		e, ok := ep.(*tcp.Endpoint)
+		if !ok {
+			continue
+		}
+		switch tcp.EndpointState(e.State()) {
+		case tcp.StateSynSent, tcp.StateSynRecv, tcp.StateFinWait1, tcp.StateFinWait2,
+			tcp.StateCloseWait, tcp.StateClosing, tcp.StateLastAck:
+			return true
+		}
+	}
+	return false
 }

@@ -37,6 +37,8 @@ func TestHelp(t *testing.T) {
 		{"help", []string{"help"}, exitOK, []string{"usage: unplug COMMAND", "serve", "exec", "unplug help COMMAND", "--version"}},
 		{"help unknown", []string{"help", "frobnicate"}, exitUsage, []string{`unknown command "frobnicate"`}},
 		{"no arguments", nil, exitUsage, []string{"usage: unplug COMMAND"}},
+		{"bad --svg-time", []string{"run", "timeout", "--svg-time", "sideways"}, exitUsage, []string{`--svg-time "sideways": use auto, linear or log`}},
+		{"run --help lists --svg-time", []string{"run", "--help"}, exitOK, []string{"--svg-time"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

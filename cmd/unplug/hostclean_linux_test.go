@@ -93,15 +93,34 @@ func snapshotHost(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s["mounts"] = string(mounts)
+	// The iptables reference (scenarios/reference, a package go test may
+	// run at the same time) names its two namespaces unplug-ref-*: they
+	// are its own, removed by its own cleanup, and not unplug's doing.
+	var kept []string
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if !strings.Contains(l, "/netns/"+referencePrefix) {
+			kept = append(kept, l)
+		}
+	}
+	s["mounts"] = strings.Join(kept, "\n")
 	named, _ := os.ReadDir("/run/netns")
-	s["/run/netns"] = fmt.Sprint(named)
+	var names []string
+	for _, e := range named {
+		if !strings.HasPrefix(e.Name(), referencePrefix) {
+			names = append(names, e.Name())
+		}
+	}
+	s["/run/netns"] = fmt.Sprint(names)
 	if fi, err := os.Stat("/dev/net/tun"); err == nil {
 		s["/dev/net/tun"] = fmt.Sprint(fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid)
 	}
 	s["children"] = fmt.Sprint(descendants(os.Getpid()))
 	return s
 }
+
+// referencePrefix starts the names of the namespaces scenarios/reference
+// makes with ip netns add.
+const referencePrefix = "unplug-ref-"
 
 // diffSnapshots reports every item that differs.
 func diffSnapshots(t *testing.T, before, after map[string]string) {

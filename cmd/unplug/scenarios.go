@@ -54,6 +54,7 @@ func addRunFlags(fs *pflag.FlagSet, f *runFlags) {
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON (schema: docs/report-schema.md)")
 	fs.StringVar(&f.pcap, "pcap", "", "write every packet, with drop comments, to this pcapng file")
 	fs.StringVar(&f.svg, "svg", "", "draw the time-sequence graph to this SVG file")
+	fs.StringVar(&f.svgTime, "svg-time", "auto", "time axis of --svg: linear, log, or auto (log when the early events would crowd the left edge)")
 	fs.StringVar(&f.expect, "expect", "", "exit 0 if the run ends so (an errno name, recovered, survived or connected), 1 if not")
 	fs.StringVar(&f.clock, "clock", scenarios.ClockReal, "real (host kernel client, real time) or virtual (gVisor client, simulated time)")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed for loss and jitter (same seed, same run in virtual time)")
@@ -61,11 +62,14 @@ func addRunFlags(fs *pflag.FlagSet, f *runFlags) {
 	fs.BoolVar(&f.step, "step", false, "virtual clock: stop at every timer firing and packet; Enter = next, n N = next N, c = continue")
 	fs.StringVar(&f.stepScript, "step-script", "", "like --step, reading the commands from this file")
 	fs.Var(&f.faults, "fault", "extra fault rule installed at the start (repeatable)")
+	fs.BoolVar(&f.reference, "reference", false, "also run the scenario the seed's way (iptables DROP between two namespaces; root) and print both side by side; exit 1 if they disagree")
 }
 
 type runFlags struct {
 	json, step        bool
+	reference         bool
 	pcap, svg, expect string
+	svgTime           string
 	clock, stepScript string
 	seed              uint64
 	linkDelay         time.Duration
@@ -137,6 +141,18 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if f.clock == scenarios.ClockVirtual && sc.Kernel {
 		return usagef("scenario %s shows the host kernel's behaviour; run it with --clock real", sc.Name)
 	}
+	svgOpts := scenarios.SVGOptions{Time: f.svgTime}
+	if f.svgTime == "auto" {
+		svgOpts.Time = scenarios.SVGTimeAuto
+	}
+	if svgOpts.Time != scenarios.SVGTimeAuto && svgOpts.Time != scenarios.SVGTimeLinear && svgOpts.Time != scenarios.SVGTimeLog {
+		return usagef("--svg-time %q: use auto, linear or log", f.svgTime)
+	}
+	if f.reference {
+		if err := checkReference(sc.Name, &f, ps); err != nil {
+			return err
+		}
+	}
 	var svg *os.File
 	if f.svg != "" { // fail before running, not after
 		if svg, err = os.Create(f.svg); err != nil {
@@ -180,12 +196,17 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if svg != nil {
-		if err := rep.WriteSVG(svg); err != nil {
+		if err := rep.WriteSVGOptions(svg, svgOpts); err != nil {
 			return fmt.Errorf("write --svg %s: %w", f.svg, err)
 		}
 	}
 	if runErr != nil {
 		return runErr
+	}
+	if f.reference {
+		if err := runReference(ctx, sc.Name, ps, rep, stdout); err != nil {
+			return err
+		}
 	}
 	if f.expect != "" {
 		met, _ := rep.Met(f.expect)

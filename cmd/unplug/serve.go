@@ -146,7 +146,10 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 	if f.logPackets {
 		obs = append(obs, capture.NewLogger(stdout, start))
 	}
-	peer, err := stack.New(ctx, stack.Options{
+	// The peer outlives ctx: when ctx ends, serve stops it below with
+	// Close, which lets FIN exchanges finish; services that saw ctx end
+	// would reset their connections at once instead.
+	peer, err := stack.New(context.WithoutCancel(ctx), stack.Options{
 		Device:   dev,
 		Seed:     f.seed,
 		NoIPv6:   f.noIPv6,
@@ -189,6 +192,11 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 			return fmt.Errorf("control socket: %w", err)
 		}
 	case <-ctx.Done():
+	}
+	// The peer first: its connections finish their FIN exchanges, and the
+	// capture and the counters include every packet.
+	if err := peer.Close(); err != nil {
+		fmt.Fprintf(stderr, "unplug: stop the peer: %v\n", err)
 	}
 	if pcap != nil {
 		if err := pcap.Flush(); err != nil {

@@ -10,7 +10,10 @@ import (
 )
 
 // Lab is the reference setup; it needs Linux network namespaces.
-type Lab struct{}
+type Lab struct {
+	// Client, Server and Iptables are as on Linux (always empty here).
+	Client, Server, Iptables string
+}
 
 // Available reports that the reference needs Linux.
 func Available() error {

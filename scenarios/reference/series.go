@@ -44,7 +44,7 @@ type Series struct {
 	// same way (sendbuf-full: "accepted at once" bytes, "blocked send" s).
 	Measurements map[string]float64 `json:"measurements,omitempty"`
 	// RTT and RTO are the client socket's tcpi_rtt and tcpi_rto just
-	// before the outage (reference only; 0 if unknown).
+	// before the outage (0 if unknown: syn-timeout has no connection yet).
 	RTT time.Duration `json:"rtt_ns,omitempty"`
 	RTO time.Duration `json:"rto_ns,omitempty"`
 }
@@ -99,6 +99,9 @@ func FromReport(r *scenarios.Report) Series {
 	}
 	s.seriesOf(pkts)
 	s.OutcomeAt = r.OutcomeAt - s.T0
+	if ci := r.ClientInfo; ci != nil {
+		s.RTT, s.RTO = ci.RTT, ci.RTO
+	}
 	for _, e := range r.AppErrors {
 		s.Errnos = append(s.Errnos, e.Errno)
 	}
@@ -156,6 +159,9 @@ type Row struct {
 	Unplug    string `json:"unplug"`
 	Tolerance string `json:"tolerance"`
 	OK        bool   `json:"ok"`
+	// Timing marks rows about times, which machine load can push past
+	// their tolerance; the others are mechanism rows, exact.
+	Timing bool `json:"timing"`
 }
 
 // Compare lines up a reference series and unplug's. Mechanism rows are
@@ -166,13 +172,19 @@ type Row struct {
 func Compare(ref, got Series) []Row {
 	var rows []Row
 	add := func(name, r, g, tol string, ok bool) {
-		rows = append(rows, Row{Name: name, Reference: r, Unplug: g, Tolerance: tol, OK: ok})
+		rows = append(rows, Row{Name: name, Reference: r, Unplug: g, Tolerance: tol, OK: ok,
+			Timing: strings.HasPrefix(tol, "± ")})
 	}
 	add("outcome", ref.Outcome, got.Outcome, "exact", ref.Outcome == got.Outcome)
 	add("errnos", fmt.Sprint(ref.Errnos), fmt.Sprint(got.Errnos), "exact", equal(ref.Errnos, got.Errnos))
 	add("retransmissions and probes", fmt.Sprint(len(ref.Times)), fmt.Sprint(len(got.Times)),
 		"exact: the same firing ends it", len(ref.Times) == len(got.Times))
-	add("kinds", fmt.Sprint(ref.Kinds), fmt.Sprint(got.Kinds), "exact", equal(ref.Kinds, got.Kinds))
+	add("kinds", compactKinds(ref.Kinds), compactKinds(got.Kinds), "exact", equal(ref.Kinds, got.Kinds))
+	if ref.RTO > 0 || got.RTO > 0 {
+		// What the timers start from: shown, not judged (a different
+		// RTT moves every firing; the rows below judge the firings).
+		add("client rtt / rto before the outage", ms3(ref.RTT)+" / "+ms(ref.RTO), ms3(got.RTT)+" / "+ms(got.RTO), shown, true)
+	}
 	tol := Tolerance(ref.Times)
 	for i := range max(len(ref.Times), len(got.Times)) {
 		name := fmt.Sprintf("#%d since first send", i+1)
@@ -225,6 +237,41 @@ func Agree(rows []Row) bool {
 	return true
 }
 
+// SameMechanism reports whether every mechanism row (not Timing) is OK:
+// the same outcome, errnos, count and kinds of retransmissions and probes.
+func SameMechanism(rows []Row) bool {
+	for _, r := range rows {
+		if !r.OK && !r.Timing {
+			return false
+		}
+	}
+	return true
+}
+
+// shown is the tolerance of rows that inform and are not judged.
+const shown = "(shown)"
+
+// compactKinds writes kinds in runs: "retransmit ×5, keepalive-probe".
+func compactKinds(kinds []string) string {
+	if len(kinds) == 0 {
+		return "none"
+	}
+	var parts []string
+	for i := 0; i < len(kinds); {
+		j := i
+		for j < len(kinds) && kinds[j] == kinds[i] {
+			j++
+		}
+		if j-i > 1 {
+			parts = append(parts, fmt.Sprintf("%s ×%d", kinds[i], j-i))
+		} else {
+			parts = append(parts, kinds[i])
+		}
+		i = j
+	}
+	return strings.Join(parts, ", ")
+}
+
 func within(a, b, tol time.Duration) bool {
 	d := a - b
 	return d <= tol && -d <= tol
@@ -244,6 +291,7 @@ func equal(a, b []string) bool {
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }
 func ms(d time.Duration) string   { return fmt.Sprintf("%d ms", d.Milliseconds()) }
+func ms3(d time.Duration) string  { return fmt.Sprintf("%.3f ms", float64(d)/1e6) }
 
 // FormatRows renders rows as an aligned text table.
 func FormatRows(rows []Row) string {
@@ -252,6 +300,9 @@ func FormatRows(rows []Row) string {
 	fmt.Fprintln(w, "row\treference\tunplug\ttolerance\tresult")
 	for _, r := range rows {
 		res := "ok"
+		if r.Tolerance == shown {
+			res = ""
+		}
 		if !r.OK {
 			res = "DIFFERS"
 		}

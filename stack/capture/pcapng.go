@@ -114,6 +114,7 @@ type Writer struct {
 	reported bool  // OnError has been called
 	closed   bool
 	closeErr error
+	lastTS   uint64 // the latest timestamp written, guarded by mu
 }
 
 var _ fault.Observer = (*Writer)(nil)
@@ -341,7 +342,12 @@ func (w *Writer) writeEPB(ev *fault.Event) error {
 			return err
 		}
 	}
-	ts := w.timestamp(ev.Time)
+	// Inbound and outbound packets are timed on their own goroutines
+	// before they take the lock, so one may reach the file a few
+	// microseconds after a later-timed one: keep the file's timestamps
+	// non-decreasing, in the order the packets are written.
+	ts := max(w.timestamp(ev.Time), w.lastTS)
+	w.lastTS = ts
 	le := binary.LittleEndian
 	b := w.buf
 	b = le.AppendUint32(b, blockEPB)

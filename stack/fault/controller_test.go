@@ -217,6 +217,20 @@ func BenchmarkDecideNoMatch(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideLoss measures a loss rule deciding a stream of TCP
+// segments: the flow tracker and the per-segment draw.
+func BenchmarkDecideLoss(b *testing.B) {
+	c := NewController(faketime.NewManualClock(), 1)
+	c.AddString("loss 5%")
+	var p Packet
+	Parse(In, tcp4(40000, 9, FlagACK, 1, 1448), &p)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Decide(&p)
+		p.Seq += 1448
+	}
+}
+
 // TestLossIsKeyedBySegment: a loss rule's fate for a segment depends on the
 // seed, the connection's number, the relative sequence number and how
 // often the segment was sent — not on the initial sequence numbers, the

@@ -123,6 +123,17 @@ func (p *Poller) Accepted(port uint16) int {
 	return n
 }
 
+// Received returns how many bytes the services on port read from clients.
+func (p *Poller) Received(port uint16) int64 {
+	var n int64
+	for _, svc := range p.services {
+		if svc.port == port {
+			n += int64(svc.bytesIn.Load())
+		}
+	}
+	return n
+}
+
 // Abort resets every open connection (RST, like close(2) with SO_LINGER
 // 0) and forgets it; with the RSTs dropped by a fault rule the clients are
 // left half-open. It returns how many connections it aborted.

@@ -1,0 +1,757 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// docFiles are the documents whose shell commands TestDocExamples runs.
+var docFiles = []string{"README.md", "docs/containers.md", "docs/debugging.md", "docs/fault-rules.md",
+	"docs/performance.md", "docs/report-schema.md", "docs/facts.md"}
+
+// docCommand is one shell command shown in a document: a `$ ` line (and its
+// continuation lines) of a console block, with the output the document
+// shows after it, or one line of an sh block.
+type docCommand struct {
+	file   string
+	line   int
+	text   string   // the command, comment stripped
+	output []string // console blocks: the lines shown after it
+	block  int      // index of the block in its file
+}
+
+func (c docCommand) key() string { return c.file + ": " + c.text }
+
+// docCase says how to run a documented command and what to check.
+type docCase struct {
+	skip    string        // why it cannot run in CI (the only way to leave one out)
+	code    int           // expected exit status
+	want    []string      // regexps the output must match (besides a console block's own lines)
+	stdin   string        // what the user types
+	timeout time.Duration // 0 = 90 s
+	dir     string        // "repo" = the repository root instead of the work directory
+	// background: the command runs until the next command of its block
+	// (or the block's end) and is then interrupted, like Ctrl-C; it is
+	// ready once its output matches this regexp.
+	background string
+	// serveFirst starts this command in the background before the block
+	// ("the peer running in one shell … the client in another"); it is
+	// interrupted at the block's end, and its output must then have the
+	// shape of the document's plain block starting with serveOutput.
+	serveFirst, serveOutput string
+	// report names the document's plain block (by its first line) whose
+	// shape this command's output must have.
+	report string
+	// setup runs before the command: what the text around it describes
+	// (a server to forward to, the addresses "+ addresses, link up" stands for).
+	setup string
+	// cleanup runs after the command (once stopped, for a background one):
+	// what "when done" in the text means.
+	cleanup string
+}
+
+// docCases has an entry for every command in the documents (keyed
+// "FILE: COMMAND"); TestDocExamples fails for a command without one, and
+// for an entry whose command is no longer documented.
+var docCases = map[string]docCase{
+	// README: build and test.
+	`README.md: go build -o unplug ./cmd/unplug && sudo ./unplug serve`: {dir: "repo", timeout: 5 * time.Minute,
+		background: `unplug: peer 198\.18\.0\.2 and fd00:198:18::2 on unplug0`,
+		want:       []string{`unplug: interrupt: shutting down`, `unplug: packets in \d+, out \d+, dropped 0, delayed 0`}},
+	`README.md: sudo env "PATH=$PATH" make test`: {skip: "it is the CI command that runs this test: running it here would recurse"},
+
+	// README: the first examples.
+	`README.md: ./unplug run timeout`: {want: []string{`(?m)^outcome +ETIMEDOUT at \d+\.\d+ s`, `(?m)^verdict +PASS`}},
+	// (also in the tour, where the outcome and verdict lines are shown)
+	`README.md: ./unplug run timeout --clock virtual --retries2 15`: {want: []string{
+		`(?m)^outcome +ETIMEDOUT at 1088\.000 s`, `(?m)^verdict +PASS`, `on the virtual clock`}},
+	`README.md: ./unplug exec --fault 'drop after=1s for=3s' -- sh -c 'sleep 2; curl -s -o /dev/null -w "%{http_code} after %{time_total}s\n" http://198.18.0.2/'`: {
+		// The SYN sent 2 s in meets the outage; connect succeeds with the
+		// first SYN after it ends, about 2 s later (1 s resends: 1 to 3 s
+		// on a loaded machine).
+		want: []string{`(?m)^404 after [123]\.\d+s$`}},
+	`README.md: sudo ./unplug bench`: {skip: "measures for minutes at full load on every core; bench's own tests run it with --quick"},
+
+	// README: the tour.
+	`README.md: ./unplug run sendbuf-full`:             {},
+	`README.md: ./unplug run brief-outage --outage 3s`: {},
+	`README.md: ./unplug run idle-outage`:              {},
+	`README.md: ./unplug run keepalive`:                {},
+	`README.md: curl -si http://198.18.0.2/404 | head -1`: {
+		serveFirst: "sudo ./unplug serve --pcap tour.pcapng", serveOutput: "unplug: interrupt: shutting down"},
+	`README.md: sudo ./unplug fault add 'drop for=3s'`:                                            {},
+	`README.md: curl -s -o /dev/null -w '%{http_code} after %{time_total}s\n' http://198.18.0.2/`: {},
+	`README.md: python3 -c '
+import socket, subprocess, time
+s = socket.create_connection(("198.18.0.2", 80))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 5000)   # 5 s instead of ~15 min
+time.sleep(0.2)
+subprocess.run(["sudo", "./unplug", "fault", "add", "drop port=80"])
+t = time.time()
+s.sendall(b"GET /404 HTTP/1.0\r\n\r\n")
+try:
+    s.recv(100)
+except OSError as e:
+    print(repr(e), "after %.1f s" % (time.time() - t))'`: {},
+	`README.md: sudo ./unplug fault list`:                    {},
+	`README.md: sudo ./unplug fault add 'drop dir=sideways'`: {code: exitUsage},
+	// Quoted in the prose after the tour; runs on the tour's capture.
+	`README.md: tshark -r tour.pcapng -Y frame.comment -T fields -e frame.comment`: {
+		want: []string{`(?m)^dropped by rule 1: drop for=3s$`, `(?m)^dropped by rule 2: drop port=80$`}},
+	// "A whole report (`unplug run brief-outage`):"
+	`README.md: unplug run brief-outage`: {report: "scenario   brief-outage"},
+
+	// README: exec.
+	`README.md: ./unplug exec -- curl -s http://198.18.0.2/404`: {want: []string{`Error code: 404`}},
+	`README.md: ./unplug exec --forward 8080=127.0.0.1:8000 -- curl -s http://198.18.0.2:8080/`: {
+		want: []string{`upstream of the doc test`}},
+	`README.md: ./unplug exec --transparent --fault 'loss 5%' -- ./my-client`: {
+		want: []string{`(?m)^200 from the real upstream$`}},
+
+	// README: virtual time.
+	`README.md: ./unplug run brief-outage --clock virtual --link-delay 20ms`: {
+		want: []string{`(?m)^outcome +recovered at`, `(?m)^verdict +PASS`}},
+	`README.md: ./unplug run timeout --clock virtual --step`: {stdin: "\nn 5\nc\n",
+		want: []string{`#1 packet client→peer .* \[S\]`, `timer tcp\.\(\*sender\)\.retransmitTimerExpired`, `(?m)^outcome +ETIMEDOUT at 8\.000 s`}},
+
+	// README: containers.
+	`README.md: docker run --rm -it --user 0 --cap-add NET_ADMIN --device /dev/net/tun unplug serve`: {
+		skip: "needs Docker and the image, whose build fetches golang from the network"},
+	`README.md: sudo ip tuntap add unplug0 mode tun user "$(id -u)"`: {},
+	`README.md: unplug serve --attach unplug0`: {
+		// "+ addresses, link up" on the line before.
+		setup:      "ip addr add 198.18.0.1/24 dev unplug0 && ip -6 addr add fd00:198:18::1/64 dev unplug0 nodad && ip link set unplug0 up",
+		background: `unplug: peer 198\.18\.0\.2 and fd00:198:18::2 on unplug0`,
+		want:       []string{`unplug: packets in \d+, out \d+`},
+		cleanup:    "ip link del unplug0"},
+	`README.md: unplug exec -- curl -s http://198.18.0.2/404`: {want: []string{`Error code: 404`}},
+	`README.md: unplug fault add 'drop dir=sideways'`:         {code: exitUsage},
+
+	// docs/containers.md.
+	`docs/containers.md: docker build -t unplug .`: {skip: "needs Docker, and the build fetches golang from the network"},
+	`docs/containers.md: podman run --rm -it --name unplug --cap-add NET_ADMIN --device /dev/net/tun unplug`: {
+		skip: "needs the image, whose build fetches golang from the network (TestContainer builds its own)"},
+	`docs/containers.md: docker run --rm -it --name unplug --user 0 --cap-add NET_ADMIN --device /dev/net/tun unplug`: {skip: "needs Docker"},
+	`docs/containers.md: docker run --rm --network container:unplug curlimages/curl -s http://198.18.0.2/404`:         {skip: "needs Docker"},
+	`docs/containers.md: docker exec unplug /unplug fault add 'drop for=3s'`:                                          {skip: "needs Docker"},
+	`docs/containers.md: docker exec unplug /unplug status`:                                                           {skip: "needs Docker"},
+	`docs/containers.md: sudo ip tuntap add unplug0 mode tun user "$(id -u)"`:                                         {},
+	`docs/containers.md: sudo ip addr add 198.18.0.1/24 dev unplug0`:                                                  {},
+	`docs/containers.md: sudo ip -6 addr add fd00:198:18::1/64 dev unplug0 nodad`:                                     {},
+	`docs/containers.md: sudo ip link set unplug0 up`:                                                                 {},
+	`docs/containers.md: unplug serve --attach unplug0`: {background: `unplug: peer 198\.18\.0\.2 and fd00:198:18::2 on unplug0`,
+		want: []string{`unplug: packets in \d+, out \d+`}},
+	`docs/containers.md: sudo ip link del unplug0`:                                            {},
+	`docs/containers.md: docker run -d --name netns --network none registry.k8s.io/pause:3.9`: {skip: "needs Docker"},
+	`docs/containers.md: pid=$(docker inspect -f '{{.State.Pid}}' netns)`:                     {skip: "needs Docker"},
+	`docs/containers.md: sudo nsenter -t "$pid" -n ip tuntap add unplug0 mode tun user 65534`: {skip: "needs the Docker pause container"},
+	`docs/containers.md: sudo nsenter -t "$pid" -n ip addr add 198.18.0.1/24 dev unplug0`:     {skip: "needs the Docker pause container"},
+	`docs/containers.md: sudo nsenter -t "$pid" -n ip -6 addr add fd00:198:18::1/64 dev unplug0 nodad`: {
+		skip: "needs the Docker pause container"},
+	`docs/containers.md: sudo nsenter -t "$pid" -n ip link set unplug0 up`: {skip: "needs the Docker pause container"},
+	`docs/containers.md: docker run --rm -it --network container:netns --cap-drop ALL --device /dev/net/tun unplug serve --attach unplug0`: {
+		skip: "needs Docker"},
+	`docs/containers.md: unplug exec -- curl -s http://198.18.0.2/404`: {want: []string{`Error code: 404`}},
+	`docs/containers.md: docker run --rm -it --device /dev/net/tun --security-opt seccomp=unconfined my-app-image unplug exec -- ./my-client`: {
+		skip: "needs Docker and an application image"},
+
+	// docs/debugging.md.
+	`docs/debugging.md: unplug run timeout --clock virtual --step`: {},
+	`docs/debugging.md: make debug`: {
+		skip: "TestDelveBreakpoints builds the debug binary and drives the delve session below"},
+	`docs/debugging.md: go tool dlv exec ./unplug-debug -- run timeout --clock virtual`: {
+		skip: "interactive delve session: TestDelveBreakpoints drives these commands and checks what delve prints"},
+}
+
+// TestDocExamples runs every shell command of README.md and docs/*.md as
+// the documents show it — `sudo` is a no-op (the test is root), `unplug`
+// the binary under test — inside a private network namespace, each with a
+// bounded time, and checks its exit status and the shape of its output:
+// each line a console block shows after a command must appear, in order,
+// with any number where the document has a number (samples are from
+// another run); sh commands are checked by their docCases entry.
+func TestDocExamples(t *testing.T) {
+	if !requireNetns(t) {
+		return
+	}
+	requireTools(t, "curl", "tshark", "ip", "python3")
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []docCommand
+	plain := map[string][]string{} // plain blocks by "FILE: first line"
+	for _, f := range docFiles {
+		b, err := os.ReadFile(filepath.Join(repo, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, p := extractCommands(f, string(b))
+		cmds = append(cmds, c...)
+		for k, v := range p {
+			plain[k] = v
+		}
+	}
+	// Every command has a case; every case a command (prose commands are
+	// checked against the file's text).
+	seen := map[string]bool{}
+	for _, c := range cmds {
+		if _, ok := docCases[c.key()]; !ok {
+			t.Errorf("%s:%d: no docCases entry for the documented command %q: add how to run and check it", c.file, c.line, c.text)
+		}
+		seen[c.key()] = true
+	}
+	for k := range docCases {
+		if !seen[k] {
+			file, text, _ := strings.Cut(k, ": ")
+			b, _ := os.ReadFile(filepath.Join(repo, file))
+			if !strings.Contains(string(b), "`"+text+"`") {
+				t.Errorf("docCases entry %q: the command is not in %s any more", k, file)
+			}
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	w := newDocWorld(t, repo)
+	for _, extra := range []string{ // quoted in prose, run after the blocks they follow
+		`README.md: tshark -r tour.pcapng -Y frame.comment -T fields -e frame.comment`,
+		`README.md: unplug run brief-outage`,
+	} {
+		file, text, _ := strings.Cut(extra, ": ")
+		after := -1
+		for i, c := range cmds {
+			if c.file == file && strings.Contains(c.text, "fault add 'drop dir=sideways'") && after < 0 {
+				after = i
+			}
+		}
+		cmds = append(cmds[:after+1], append([]docCommand{{file: file, text: text, block: -1}}, cmds[after+1:]...)...)
+	}
+	var block []docCommand
+	flush := func() {
+		if len(block) > 0 {
+			w.runBlock(t, block, plain)
+		}
+		block = nil
+	}
+	for _, c := range cmds {
+		if len(block) > 0 && (block[0].file != c.file || block[0].block != c.block) {
+			flush()
+		}
+		block = append(block, c)
+	}
+	flush()
+}
+
+// docWorld is the work directory and environment the commands run in.
+type docWorld struct {
+	repo, dir string
+	env       []string
+}
+
+// newDocWorld makes the work directory: `unplug` and `./unplug` are the
+// binary under test, `sudo` runs its arguments, `./my-client` is a client
+// for --transparent, and a web server (the "real server" of --forward and
+// --transparent) listens on port 8000 of the namespace's lo, also at
+// 198.19.7.1 — an address only --transparent reaches from inside.
+func newDocWorld(t *testing.T, repo string) *docWorld {
+	dir := t.TempDir()
+	w := &docWorld{repo: repo, dir: dir}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Symlink(unplugBinary(t), filepath.Join(dir, "unplug")))
+	must(os.WriteFile(filepath.Join(dir, "sudo"), []byte("#!/bin/sh\nexec \"$@\"\n"), 0o755))
+	must(os.WriteFile(filepath.Join(dir, "my-client"), []byte("#!/bin/sh\n"+
+		"curl -s -m 30 -o /dev/null -w '%{http_code} from the real upstream\\n' http://198.19.7.1:8000/\n"), 0o755))
+	www := filepath.Join(dir, "www")
+	must(os.Mkdir(www, 0o755))
+	must(os.WriteFile(filepath.Join(www, "index.html"), []byte("upstream of the doc test\n"), 0o644))
+	must(os.Mkdir(filepath.Join(dir, "run"), 0o700))
+	goDir := filepath.Dir(mustLookPath(t, "go"))
+	w.env = []string{
+		"PATH=" + dir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + goDir,
+		"HOME=" + dir, "XDG_RUNTIME_DIR=" + filepath.Join(dir, "run"), "LANG=C.UTF-8",
+		"GOCACHE=" + goEnv(t, "GOCACHE"), "GOMODCACHE=" + goEnv(t, "GOMODCACHE"), "GOFLAGS=" + os.Getenv("GOFLAGS"),
+		"GOPROXY=" + goEnv(t, "GOPROXY"), "GOTOOLCHAIN=local",
+	}
+	for _, c := range [][]string{{"ip", "link", "set", "lo", "up"}, {"ip", "addr", "add", "198.19.7.1/32", "dev", "lo"}} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", c, err, out)
+		}
+	}
+	srv := exec.Command("/usr/bin/python3", "-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory", www)
+	must(srv.Start())
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	for range 100 {
+		if exec.Command("curl", "-s", "-o", "/dev/null", "http://127.0.0.1:8000/").Run() == nil {
+			return w
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("the upstream web server did not start")
+	return w
+}
+
+func mustLookPath(t *testing.T, name string) string {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("needs %s", name)
+	}
+	return p
+}
+
+func goEnv(t *testing.T, name string) string {
+	out, err := exec.Command("go", "env", name).Output()
+	if err != nil {
+		t.Fatalf("go env %s: %v", name, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// docProc is a documented command running in the background.
+type docProc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// start runs text in the background; it is ready once its output matches
+// ready.
+func (w *docWorld) start(t *testing.T, text, dir, ready string) *docProc {
+	t.Helper()
+	// All but the last of `a && b` run first; the last is exec'd so the
+	// interrupt reaches unplug itself, as Ctrl-C would.
+	parts := strings.Split(text, " && ")
+	for _, p := range parts[:len(parts)-1] {
+		if code, out := w.run(t, p, dir, "", 5*time.Minute); code != 0 {
+			t.Fatalf("%s: exit %d\n%s", p, code, out)
+		}
+	}
+	p := &docProc{cmd: exec.Command("sh", "-c", "exec "+parts[len(parts)-1]), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.Dir, p.cmd.Env, p.cmd.Stdout, p.cmd.Stderr = dir, w.env, p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.cmd.Process.Kill(); <-p.done })
+	re := regexp.MustCompile(ready)
+	deadline := time.Now().Add(60 * time.Second)
+	for !re.MatchString(p.out.String()) {
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before it was ready:\n%s", text, p.out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready in 60 s:\n%s", text, p.out.String())
+		}
+	}
+	return p
+}
+
+// stop interrupts p like Ctrl-C and returns its exit status and output.
+func (p *docProc) stop(t *testing.T) (int, string) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not stop 30 s after SIGINT", p.cmd.Args)
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+	return p.cmd.ProcessState.ExitCode(), p.out.String()
+}
+
+// run runs text with sh to its end, bounded by timeout.
+func (w *docWorld) run(t *testing.T, text, dir, stdin string, timeout time.Duration) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c", text)
+	cmd.Dir, cmd.Env = dir, w.env
+	cmd.Stdin = strings.NewReader(stdin)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("%s did not finish in %s:\n%s", text, timeout, out.String())
+	}
+	return cmd.ProcessState.ExitCode(), out.String()
+}
+
+// runBlock runs the commands of one block in order.
+func (w *docWorld) runBlock(t *testing.T, block []docCommand, plain map[string][]string) {
+	var serve *docProc
+	var serveCase docCase
+	var bg *docProc
+	var bgCase docCase
+	var bgName string
+	stopBG := func() {
+		if bg == nil {
+			return
+		}
+		code, out := bg.stop(t)
+		t.Run(bgName+"/stopped", func(t *testing.T) {
+			if code != 0 {
+				t.Errorf("exit %d after SIGINT, want 0:\n%s", code, out)
+			}
+			checkWant(t, bgCase.want, out)
+		})
+		w.cleanup(t, bgCase)
+		bg = nil
+	}
+	for _, c := range block {
+		dc := docCases[c.key()]
+		name := fmt.Sprintf("%s:%d", c.file, c.line)
+		if c.line == 0 {
+			name = c.file + ":prose"
+		}
+		stopBG()
+		if dc.skip != "" {
+			t.Run(name, func(t *testing.T) { t.Skipf("%q: %s", c.text, dc.skip) })
+			continue
+		}
+		dir := w.dir
+		if dc.dir == "repo" {
+			dir = w.repo
+		}
+		if dc.serveFirst != "" {
+			serve, serveCase = w.start(t, dc.serveFirst, dir, `unplug: peer 198\.18\.0\.2`), dc
+		}
+		if dc.setup != "" {
+			if code, out := w.run(t, dc.setup, dir, "", time.Minute); code != 0 {
+				t.Fatalf("%s: setup %q: exit %d\n%s", name, dc.setup, code, out)
+			}
+		}
+		if dc.background != "" {
+			bg, bgCase, bgName = w.start(t, c.text, dir, dc.background), dc, name
+			continue
+		}
+		stdin := dc.stdin
+		if stdin == "" {
+			stdin = typedInput(c.output)
+		}
+		timeout := dc.timeout
+		if timeout == 0 {
+			timeout = 90 * time.Second
+		}
+		t.Run(name, func(t *testing.T) {
+			code, out := w.run(t, c.text, dir, stdin, timeout)
+			if code != dc.code {
+				t.Errorf("%s\nexit %d, want %d:\n%s", c.text, code, dc.code, out)
+			}
+			checkShape(t, c.output, out)
+			if dc.report != "" {
+				shown, ok := plainBlock(plain, c.file, dc.report)
+				if !ok {
+					t.Fatalf("no plain block starting with %q in %s", dc.report, c.file)
+				}
+				checkShape(t, reportShape(shown), out)
+			}
+			checkWant(t, dc.want, out)
+		})
+		w.cleanup(t, dc)
+	}
+	stopBG()
+	if serve != nil {
+		code, out := serve.stop(t)
+		t.Run(serveCase.serveFirst, func(t *testing.T) {
+			if code != 0 {
+				t.Errorf("exit %d after SIGINT, want 0:\n%s", code, out)
+			}
+			shown, ok := plainBlock(plain, block[0].file, serveCase.serveOutput)
+			if !ok {
+				t.Fatalf("no plain block starting with %q in %s", serveCase.serveOutput, block[0].file)
+			}
+			checkShape(t, shown, out)
+		})
+	}
+}
+
+// cleanup runs dc.cleanup, if any.
+func (w *docWorld) cleanup(t *testing.T, dc docCase) {
+	t.Helper()
+	if dc.cleanup == "" {
+		return
+	}
+	if code, out := w.run(t, dc.cleanup, w.dir, "", time.Minute); code != 0 {
+		t.Errorf("cleanup %q: exit %d\n%s", dc.cleanup, code, out)
+	}
+}
+
+// plainBlock finds the plain block of file whose first line starts with
+// prefix.
+func plainBlock(plain map[string][]string, file, prefix string) ([]string, bool) {
+	for k, v := range plain {
+		if strings.HasPrefix(k, file+": "+prefix) {
+			return v, true
+		}
+	}
+	return nil, false
+}
+
+// checkWant checks out against regexps.
+func checkWant(t *testing.T, want []string, out string) {
+	t.Helper()
+	for _, re := range want {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output does not match %s:\n%s", re, out)
+		}
+	}
+}
+
+// checkShape checks that each shown line appears in out, in order, with
+// any number where the document shows a number.
+func checkShape(t *testing.T, shown []string, out string) {
+	t.Helper()
+	lines := strings.Split(strings.ReplaceAll(out, "step> ", "step>\n"), "\n")
+	i := 0
+	for _, s := range shown {
+		s = strings.TrimSpace(trailingNote.ReplaceAllString(s, ""))
+		if s == "" || s == "…" || s == "..." {
+			continue
+		}
+		if strings.HasPrefix(s, "step>") { // the prompt; what follows was typed
+			s = "step>"
+		}
+		re := shapeRegexp(s)
+		for i < len(lines) && !re.MatchString(strings.TrimSpace(lines[i])) {
+			i++
+		}
+		if i == len(lines) {
+			t.Errorf("the documented line\n\t%s\nis not in the output (in this order):\n%s", s, out)
+			return
+		}
+		i++
+	}
+}
+
+// trailingNote is an annotation in shown output ("   # … recovered by
+// retransmission"), not part of it.
+var trailingNote = regexp.MustCompile(`\s{2,}#.*$`)
+
+var numberRun = regexp.MustCompile(`\d+(?:\.\d+)?`)
+
+// shapeRegexp turns a shown line into a regexp matching the whole line with
+// any numbers in place of the shown ones and any amount of space between
+// words.
+func shapeRegexp(s string) *regexp.Regexp {
+	var b strings.Builder
+	b.WriteString("^")
+	for _, f := range strings.Fields(s) {
+		if b.Len() > 1 {
+			b.WriteString(`\s*`)
+		}
+		last := 0
+		for _, m := range numberRun.FindAllStringIndex(f, -1) {
+			b.WriteString(regexp.QuoteMeta(f[last:m[0]]))
+			b.WriteString(`\d+(?:\.\d+)?`)
+			last = m[1]
+		}
+		b.WriteString(regexp.QuoteMeta(f[last:]))
+	}
+	b.WriteString("$")
+	return regexp.MustCompile(b.String())
+}
+
+// reportShape keeps the lines of a shown report whose presence does not
+// depend on the run: the unindented ones up to the expectation table's
+// notes, and the section lines after (the tables' rows vary in number).
+func reportShape(lines []string) []string {
+	var out []string
+	for _, l := range lines {
+		if l == "" || strings.HasPrefix(l, " ") || strings.HasPrefix(l, "*") {
+			continue
+		}
+		if strings.HasPrefix(l, "retransmissions and probes (") || strings.HasPrefix(l, "timeline (") {
+			l = numberRun.ReplaceAllString(l, "0") // counts vary; the heading stays
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// typedInput is what a console transcript shows typed at `step>` prompts.
+func typedInput(output []string) string {
+	var b strings.Builder
+	for _, l := range output {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "step>"); ok {
+			b.WriteString(strings.TrimSpace(trailingNote.ReplaceAllString(" "+rest, "")) + "\n")
+		}
+	}
+	return b.String()
+}
+
+// extractCommands returns the commands of a document's console and sh
+// blocks, and its plain (unlabelled) blocks keyed "FILE: first line".
+func extractCommands(file, text string) ([]docCommand, map[string][]string) {
+	var cmds []docCommand
+	plain := map[string][]string{}
+	sc := bufio.NewScanner(strings.NewReader(text))
+	lineNo, blockNo := 0, 0
+	var lang string
+	inBlock := false
+	var cur *docCommand
+	var plainLines []string
+	var pending strings.Builder // a command continued on the next line
+	pendingLine := 0
+	emit := func(line int, cmd string) {
+		cmds = append(cmds, docCommand{file: file, line: line, text: cmd, block: blockNo})
+		cur = &cmds[len(cmds)-1]
+	}
+	for sc.Scan() {
+		lineNo++
+		l := sc.Text()
+		if strings.HasPrefix(l, "```") {
+			if !inBlock {
+				inBlock, lang, cur, plainLines = true, strings.TrimPrefix(l, "```"), nil, nil
+				blockNo++
+				continue
+			}
+			inBlock = false
+			if lang == "" && len(plainLines) > 0 {
+				plain[file+": "+plainLines[0]] = plainLines
+			}
+			continue
+		}
+		if !inBlock {
+			continue
+		}
+		switch lang {
+		case "":
+			plainLines = append(plainLines, l)
+		case "console":
+			if pending.Len() > 0 {
+				pending.WriteString("\n" + l)
+				if cmd, done := shellCommand(pending.String()); done {
+					emit(pendingLine, cmd)
+					pending.Reset()
+				}
+				continue
+			}
+			if rest, ok := strings.CutPrefix(l, "$ "); ok {
+				if cmd, done := shellCommand(rest); done {
+					emit(lineNo, cmd)
+				} else {
+					pending.WriteString(rest)
+					pendingLine = lineNo
+				}
+				continue
+			}
+			if cur != nil {
+				cur.output = append(cur.output, l)
+			}
+		case "sh", "bash", "shell":
+			if pending.Len() > 0 {
+				pending.WriteString(" " + strings.TrimSpace(l))
+			} else {
+				pending.WriteString(l)
+				pendingLine = lineNo
+			}
+			s := pending.String()
+			if strings.HasSuffix(s, "\\") {
+				pending.Reset()
+				pending.WriteString(strings.TrimRight(strings.TrimSuffix(s, "\\"), " "))
+				continue
+			}
+			cmd, done := shellCommand(s)
+			if !done {
+				continue
+			}
+			pending.Reset()
+			if t := strings.TrimSpace(cmd); t != "" && t != "..." && t != "…" {
+				emit(pendingLine, t)
+			}
+		}
+	}
+	return cmds, plain
+}
+
+// shellCommand strips a trailing # comment from s, and reports whether s
+// is complete (no quote left open).
+func shellCommand(s string) (string, bool) {
+	var quote rune
+	escaped := false
+	for i, r := range s {
+		switch {
+		case escaped:
+			escaped = false
+		case quote == '\'':
+			if r == '\'' {
+				quote = 0
+			}
+		case quote == '"':
+			if r == '\\' {
+				escaped = true
+			} else if r == '"' {
+				quote = 0
+			}
+		case r == '\\':
+			escaped = true
+		case r == '\'' || r == '"':
+			quote = r
+		case r == '#' && (i == 0 || s[i-1] == ' ' || s[i-1] == '\t'):
+			return strings.TrimRight(s[:i], " \t"), true
+		}
+	}
+	return s, quote == 0
+}
+
+// TestDocExtract checks the extraction and the shape match TestDocExamples
+// relies on, without running anything.
+func TestDocExtract(t *testing.T) {
+	doc := "text\n```console\n$ unplug run x   # note\noutcome    ETIMEDOUT at 6.693 s: recv failed\n" +
+		"$ python3 -c '\nprint(1)  # kept\n'\n1\n```\n```sh\nunplug a \\\n  --b 'c # d'   # e\n# only a comment\n...\n```\n```\nplain one\nsecond\n```\n"
+	cmds, plain := extractCommands("f.md", doc)
+	var got []string
+	for _, c := range cmds {
+		got = append(got, fmt.Sprintf("%d %s %q", c.line, c.text, c.output))
+	}
+	want := []string{
+		`3 unplug run x ["outcome    ETIMEDOUT at 6.693 s: recv failed"]`,
+		"5 python3 -c '\nprint(1)  # kept\n' [\"1\"]",
+		`11 unplug a --b 'c # d' []`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("commands:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if p := plain["f.md: plain one"]; len(p) != 2 {
+		t.Errorf("plain blocks: %q", plain)
+	}
+	shape := []struct {
+		shown, line string
+		match       bool
+	}{
+		{"outcome    ETIMEDOUT at 6.693 s: recv failed", "outcome ETIMEDOUT at 3.486 s: recv failed", true},
+		{"outcome    ETIMEDOUT at 6.693 s: recv failed", "outcome EPIPE at 3.486 s: recv failed", false},
+		{"verdict    PASS — everything as the theory predicts", "verdict    FAIL — 1 expectation not met", false},
+		{"[  0.000000s] #1 packet [S] seq=24 ack=0", "[ 10.000000s] #12 packet [S] seq=99 ack=7", true},
+		{"rule 1: drop for=3s", "rule 1: drop for=3s extra", false},
+	}
+	for _, s := range shape {
+		if m := shapeRegexp(s.shown).MatchString(s.line); m != s.match {
+			t.Errorf("shape %q vs %q: %t, want %t", s.shown, s.line, m, s.match)
+		}
+	}
+	if in := typedInput([]string{"x", "step>            # Enter", "step> n 5   # five", "step> c"}); in != "\nn 5\nc\n" {
+		t.Errorf("typed input %q", in)
+	}
+}
