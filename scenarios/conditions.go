@@ -18,6 +18,11 @@ type Conditions struct {
 	RTT, RTO time.Duration
 	// LinkDelay is the virtual link's one-way delay.
 	LinkDelay time.Duration
+	// PeerRTO is the peer's RTO read before its packets start dying
+	// (peer-retransmit); 0 when not read.
+	PeerRTO time.Duration
+	// SndBuf and MSS are the kernel client's SO_SNDBUF and send MSS.
+	SndBuf, MSS int
 	// LastReceived is when the client last received a packet before the
 	// anchor, relative to the anchor (≤ 0); 0 when unknown.
 	LastReceived time.Duration
@@ -58,17 +63,30 @@ type ClientInfo struct {
 	// where it was read.
 	HZ     int    `json:"hz,omitempty"`
 	HZFrom string `json:"hz_from,omitempty"`
+	// SndBuf is SO_SNDBUF and MSS the send MSS (kernel clients only).
+	SndBuf int `json:"sndbuf,omitempty"`
+	MSS    int `json:"mss,omitempty"`
 }
+
+// sendBuf is what a kernel socket's send buffer looks like.
+type sendBuf struct{ SndBuf, MSS int }
+
+// sendBufferer is a Conn that can report its send buffer.
+type sendBufferer interface{ sendBuffer() (sendBuf, bool) }
 
 // conditionsOf derives the measured conditions from a finished report.
 func conditionsOf(rep *Report) Conditions {
 	c := Conditions{Kernel: rep.Client == "kernel", Virtual: rep.Clock == ClockVirtual, LinkDelay: rep.LinkDelay}
 	if ci := rep.ClientInfo; ci != nil {
 		c.HZ, c.RTT, c.RTO, c.Measured = ci.HZ, ci.RTT, ci.RTO, ci.RTO > 0
+		c.SndBuf, c.MSS = ci.SndBuf, ci.MSS
 	}
 	if !c.Measured {
 		n := nominalConditions(c.Kernel)
 		c.HZ, c.RTO = n.HZ, n.RTO
+	}
+	if m, ok := rep.Measurement("peer RTO before the drop"); ok {
+		c.PeerRTO = time.Duration(m.Value * float64(time.Second))
 	}
 	for _, ev := range rep.Timeline {
 		if ev.T > rep.Anchor {

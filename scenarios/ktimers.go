@@ -3,7 +3,6 @@ package scenarios
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -36,6 +35,12 @@ func wheelFire(at, delta int64) int64 {
 	shift := uint(wheelClkShift * lvl)
 	return ((at+delta)>>shift + 1) << shift
 }
+
+// timerLate is how many jiffies late the model lets a timer handler run
+// (and re-arm): with NOHZ an idle CPU's tick and the timer softirq can lag
+// the bucket's jiffy. Measured on Linux 6.18: a 2 s SYN timer armed from a
+// firing came 2.024 s later where an on-time handler gives 2.016 s.
+const timerLate = 2
 
 // wheelPhases is how many values of the jiffies counter (mod the coarsest
 // granularity a TCP timer reaches) the model tries: level 4's 4096 jiffies
@@ -93,38 +98,43 @@ type dataFiring struct {
 	// retransmitting; Boundary means the retry limit is within a
 	// millisecond of this firing, so it may or may not.
 	Ends, Boundary bool
+	// late is At when every handler runs timerLate jiffies late.
+	late int64
 }
 
 // dataSchedule simulates the timers of data sent at jiffy start into a
 // dead link, packetsOut segments in flight: the tail-loss probe
 // (tcp_schedule_loss_probe: 2·RTT plus 200 ms for one segment, plus 2
-// jiffies for more, but never after the RTO), then the RTO
+// ms for more, but never after the RTO; with more segments it sends new
+// data if there is some), then the RTO, restarted from the probe
 // (tcp_retransmit_timer), doubling up to 120 s. With a user timeout u the
 // RTO is clamped to what is left of it (tcp_clamp_rto_to_user_timeout).
 // Each RTO firing after the first checks retransmits_timed_out: ETIMEDOUT
 // when the time since the first RTO retransmission (retrans_stamp; the TLP
 // does not set it) reaches tcp_model_timeout(retries2) (or u). It stops at
-// the firing that ends the connection, or after max firings.
-func (k kernelSocket) dataSchedule(start int64, packetsOut, retries2 int, u time.Duration, max int) []dataFiring {
+// the firing that ends the connection, or after maxFirings firings.
+func (k kernelSocket) dataSchedule(start, late int64, packetsOut, retries2 int, u time.Duration, maxFirings int) []dataFiring {
 	var out []dataFiring
-	tlp := k.jiffies(2 * k.rtt)
+	// The probe timeout is computed in microseconds, then rounded up to
+	// jiffies.
+	tlpTimeout := 2*k.rtt + 2*time.Millisecond // TCP_TIMEOUT_MIN_US
 	if packetsOut == 1 {
-		tlp += k.jiffies(kernelRTOMin)
-	} else {
-		tlp += 2 // TCP_TIMEOUT_MIN
+		tlpTimeout = 2*k.rtt + kernelRTOMin
 	}
+	tlp := k.jiffies(tlpTimeout)
 	tlp = min(tlp, k.rto)
-	now := wheelFire(start, tlp)
+	now := wheelFire(start, tlp) + late
 	out = append(out, dataFiring{Kind: fireTLP, At: now - start})
 	rto, rtoMax := k.rto, k.jiffies(kernelRTOMax)
-	now = wheelFire(now, rto)
+	// tcp_send_loss_probe restarts the RTO from the probe.
+	now = wheelFire(now, rto) + late
 	first := now
 	limit := float64(retries2Boundary(retries2).Milliseconds())
 	if u > 0 {
 		limit = float64(u.Milliseconds())
 	}
 	jms := float64(k.jiffy()) / float64(time.Millisecond)
-	for n := 1; len(out) < max; n++ {
+	for n := 1; len(out) < maxFirings; n++ {
 		f := dataFiring{Kind: fireRTO, N: n, At: now - start}
 		if n > 1 {
 			elapsed := float64(now-first) * jms // ms since retrans_stamp
@@ -149,7 +159,7 @@ func (k kernelSocket) dataSchedule(start int64, packetsOut, retries2 int, u time
 				next = min(next, k.jiffies(left))
 			}
 		}
-		now = wheelFire(now, next)
+		now = wheelFire(now, next) + late
 	}
 	return out
 }
@@ -215,7 +225,7 @@ func (k kernelSocket) predictData(packetsOut, retries2 int, u time.Duration) dat
 		}
 		at := k.dur(f[idx].At)
 		a.n += w
-		a.lo, a.hi = min(a.lo, at-k.jiffy()), max(a.hi, at)
+		a.lo, a.hi = min(a.lo, at-k.jiffy()), max(a.hi, at, k.dur(f[idx].late))
 		a.since1 += k.dur(f[idx].At - f[1].At)
 		a.prev += k.dur(f[idx-1].At - f[1].At)
 		a.samples++
@@ -223,9 +233,16 @@ func (k kernelSocket) predictData(packetsOut, retries2 int, u time.Duration) dat
 	}
 	const maxFirings = 64
 	for phase := int64(0); phase < wheelPhases; phase++ {
-		sched := k.dataSchedule(phase, packetsOut, retries2, u, maxFirings)
+		sched := k.dataSchedule(phase, 0, packetsOut, retries2, u, maxFirings)
 		for i, f := range sched {
 			note(i, f.Kind, f.N, k.dur(f.At))
+		}
+		// Handlers running late move the times, not the decision.
+		for i, f := range k.dataSchedule(phase, timerLate, packetsOut, retries2, u, maxFirings) {
+			if i < len(sched) {
+				note(i, f.Kind, f.N, k.dur(f.At))
+				sched[i].late = f.At
+			}
 		}
 		last := len(sched) - 1
 		if !sched[last].Ends {
@@ -266,24 +283,6 @@ func (k kernelSocket) predictData(packetsOut, retries2 int, u time.Duration) dat
 	return p
 }
 
-// describe says which firing ends the connection and why, for the report.
-func (p dataPrediction) describe() string {
-	what := "tcp_model_timeout"
-	if p.UserTime {
-		what = "TCP_USER_TIMEOUT"
-	}
-	var parts []string
-	for _, e := range p.Ends {
-		s := fmt.Sprintf("RTO #%d (%s since RTO #1 ≥ %s %s; RTO #%d at %s was short)",
-			e.N, fmtSecs(e.Since1), fmtSecs(p.Limit), what, e.N-1, fmtSecs(e.Prev))
-		if len(p.Ends) > 1 {
-			s = fmt.Sprintf("%.0f%%: %s", 100*e.Odds, s)
-		}
-		parts = append(parts, s)
-	}
-	return strings.Join(parts, "; ")
-}
-
 // fmtSecs prints d as seconds with 3 decimals, without a space: "2.912 s".
 func fmtSecs(d time.Duration) string { return fmt.Sprintf("%.3f s", d.Seconds()) }
 
@@ -302,18 +301,41 @@ func (k kernelClock) keepaliveEnd(idle, intvl time.Duration, count int) (probes 
 	end = firingRange{Kind: "end", Lo: 1 << 62}
 	ji, jv := k.jiffies(idle), k.jiffies(intvl)
 	for phase := int64(0); phase < wheelPhases; phase++ {
-		now := wheelFire(phase, ji)
-		for i := 0; i <= count; i++ {
-			at := k.dur(now - phase)
-			r := &end
-			if i < count {
-				r = &probes[i]
+		for _, late := range []int64{0, timerLate} {
+			now := wheelFire(phase, ji) + late
+			for i := 0; i <= count; i++ {
+				at := k.dur(now - phase)
+				r := &end
+				if i < count {
+					r = &probes[i]
+				}
+				r.Lo, r.Hi = min(r.Lo, at-k.jiffy()), max(r.Hi, at)
+				now = wheelFire(now, jv) + late
 			}
-			r.Lo, r.Hi = min(r.Lo, at-k.jiffy()), max(r.Hi, at)
-			now = wheelFire(now, jv)
 		}
 	}
 	return probes, end
+}
+
+// timerChain is the range, over timer phases and late handlers, of the
+// firing times (after the jiffy of the first arming) of a timer re-armed
+// at each firing with the next of steps (a SYN's RTOs).
+func (k kernelClock) timerChain(steps []time.Duration) []firingRange {
+	out := make([]firingRange, len(steps))
+	for i := range out {
+		out[i] = firingRange{Kind: "timer", N: i + 1, Lo: 1 << 62}
+	}
+	for phase := int64(0); phase < wheelPhases; phase++ {
+		for _, late := range []int64{0, timerLate} {
+			now := phase
+			for i, st := range steps {
+				now = wheelFire(now, k.jiffies(st)) + late
+				at := k.dur(now - phase)
+				out[i].Lo, out[i].Hi = min(out[i].Lo, at-k.jiffy()), max(out[i].Hi, at)
+			}
+		}
+	}
+	return out
 }
 
 // gvisorSocket is the gVisor client's sender (pkg/tcpip/transport/tcp
@@ -375,4 +397,31 @@ func (g gvisorSocket) dataSchedule(maxRetries int, u time.Duration) []dataFiring
 		now += rto
 	}
 	return out
+}
+
+// recoveryOdds is, for data sent into an outage of length d, the fraction
+// of timer phases (and of send instants within the send's jiffy) in which
+// retransmission i (0 = the tail-loss probe) is the first one at or after
+// d: the one that gets through.
+func (k kernelSocket) recoveryOdds(d time.Duration) map[int]float64 {
+	odds := map[int]float64{}
+	fracs := []float64{0.125, 0.375, 0.625, 0.875}
+	n := 0.0
+	for phase := int64(0); phase < wheelPhases; phase++ {
+		sched := k.dataSchedule(phase, 0, 1, 15, 0, 64)
+		for _, fr := range fracs {
+			for i, f := range sched {
+				at := time.Duration((float64(f.At) - fr) * float64(k.jiffy()))
+				if at >= d {
+					odds[i]++
+					break
+				}
+			}
+			n++
+		}
+	}
+	for i := range odds {
+		odds[i] /= n
+	}
+	return odds
 }

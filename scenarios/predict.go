@@ -9,14 +9,16 @@ import (
 
 // tolerance is how far a measured time may lie outside the model's range:
 // nothing on the virtual clock (gVisor's timers and the link are exact
-// there); on the real one, one jiffy of timer-softirq lag plus twice the
-// measured RTT (at least 1 ms each way) for the packet reaching the fault
-// layer and the application waking up.
+// there); on the real one, two jiffies (the timer softirq running late, and
+// a retry-limit check that lands a millisecond short and re-fires) plus
+// twice the measured RTT, at least 1 ms (the packet reaching the fault
+// layer's reader, and the application waking up: the handshake RTT
+// already includes that scheduling delay once each way).
 func (c Conditions) tolerance() time.Duration {
 	if c.Virtual {
 		return 0
 	}
-	return kernelClock{hz: c.hz()}.jiffy() + 2*max(c.RTT, time.Millisecond)
+	return 2*kernelClock{hz: c.hz()}.jiffy() + 2*max(c.RTT, time.Millisecond)
 }
 
 // describeClient says what the theory started from, for the basis lines.
@@ -63,6 +65,10 @@ func planData(c Conditions, packetsOut, retries2 int, u time.Duration) dataPlan 
 		// phase; the earliest end bounds the retransmissions that surely
 		// go out.
 		plan.Retrans = p.Firings[:last]
+		if packetsOut > 1 {
+			// The probe is new data, not a retransmission of the head.
+			plan.Retrans = plan.Retrans[1:]
+		}
 		return plan
 	}
 	g := newGVisorSocket(c)
@@ -130,7 +136,11 @@ func (p dataPlan) describeEnds() string {
 
 // clientSeries returns the client's retransmissions of the segment
 // retransmitted most often (the one the theory is about), in time order.
-func clientSeries(r *Report, kinds string) []Retransmission {
+func clientSeries(r *Report, kinds string) []Retransmission { return longestSeries(r, "in", kinds) }
+
+// longestSeries returns the retransmissions in direction dir of the
+// segment retransmitted most often, in time order.
+func longestSeries(r *Report, dir, kinds string) []Retransmission {
 	type key struct {
 		conn int
 		seq  uint32
@@ -138,7 +148,7 @@ func clientSeries(r *Report, kinds string) []Retransmission {
 	series := map[key][]Retransmission{}
 	var best key
 	for _, x := range r.Retransmissions {
-		if x.Dir != "in" || !kindIn(x.Kind, kinds) {
+		if x.Dir != dir || !kindIn(x.Kind, kinds) {
 			continue
 		}
 		k := key{x.Conn, x.Seq}

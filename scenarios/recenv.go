@@ -44,7 +44,8 @@ func (e *recordingEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Co
 }
 
 // snapshotClient records the latest open connection's RTT and RTO before
-// the first fault rule goes in: the state the precise theory starts from.
+// the first fault rule goes in, or when the scenario sets its anchor if
+// that comes first: the state the precise theory starts from.
 func (e *recordingEnv) snapshotClient() {
 	c := e.last
 	if c == nil || c.closed || e.rec.hasClientInfo() {
@@ -57,6 +58,11 @@ func (e *recordingEnv) snapshotClient() {
 	ci := ClientInfo{T: e.Env.Now(), RTT: info.RTT, RTO: info.RTO}
 	if e.Env.Kernel() {
 		ci.HZ, ci.HZFrom = hostHZFrom()
+	}
+	if sb, ok := c.Conn.(sendBufferer); ok {
+		if s, ok := sb.sendBuffer(); ok {
+			ci.SndBuf, ci.MSS = s.SndBuf, s.MSS
+		}
 	}
 	e.rec.setClientInfo(ci)
 }
@@ -117,7 +123,15 @@ func (e *recordingEnv) SetSysctl(name, value string) error {
 	if e.Env.Kernel() {
 		e.rec.Event(EventSysctl, 0, "%s = %s (in the private namespace)", name, value)
 	} else {
-		e.rec.Event(EventSysctl, 0, "%s = %s (mapped onto the gVisor client's option)", name, value)
+		opt := map[string]string{
+			"net.ipv4.tcp_retries2":    "TCPMaxRetriesOption",
+			"net.ipv4.tcp_syn_retries": "TCPSynRetriesOption",
+			"net.ipv4.tcp_rto_min_us":  "TCPMinRTOOption",
+		}[name]
+		if opt == "" {
+			opt = "option"
+		}
+		e.rec.Event(EventSysctl, 0, "%s = %s (the gVisor client's %s: no kernel, no namespace)", name, value, opt)
 	}
 	return nil
 }

@@ -57,6 +57,10 @@ type Recorder struct {
 	measures []Measurement
 	// clientInfo is the client socket's TCP_INFO before the first fault.
 	clientInfo *ClientInfo
+	// anchorHook, if set, runs (without the lock) when the anchor is set:
+	// the recording environment reads the client's TCP_INFO then if no
+	// fault came first.
+	anchorHook func()
 
 	// lastApp indexes the last application event in timeline, for merging
 	// consecutive successful calls; -1 once anything else but packets
@@ -512,17 +516,25 @@ func (r *Recorder) Measure(name string, value float64, unit string) {
 // "outage starts"); expected times in the report are relative to it.
 func (r *Recorder) Anchor(label string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.anchor, r.anchorLabel = r.nowLocked(), label
 	r.lastApp = -1
+	hook := r.anchorHook
+	r.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 }
 
 // AnchorAt is Anchor for an earlier instant t (scenario time).
 func (r *Recorder) AnchorAt(t time.Duration, label string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.anchor, r.anchorLabel = t, label
 	r.lastApp = -1
+	hook := r.anchorHook
+	r.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 }
 
 func (r *Recorder) anchorTime() time.Duration {

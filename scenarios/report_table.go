@@ -46,13 +46,16 @@ func (r *Report) writeHeader(w io.Writer) {
 		fmt.Fprintf(w, "link       %s one-way delay\n", r.LinkDelay)
 	}
 	if ci := r.ClientInfo; ci != nil {
-		fmt.Fprintf(w, "client TCP RTT %s, RTO %s at %s, before the first fault (TCP_INFO", fmtDur(ci.RTT), fmtDur(ci.RTO), seconds(ci.T))
+		fmt.Fprintf(w, "client TCP RTT %s, RTO %s at %s, before the fault (TCP_INFO", fmtDur(ci.RTT), fmtDur(ci.RTO), seconds(ci.T))
 		if ci.HZ > 0 {
 			fmt.Fprintf(w, "; HZ=%d from %s", ci.HZ, ci.HZFrom)
 		}
+		if ci.SndBuf > 0 {
+			fmt.Fprintf(w, "; SO_SNDBUF %d, MSS %d", ci.SndBuf, ci.MSS)
+		}
 		fmt.Fprintln(w, ")")
 	} else {
-		fmt.Fprintln(w, "client TCP no connection before the first fault (the theory uses nominal timers)")
+		fmt.Fprintln(w, "client TCP no connection before the fault (the theory uses nominal timers)")
 	}
 	if len(r.Params) > 0 {
 		var ps []string

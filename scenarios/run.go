@@ -163,6 +163,7 @@ func runWith(ctx context.Context, sc Scenario, params Params, opts Options, fact
 	}
 	theory := sc.Expect(params, env.Kernel())
 	renv := &recordingEnv{Env: env, rec: rec}
+	rec.anchorHook = renv.snapshotClient
 
 	stopProgress := startProgress(opts.Progress, sc.Name, rec, theory, progressAfter, progressEvery)
 	runErr := func() error {

@@ -159,6 +159,10 @@ func TestRunWithRecordsEverything(t *testing.T) {
 		if ev.Kind != EventPacket {
 			kinds = append(kinds, ev.Kind)
 		}
+		// A gVisor client has no namespace: the timeline must not say so.
+		if ev.Kind == EventSysctl && (strings.Contains(ev.Text, "namespace)") && !strings.Contains(ev.Text, "no namespace") || !strings.Contains(ev.Text, "TCPMaxRetriesOption")) {
+			t.Errorf("virtual sysctl event %q", ev.Text)
+		}
 	}
 	want := "start fault-on sysctl connect accepted fault-on send recv outcome close end"
 	if strings.Join(kinds, " ") != want {

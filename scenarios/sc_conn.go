@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -178,16 +179,6 @@ func preciseKeepalive(p Params, c Conditions) Theory {
 	return th
 }
 
-// firstProbe is when the first keepalive probe went out, after the anchor.
-func firstProbe(r *Report) (float64, bool) {
-	for _, x := range r.Retransmissions {
-		if x.Kind == "keepalive-probe" {
-			return (x.T - r.Anchor).Seconds(), true
-		}
-	}
-	return 0, false
-}
-
 // synTimeoutScenario connects while the link is down.
 func synTimeoutScenario() Scenario {
 	return Scenario{
@@ -201,8 +192,9 @@ func synTimeoutScenario() Scenario {
 			{Name: "linear-timeouts", Kind: KindInt, Default: "0", Min: "0", Max: "20",
 				Help: "net.ipv4.tcp_syn_linear_timeouts: SYNs resent every 1 s this many times before the backoff doubles (recent Linux defaults to 4: 1, 1, 1, 1, 1, 2, 4 s; 0 = the classic 1, 2, 4 s)"},
 		},
-		Run:    runSynTimeout,
-		Expect: expectSynTimeout,
+		Run:     runSynTimeout,
+		Expect:  nominal(preciseSynTimeout),
+		Precise: preciseSynTimeout,
 	}
 }
 
@@ -234,8 +226,9 @@ func runSynTimeout(ctx context.Context, env Env, p Params, r *Recorder) error {
 	return nil
 }
 
-func expectSynTimeout(p Params, kernel bool) Theory {
+func preciseSynTimeout(p Params, c Conditions) Theory {
 	n, d, linear := p.Int("syn-retries"), p.Duration("outage"), p.Int("linear-timeouts")
+	kernel := c.Kernel
 	if !kernel {
 		// gVisor's handshake has no syn-retries knob (it ignores
 		// TCPSynRetriesOption) and no linear timeouts: it always resends
@@ -245,16 +238,50 @@ func expectSynTimeout(p Params, kernel bool) Theory {
 	at, k, ok := synRecovery(n, linear, d)
 	th := Theory{Outcome: OutcomeConnected, At: at,
 		AtBasis: "the first SYN sent after the link is back gets through"}
+	end := k - 1 // the firing that sends the SYN that gets through
 	if d == 0 || !ok {
 		at, k = synTimeout(n, linear)
+		end = k // the firing after the last retransmission ends it
 		th = Theory{Outcome: "ETIMEDOUT", At: at,
 			AtBasis: fmt.Sprintf("tcp_syn_retries=%d: connect gives up when the SYN timer fires %s or more after the first SYN; FACTS: 6 → ≈ 127 s", n, synBoundary(n))}
 		if !kernel {
 			th.AtBasis = "gVisor's handshake resends the SYN 6 times (1, 2, 4 … 32 s apart) and fails at 127 s; --syn-retries does not apply to it"
 		}
 	}
+	// The SYN timer's firings: exact on gVisor's clock; on the kernel in
+	// jiffies, rounded up by the timer wheel (a 1 s timer fires after
+	// 1.004–1.032 s).
+	fires := synFires(linear, end+1)
+	var chain []firingRange
+	if kernel {
+		steps := make([]time.Duration, len(fires))
+		prev := time.Duration(0)
+		for i, f := range fires {
+			steps[i], prev = f-prev, f
+		}
+		chain = kernelClock{hz: c.hz()}.timerChain(steps)
+	} else {
+		for i, f := range fires {
+			chain = append(chain, firingRange{Kind: "timer", N: i + 1, Lo: f, Hi: f})
+		}
+	}
+	tol := c.tolerance()
+	lo, hi := chain[end].Lo, chain[end].Hi
+	if th.Outcome == OutcomeConnected { // the SYN-ACK comes back one RTT later
+		rtt := 2 * c.LinkDelay
+		lo, hi = lo+rtt, hi+rtt
+	}
+	th.At, th.AtLo, th.AtHi = (lo+hi)/2, max(lo-tol, 0), hi+tol
+	th.AtBasis += "; the SYN timer runs on jiffies (HZ " + fmt.Sprint(c.hz()) + "), rounded up by the timer wheel"
+	if !kernel {
+		th.AtBasis = strings.Replace(th.AtBasis, "; the SYN timer runs on jiffies (HZ "+fmt.Sprint(c.hz())+"), rounded up by the timer wheel", "", 1)
+	}
 	th.Checks = append(th.Checks, countCheck("SYN retransmissions", "in", "retransmit", k, k, k,
 		fmt.Sprintf("one SYN each time the timer fires: %d at a constant 1 s, then doubling", linear+1)))
+	if k > 0 {
+		th.Checks = append(th.Checks, scheduleCheck("SYN times", chain[:k], c.LinkDelay, tol,
+			"the SYN timer: 1 s (TCP_TIMEOUT_INIT), constant for the linear timeouts, then doubling; times after connect() started"))
+	}
 	// Ratios from the second retransmission on; the linear ones are 1.
 	if k >= linear+2 {
 		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", linear, 2, 1.6, 2.5,
@@ -277,8 +304,9 @@ func halfOpenScenario() Scenario {
 			{Name: "outage", Kind: KindDuration, Default: "2s", Min: "100ms", Max: "1h",
 				Help: "how long the link is down; the peer forgets the connection at its start"},
 		},
-		Run:    runHalfOpen,
-		Expect: expectHalfOpen,
+		Run:     runHalfOpen,
+		Expect:  nominal(preciseHalfOpen),
+		Precise: preciseHalfOpen,
 	}
 }
 
@@ -310,22 +338,6 @@ func runHalfOpen(ctx context.Context, env Env, p Params, r *Recorder) error {
 		return errors.New("the peer answered on a connection it had forgotten")
 	}
 	return nil
-}
-
-func expectHalfOpen(p Params, kernel bool) Theory {
-	d := p.Duration("outage")
-	return Theory{
-		Outcome: "ECONNRESET", At: d + settle,
-		AtBasis: "the first segment after the outage reaches a peer without the connection, which answers with an RST",
-		Checks: []Check{
-			reportCheck("peer's RST lost in the outage", "count", 1, 1, inf,
-				"the peer aborted the connection; its RST died in the outage, so the client never knew",
-				rstCounter("drop")),
-			reportCheck("RST answering the client", "count", 1, 1, inf,
-				"a segment for a connection the peer does not know is answered with an RST (RFC 793)",
-				rstCounter("pass")),
-		},
-	}
 }
 
 // rstCounter counts RSTs from the peer with the given verdict.
@@ -363,8 +375,9 @@ func peerRetransmitScenario() Scenario {
 			{Name: "warmup", Kind: KindSize, Default: "64KiB", Min: "1", Max: "64MiB",
 				Help: "bytes the client reads from the source service before its ACKs are dropped"},
 		},
-		Run:    runPeerRetransmit,
-		Expect: expectPeerRetransmit,
+		Run:     runPeerRetransmit,
+		Expect:  nominal(precisePeerRetransmit),
+		Precise: precisePeerRetransmit,
 	}
 }
 
@@ -391,6 +404,9 @@ func runPeerRetransmit(ctx context.Context, env Env, p Params, r *Recorder) erro
 		return err
 	} else if n == 0 {
 		return errors.New("the peer has no connection on the source port")
+	}
+	if cs := env.Peer().Conns(portSource); len(cs) > 0 && cs[0].RTO > 0 {
+		r.Measure("peer RTO before the drop", cs[0].RTO.Seconds(), "s")
 	}
 	id, err := env.AddFault("drop dir=in")
 	if err != nil {
@@ -440,11 +456,11 @@ func runPeerRetransmit(ctx context.Context, env Env, p Params, r *Recorder) erro
 	}
 }
 
-// gvisorPeerRTOs returns when the peer retransmits its oldest segment: its
-// RTO is at the 200 ms minimum on a fast link, doubling.
-func gvisorPeerRTOs(within time.Duration) []time.Duration {
+// gvisorPeerRTOs returns when the peer retransmits its oldest segment,
+// from an RTO of rto (200 ms minimum on a fast link), doubling.
+func gvisorPeerRTOs(rto, within time.Duration) []time.Duration {
 	var out []time.Duration
-	t, step := time.Duration(0), 200*time.Millisecond
+	t, step := time.Duration(0), rto
 	for {
 		t += step
 		if t >= within {
@@ -455,14 +471,46 @@ func gvisorPeerRTOs(within time.Duration) []time.Duration {
 	}
 }
 
-func expectPeerRetransmit(p Params, kernel bool) Theory {
+func preciseHalfOpen(p Params, c Conditions) Theory {
+	d := p.Duration("outage")
+	// After the outage (and settle) the client sends; the peer's RST comes
+	// back one RTT later.
+	rtt := c.RTT
+	if c.Virtual {
+		rtt = 2 * c.LinkDelay
+	}
+	tol := c.tolerance()
+	at := d + settle
+	return Theory{
+		Outcome: "ECONNRESET", At: at + rtt, AtLo: max(at-tol, 0), AtHi: at + rtt + tol,
+		AtBasis: "the first segment after the outage reaches a peer without the connection, which answers with an RST one RTT later; " + c.describeClient(),
+		Checks: []Check{
+			reportCheck("peer's RST lost in the outage", "count", 1, 1, 1,
+				"the peer aborted the connection with one RST, which died in the outage, so the client never knew",
+				rstCounter("drop")),
+			reportCheck("RST answering the client", "count", 1, 1, 1,
+				"the client's one segment for a connection the peer does not know is answered with one RST (RFC 793)",
+				rstCounter("pass")),
+		},
+	}
+}
+
+func precisePeerRetransmit(p Params, c Conditions) Theory {
 	pt := p.Duration("peer-timeout")
-	want := len(gvisorPeerRTOs(pt))
+	rto := c.PeerRTO
+	if rto <= 0 {
+		rto = 200 * time.Millisecond // the minimum, on a fast link
+	}
+	want := len(gvisorPeerRTOs(rto, pt))
+	tol := c.tolerance()
 	th := Theory{Outcome: "ECONNRESET", Checks: []Check{
-		timeCheck("peer gave up after", pt,
-			"gVisor gives up when TCP_USER_TIMEOUT has passed since its oldest unacknowledged segment was sent (retransmitTimerExpired)"),
-		countCheck("peer retransmissions", "out", "retransmit", want, 2, want+4,
-			"one retransmission per RTO (200 ms minimum, doubling), plus a tail-loss probe"),
+		measured("peer gave up after", "s", pt.Seconds(), (pt - tol - 200*time.Millisecond).Seconds(), (pt + peerPoll + tol).Seconds(), true,
+			"gVisor gives up when TCP_USER_TIMEOUT has passed since its oldest unacknowledged segment was sent (retransmitTimerExpired; the RTO is capped to what is left); the client notices within one poll ("+fmtDur(peerPoll)+")"),
+		{Name: "peer retransmissions", Unit: "count", Want: float64(want), Min: float64(want), Max: float64(want),
+			Basis: fmt.Sprintf("retransmissions of the oldest segment, one per RTO firing before the user timeout: the peer's RTO %s (read before the drop), doubling; the peer has RACK off, so no tail-loss probe", fmtDur(rto)),
+			measure: func(r *Report) (float64, bool) {
+				return float64(len(longestSeries(r, "out", "retransmit"))), true
+			}},
 	}}
 	if want >= 3 {
 		th.Checks = append(th.Checks, backoffCheck("peer backoff ratio", "out", "retransmit", 0, 2, 1.6, 2.5,

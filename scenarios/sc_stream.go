@@ -20,15 +20,16 @@ func zeroWindowScenario() Scenario {
 		Streams: true,
 		Summary: "peer stops reading: the window closes and the client sends zero-window probes with backoff",
 		Params: []Param{
-			{Name: "watch", Kind: KindDuration, Default: "3s", Min: "500ms", Max: "1h",
+			{Name: "watch", Kind: KindDuration, Default: "2s", Min: "500ms", Max: "1h",
 				Help: "how long the blocked writer waits once the window is closed"},
 			{Name: "outage", Kind: KindDuration, Default: "0s", Max: "1h",
 				Help: "drop everything for this long once the window is closed, so the probes die too (0 = no outage)"},
 			{Name: "user-timeout", Kind: KindDuration, Default: "0s", Max: "1h",
 				Help: "TCP_USER_TIMEOUT on the writer (0 = off); Linux gives up once the window stayed closed this long"},
 		},
-		Run:    runZeroWindow,
-		Expect: expectZeroWindow,
+		Run:     runZeroWindow,
+		Expect:  nominal(preciseZeroWindow),
+		Precise: preciseZeroWindow,
 	}
 }
 
@@ -101,22 +102,53 @@ func runZeroWindow(ctx context.Context, env Env, p Params, r *Recorder) error {
 	}
 }
 
-func expectZeroWindow(p Params, kernel bool) Theory {
+func preciseZeroWindow(p Params, c Conditions) Theory {
 	watch, u := p.Duration("watch"), p.Duration("user-timeout")
 	th := Theory{Outcome: OutcomeSurvived}
-	end := watch
+	// The run ends watch after the fill loop noticed the closed window
+	// (one or two fillWait after the anchor).
+	endLo, endHi := watch+fillWait, watch+2*fillWait+100*time.Millisecond
 	if at := u + kernelRTOMin; u > 0 && at+time.Second <= watch {
 		th = Theory{Outcome: "ETIMEDOUT", At: at,
 			AtBasis: "with TCP_USER_TIMEOUT Linux gives up once the window has stayed closed that long after the first probe, answered or not (tcp_probe_timer)"}
-		end = at
+		endLo, endHi = at, at
 	}
 	// The closed window is probed with zero-window probes, or, when the
 	// last segment went out beyond the window, by retransmitting it: both
-	// on the RTO timer.
-	want := len(persistTimes(end))
-	th.Checks = append(th.Checks, countCheck("window probes", "in", "zero-window-probe,retransmit", want, max(want-2, 1), want+2,
-		"the persist timer (or the RTO, if data went out beyond the window) starts at 200 ms and doubles (RFC 1122 4.2.2.17)"))
-	if want >= 3 {
+	// on a timer from the RTO (at least 200 ms: tcp_probe0_base), doubling,
+	// from when the window closed (the anchor).
+	base := max(c.RTO, kernelRTOMin)
+	var chain []firingRange
+	if c.Kernel {
+		var steps []time.Duration
+		for t, st := time.Duration(0), base; t < endHi+time.Second; st = min(2*st, kernelRTOMax) {
+			t += st
+			steps = append(steps, st)
+		}
+		chain = kernelClock{hz: c.hz()}.timerChain(steps)
+	} else {
+		for _, t := range persistTimes(endHi + time.Second) {
+			chain = append(chain, firingRange{Kind: "timer", Lo: t, Hi: t})
+		}
+	}
+	tol := c.tolerance()
+	lo, hi := 0, 0
+	for _, f := range chain {
+		if f.Hi+tol < endLo {
+			lo++
+		}
+		if f.Lo-tol < endHi {
+			hi++
+		}
+	}
+	basis := fmt.Sprintf("the persist timer (or the RTO, if data went out beyond the window) starts at the RTO (%s, at least 200 ms) and doubles (RFC 1122 4.2.2.17); the window closed at the anchor and the run ends %s–%s after it", fmtDur(base), fmtSecs(endLo), fmtSecs(endHi))
+	if !c.Kernel {
+		// gVisor's client: not modelled as precisely; its probes follow
+		// the 200 ms minimum RTO.
+		lo, hi = max(lo-1, 1), hi+1
+	}
+	th.Checks = append(th.Checks, countCheck("window probes", "in", "zero-window-probe,retransmit", lo, lo, hi, basis))
+	if lo >= 3 {
 		th.Checks = append(th.Checks, backoffCheck("probe backoff ratio", "in", "zero-window-probe,retransmit", 0, 2, 1.6, 2.5,
 			"each probe the peer answers with a closed window doubles the interval"))
 	}

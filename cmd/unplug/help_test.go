@@ -26,7 +26,7 @@ func TestHelp(t *testing.T) {
 		{"help fault add", []string{"help", "fault", "add"}, exitOK, []string{"usage: unplug fault add SPEC..."}},
 		{"run --help", []string{"run", "--help"}, exitOK,
 			[]string{"usage: unplug run NAME", "--clock", "--expect", "Exit status: 0 when the verdict is PASS, 1 when it is FAIL",
-				"timeout", "--retries2 3", "brief-outage", "--outage 3s", "loss", "--loss 5%"}},
+				"timeout", "--retries2 4", "brief-outage", "--outage 3s", "loss", "--loss 5%"}},
 		{"help run", []string{"help", "run"}, exitOK, []string{"usage: unplug run NAME", "keepalive", "--intvl 1s"}},
 		{"help run timeout", []string{"help", "run", "timeout"}, exitOK,
 			[]string{"usage: unplug run timeout [--PARAM VALUE]...", "request sent into a dead link", "--retries2", "--user-timeout", "--json"}},
