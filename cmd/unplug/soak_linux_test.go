@@ -107,11 +107,15 @@ func TestSoak(t *testing.T) {
 	if failed > 0 {
 		var st stack.Status
 		control.Call(context.Background(), ctl, opStatus, nil, &st)
+		stuck := 0
 		for _, c := range st.Conns {
 			if c.State != "TIME-WAIT" {
-				t.Logf("peer: %+v", c)
+				if stuck++; stuck <= 20 {
+					t.Logf("peer: %+v", c)
+				}
 			}
 		}
+		t.Logf("peer: %d connections not in TIME-WAIT; link %+v; TCP %v", stuck, st.Link, st.TCP)
 		t.Fatalf("%d of %d connections did not get their data back intact", failed, conns)
 	}
 
