@@ -24,7 +24,7 @@ const outboundQueue = 4096
 // maxWriteBatch packets or writeSlab bytes, and hands it to the device at
 // once (an offload device merges runs of TCP segments into one write).
 const (
-	maxWriteBatch = 64
+	maxWriteBatch = 256
 	writeSlab     = 256 << 10
 )
 
@@ -51,6 +51,13 @@ type deviceLink struct {
 	wg        sync.WaitGroup
 	once      sync.Once
 	readErr   atomic.Pointer[error] // first read error other than closing
+
+	// out is the outbound queue: WritePackets holds a reference to each
+	// packet (no copy) until the write loop has written it. outMu guards
+	// closing it against writers.
+	out       chan *gstack.PacketBuffer
+	outMu     sync.RWMutex
+	outClosed bool
 }
 
 // offloadCounters are the link's OffloadStats.
@@ -95,6 +102,7 @@ func (p *Peer) OffloadStats() OffloadStats {
 func newDeviceLink(dev tun.Device) *deviceLink {
 	l := &deviceLink{
 		Endpoint: channel.New(outboundQueue, uint32(dev.MTU()), ""),
+		out:      make(chan *gstack.PacketBuffer, outboundQueue),
 		dev:      dev,
 	}
 	l.offload, _ = dev.(tun.Offload)
@@ -322,54 +330,142 @@ func (l *deviceLink) cutSegments(in *inbound, super *buffer.View, gso tun.GSO, s
 	in.super, in.gso = super, gso
 }
 
+// WritePackets implements stack.LinkEndpoint: it queues the packets for
+// the write loop, each with a reference of its own; a full queue drops the
+// rest, as a full NIC ring does.
+func (l *deviceLink) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	l.outMu.RLock()
+	defer l.outMu.RUnlock()
+	if l.outClosed {
+		return 0, &tcpip.ErrClosedForSend{}
+	}
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		select {
+		case l.out <- pkt.IncRef():
+			n++
+		default:
+			pkt.DecRef()
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+// closeOut closes the outbound queue and releases what is left in it.
+func (l *deviceLink) closeOut() {
+	l.outMu.Lock()
+	defer l.outMu.Unlock()
+	if l.outClosed {
+		return
+	}
+	l.outClosed = true
+	close(l.out)
+	for pkt := range l.out {
+		pkt.DecRef()
+	}
+}
+
 // writeLoop drains the outbound queue in batches: it blocks for the first
-// packet, takes whatever else is queued, flattens the batch into one slab
-// and writes it.
+// packet, takes whatever else is queued (up to maxWriteBatch packets or
+// writeSlab bytes) and writes it. An offload device gets the packets'
+// own memory (writev, no copy) and merges runs of TCP segments; a plain
+// one gets each packet flattened into a slab.
 func (l *deviceLink) writeLoop(ctx context.Context) {
 	defer l.wg.Done()
 	mtu := l.dev.MTU()
-	slab := make([]byte, 0, max(writeSlab, 2*mtu))
 	pkts := make([]*gstack.PacketBuffer, 0, maxWriteBatch)
-	bufs := make([][]byte, 0, maxWriteBatch)
+	var slab []byte
+	var bufs [][]byte
+	var out []tun.OutPacket
+	if l.offload == nil {
+		slab = make([]byte, 0, max(writeSlab, 2*mtu))
+		bufs = make([][]byte, 0, maxWriteBatch)
+	} else {
+		out = make([]tun.OutPacket, 0, maxWriteBatch)
+		bufs = make([][]byte, 0, 4*maxWriteBatch)
+	}
 	for {
-		pkt := l.ReadContext(ctx)
-		if pkt == nil {
+		var pkt *gstack.PacketBuffer
+		select {
+		case pkt = <-l.out:
+		case <-ctx.Done():
 			return
 		}
-		pkts = append(pkts[:0], pkt)
-		for total := pkt.Size(); len(pkts) < maxWriteBatch && total+mtu <= cap(slab); {
-			next := l.Read()
-			if next == nil {
-				break
-			}
-			pkts = append(pkts, next)
-			total += next.Size()
+		if pkt == nil {
+			return // closed
 		}
-		slab, bufs = slab[:0], bufs[:0]
-		for _, p := range pkts {
-			start := len(slab)
-			for _, s := range p.AsSlices() {
-				slab = append(slab, s...)
+		pkts = append(pkts[:0], pkt)
+	more:
+		for total := pkt.Size(); len(pkts) < maxWriteBatch && total+mtu <= writeSlab; {
+			select {
+			case next := <-l.out:
+				if next == nil {
+					break more
+				}
+				pkts = append(pkts, next)
+				total += next.Size()
+			default:
+				break more
 			}
-			bufs = append(bufs, slab[start:])
+		}
+		var err error
+		if l.offload != nil {
+			out, bufs = out[:0], bufs[:0]
+			for _, p := range pkts {
+				start := len(bufs)
+				bufs = appendSlices(bufs, p)
+				g := p.GSOOptions
+				out = append(out, tun.OutPacket{
+					Data:    bufs[start:len(bufs):len(bufs)],
+					Offload: g.Type == gstack.GSONone && g.NeedsCsum,
+				})
+			}
+			var writes int
+			writes, err = l.offload.WritePackets(out)
+			l.stats.outPackets.Add(uint64(len(out)))
+			l.stats.outWrites.Add(uint64(writes))
+			clear(out)
+			clear(bufs)
+		} else {
+			slab, bufs = slab[:0], bufs[:0]
+			for _, p := range pkts {
+				start := len(slab)
+				for _, s := range p.AsSlices() {
+					slab = append(slab, s...)
+				}
+				bufs = append(bufs, slab[start:])
+			}
+			err = l.write(bufs)
+		}
+		for _, p := range pkts {
 			p.DecRef()
 		}
 		clear(pkts)
-		if err := l.write(bufs); errors.Is(err, tun.ErrClosed) {
+		if errors.Is(err, tun.ErrClosed) {
 			return
 		}
 	}
 }
 
-// write hands a batch to the device. Errors other than ErrClosed lose
-// the packet concerned only, as on a wire.
-func (l *deviceLink) write(bufs [][]byte) error {
-	if l.offload != nil {
-		writes, err := l.offload.WriteBatch(bufs)
-		l.stats.outPackets.Add(uint64(len(bufs)))
-		l.stats.outWrites.Add(uint64(writes))
-		return err
+// appendSlices appends the slices holding pkt's bytes, headers first.
+func appendSlices(dst [][]byte, pkt *gstack.PacketBuffer) [][]byte {
+	views, off := pkt.AsViewList()
+	for v := views.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		dst = append(dst, b[off:])
+		off = 0
 	}
+	return dst
+}
+
+// write hands a batch of whole packets to a plain device. Errors other
+// than ErrClosed lose the packet concerned only, as on a wire.
+func (l *deviceLink) write(bufs [][]byte) error {
 	for _, b := range bufs {
 		if _, err := l.dev.Write(b); errors.Is(err, tun.ErrClosed) {
 			return err
@@ -387,6 +483,7 @@ func (l *deviceLink) stop() error {
 		}
 		err = l.dev.Close()
 		l.wg.Wait()
+		l.closeOut()
 		l.Endpoint.Close()
 		if rerr := l.readErr.Load(); rerr != nil && err == nil {
 			err = fmt.Errorf("read from %s: %w", l.dev.Name(), *rerr)

@@ -170,6 +170,9 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 		p.link.gro = newGROEndpoint(p.Fault)
 		p.link.checksums = opts.Observer != nil
 		nicEP = p.link.gro
+		// The peer's TCP sends super-packets; they are cut into wire
+		// segments above the fault layer.
+		nicEP = newGSOEndpoint(nicEP, opts.Observer != nil)
 	}
 	if err := s.CreateNIC(nicID, nicEP); err != nil {
 		return nil, fmt.Errorf("create NIC: %s", err)

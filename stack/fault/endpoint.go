@@ -341,13 +341,18 @@ func (e *Endpoint) forged(dir Direction, pkt *stack.PacketBuffer, d Decision, bu
 
 // corrupted returns a copy of pkt with one bit flipped (see corrupt), owned
 // by the caller; nil when the packet has no checksum this layer can break,
-// or when its checksum is computed below this layer (GSO, checksum offload)
-// and would hide the damage: then it is only dropped.
+// or when it is a super-packet whose checksums are computed below this
+// layer: then it is only dropped. A segment whose TCP checksum was left to
+// the device (GSOOptions.NeedsCsum) gets it completed in the copy first;
+// the copy is a plain packet that reaches the wire as it is.
 func (e *Endpoint) corrupted(pkt *stack.PacketBuffer, d Decision) *stack.PacketBuffer {
-	if pkt.GSOOptions.Type != stack.GSONone || pkt.GSOOptions.NeedsCsum {
+	if pkt.GSOOptions.Type != stack.GSONone {
 		return nil
 	}
 	b := flatten(pkt, make([]byte, 0, pkt.Size()))
+	if pkt.GSOOptions.NeedsCsum && !completeTCPChecksum(b) {
+		return nil
+	}
 	if !corrupt(b, d.Arg) {
 		return nil
 	}
