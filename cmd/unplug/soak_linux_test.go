@@ -8,7 +8,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +34,9 @@ const (
 	// from 5 % loss, but a SYN lost several times waits 1+2+4+8 s; the
 	// bound only guards against hangs.
 	soakDeadline = 100 * time.Second
+	// soakConnsEnv overrides the number of connections (the 10 000-connection
+	// soak: UNPLUG_SOAK_CONNS=10000; raise ulimit -n above twice that).
+	soakConnsEnv = "UNPLUG_SOAK_CONNS"
 )
 
 // TestSoak pushes 1 000 connections of random data through serve's
@@ -56,6 +61,13 @@ func TestSoak(t *testing.T) {
 	conns, size := soakConns, soakBytes
 	if testing.Short() {
 		conns, size = soakConnsShort, soakBytesShort
+	}
+	if v := os.Getenv(soakConnsEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("%s=%q: want a number of connections", soakConnsEnv, v)
+		}
+		conns = n
 	}
 	ctl := serveInProcess(t, "--fault", "loss 5%", "--fault", "delay 1ms jitter=49ms", "--seed", "7")
 
