@@ -40,14 +40,15 @@ const gsoMaxSize = tun.MaxOffloadSize
 type gsoEndpoint struct {
 	nested.Endpoint
 	checksums bool
+	stats     *offloadCounters // sentSuper, sentSegments
 }
 
 var _ gstack.LinkEndpoint = (*gsoEndpoint)(nil)
 var _ gstack.GSOEndpoint = (*gsoEndpoint)(nil)
 
 // newGSOEndpoint wraps lower (the fault layer, or what wraps it).
-func newGSOEndpoint(lower gstack.LinkEndpoint, checksums bool) *gsoEndpoint {
-	e := &gsoEndpoint{checksums: checksums}
+func newGSOEndpoint(lower gstack.LinkEndpoint, checksums bool, stats *offloadCounters) *gsoEndpoint {
+	e := &gsoEndpoint{checksums: checksums, stats: stats}
 	e.Init(lower, e)
 	return e
 }
@@ -89,6 +90,8 @@ func (e *gsoEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Err
 			out.PushBack(pkt)
 			continue
 		}
+		e.stats.sentSuper.Add(1)
+		e.stats.sentSegments.Add(uint64(len(owned) - start))
 		for _, s := range owned[start:] {
 			out.PushBack(s)
 		}

@@ -77,6 +77,7 @@ func (l *deviceLink) Attach(d gstack.NetworkDispatcher) {
 // offloadCounters are the link's OffloadStats.
 type offloadCounters struct {
 	superPackets, segments, outPackets, outWrites atomic.Uint64
+	sentSuper, sentSegments                       atomic.Uint64 // counted by gsoEndpoint
 }
 
 // OffloadStats counts the work of the link on an offload device (all zero
@@ -96,6 +97,10 @@ type OffloadStats struct {
 	// that carried them (runs of segments are written as one).
 	OutPackets uint64 `json:"out_packets"`
 	OutWrites  uint64 `json:"out_writes"`
+	// SentSuper are TCP super-packets the peer's netstack built (GSO);
+	// SentSegments the wire segments cut from them for the fault layer.
+	SentSuper    uint64 `json:"sent_super_packets"`
+	SentSegments uint64 `json:"sent_segments"`
 }
 
 // OffloadStats returns the link's offload counters.
@@ -106,6 +111,8 @@ func (p *Peer) OffloadStats() OffloadStats {
 		Segments:     c.segments.Load(),
 		OutPackets:   c.outPackets.Load(),
 		OutWrites:    c.outWrites.Load(),
+		SentSuper:    c.sentSuper.Load(),
+		SentSegments: c.sentSegments.Load(),
 	}
 	fs := p.Fault.Stats()
 	st.Whole, st.Merged = fs.Whole.Load(), fs.Merged.Load()

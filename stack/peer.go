@@ -171,7 +171,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	if p.link.offload != nil {
 		// The peer's TCP sends super-packets; they are cut into wire
 		// segments above the fault layer.
-		nicEP = newGSOEndpoint(p.Fault, opts.Observer != nil)
+		nicEP = newGSOEndpoint(p.Fault, opts.Observer != nil, &p.link.stats)
 	}
 	if err := s.CreateNIC(nicID, nicEP); err != nil {
 		return nil, fmt.Errorf("create NIC: %s", err)
