@@ -2,8 +2,8 @@ package stack
 
 import (
 	"context"
-	"fmt"
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"testing"
 
