@@ -157,47 +157,75 @@ func (e *gsoEndpoint) segments(pkt *gstack.PacketBuffer, owned []*gstack.PacketB
 	if pkt.GSOOptions.Type == gstack.GSOTCPv6 {
 		g.Type = tun.GSOTCPv6
 	}
+	// The segments' headers are built first, into one chunk that their
+	// packets share (read-only from here on: the fault layer and the device
+	// copy a header before changing it).
+	type cut struct{ off, len int }
+	var cutsBuf [64]cut
+	cuts := cutsBuf[:0]
+	var headsBuf [64 * 80]byte
+	heads := headsBuf[:0]
+	err := tun.SplitTCPHeaders(hdr, size, g, scratch[:], func(s tun.TCPSegment) error {
+		cuts = append(cuts, cut{s.Off, s.Len})
+		heads = append(heads, s.Header...)
+		return nil
+	})
+	if err != nil {
+		return owned
+	}
+	hl := len(hdr)
 	data := pkt.Data().ToBuffer()
 	defer data.Release()
-	start := len(owned)
-	err := tun.SplitTCPHeaders(hdr, size, g, scratch[:], func(s tun.TCPSegment) error {
-		var b buffer.Buffer
-		var sum uint16
-		data.SubApply(s.Off, s.Len, func(v *buffer.View) {
-			if e.checksums {
-				sum = checksumAt(sum, b.Size(), v.AsSlice())
-			}
-			b.Append(v.Clone())
-		})
-		if e.checksums {
-			tcp := s.Header[len(nh):]
+	if e.checksums {
+		for i, c := range cuts {
+			tcp := heads[i*hl+len(nh) : (i+1)*hl]
 			partial := binary.BigEndian.Uint16(tcp[header.TCPChecksumOffset:])
 			tcp[header.TCPChecksumOffset], tcp[header.TCPChecksumOffset+1] = 0, 0
-			full := checksum.Combine(checksum.Checksum(tcp, partial), sum)
-			binary.BigEndian.PutUint16(tcp[header.TCPChecksumOffset:], ^full)
+			sum, at := checksum.Checksum(tcp, partial), 0
+			data.SubApply(c.off, c.len, func(v *buffer.View) {
+				sum = checksumAt(sum, at, v.AsSlice())
+				at += v.Size()
+			})
+			binary.BigEndian.PutUint16(tcp[header.TCPChecksumOffset:], ^sum)
 		}
-		b.Prepend(buffer.NewViewWithData(s.Header))
+	}
+	headView := buffer.NewViewWithData(heads)
+	defer headView.Release()
+	views := data.AsViewList()
+	v, vstart := views.Front(), 0 // the view holding the next payload byte, and its offset
+	for i, c := range cuts {
+		var b buffer.Buffer
+		for left, off := c.len, c.off; left > 0 && v != nil; {
+			if off >= vstart+v.Size() {
+				vstart += v.Size()
+				v = v.Next()
+				continue
+			}
+			piece := v.Clone()
+			piece.TrimFront(off - vstart)
+			n := min(left, piece.Size())
+			piece.CapLength(n)
+			b.Append(piece)
+			off += n
+			left -= n
+		}
+		h := headView.Clone()
+		h.TrimFront(i * hl)
+		h.CapLength(hl)
+		b.Prepend(h)
 		seg := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: b})
 		seg.NetworkProtocolNumber = pkt.NetworkProtocolNumber
 		seg.TransportProtocolNumber = header.TCPProtocolNumber
 		seg.GSOOptions = plainGSO(len(nh))
 		seg.Owner = pkt.Owner
 		owned = append(owned, seg)
-		return nil
-	})
-	if err != nil {
-		for _, s := range owned[start:] {
-			s.DecRef()
-		}
-		clear(owned[start:])
-		return owned[:start]
 	}
 	return owned
 }
 
 // checksumAt adds b, which starts at byte offset off of the data being
 // summed, to the running one's complement sum.
-func checksumAt(sum uint16, off int64, b []byte) uint16 {
+func checksumAt(sum uint16, off int, b []byte) uint16 {
 	s := checksum.Checksum(b, 0)
 	if off%2 == 1 {
 		s = s<<8 | s>>8 // an odd offset swaps the bytes' places in the sum

@@ -61,6 +61,13 @@ type deviceLink struct {
 	out       chan *gstack.PacketBuffer
 	outMu     sync.RWMutex
 	outClosed bool
+	// pending counts packets queued or being written by the write loop;
+	// wmu is held while writing and guards the scratch below.
+	pending atomic.Int64
+	wmu     sync.Mutex
+	slab    []byte          // a plain device's packet, flattened
+	wout    []tun.OutPacket // an offload device's batch
+	wbufs   [][]byte        // the slices of its packets
 }
 
 // Attach implements stack.LinkEndpoint: it notes whether the dispatcher
@@ -349,21 +356,35 @@ func (l *deviceLink) cutSegments(in *inbound, super *buffer.View, gso tun.GSO, s
 	in.super, in.gso = super, gso
 }
 
-// WritePackets implements stack.LinkEndpoint: it queues the packets for
-// the write loop, each with a reference of its own; a full queue drops the
-// rest, as a full NIC ring does.
+// WritePackets implements stack.LinkEndpoint. When nothing is queued or
+// being written, the caller writes the packets itself, at once (as gVisor's
+// fdbased endpoint does): a reply leaves without waking the write loop.
+// Otherwise they are queued behind the others for the write loop, each
+// with a reference of its own; a full queue drops the rest, as a full NIC
+// ring does.
 func (l *deviceLink) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
 	l.outMu.RLock()
 	defer l.outMu.RUnlock()
 	if l.outClosed {
 		return 0, &tcpip.ErrClosedForSend{}
 	}
+	all := pkts.AsSlice()
+	if l.pending.Load() == 0 && l.wmu.TryLock() {
+		if l.pending.Load() == 0 {
+			l.writePackets(all)
+			l.wmu.Unlock()
+			return len(all), nil
+		}
+		l.wmu.Unlock()
+	}
 	n := 0
-	for _, pkt := range pkts.AsSlice() {
+	for _, pkt := range all {
+		l.pending.Add(1)
 		select {
 		case l.out <- pkt.IncRef():
 			n++
 		default:
+			l.pending.Add(-1)
 			pkt.DecRef()
 			return n, nil
 		}
@@ -387,23 +408,11 @@ func (l *deviceLink) closeOut() {
 
 // writeLoop drains the outbound queue in batches: it blocks for the first
 // packet, takes whatever else is queued (up to maxWriteBatch packets or
-// writeSlab bytes) and writes it. An offload device gets the packets'
-// own memory (writev, no copy) and merges runs of TCP segments; a plain
-// one gets each packet flattened into a slab.
+// writeSlab bytes) and writes it.
 func (l *deviceLink) writeLoop(ctx context.Context) {
 	defer l.wg.Done()
 	mtu := l.dev.MTU()
 	pkts := make([]*gstack.PacketBuffer, 0, maxWriteBatch)
-	var slab []byte
-	var bufs [][]byte
-	var out []tun.OutPacket
-	if l.offload == nil {
-		slab = make([]byte, 0, max(writeSlab, 2*mtu))
-		bufs = make([][]byte, 0, maxWriteBatch)
-	} else {
-		out = make([]tun.OutPacket, 0, maxWriteBatch)
-		bufs = make([][]byte, 0, 4*maxWriteBatch)
-	}
 	for {
 		var pkt *gstack.PacketBuffer
 		select {
@@ -414,6 +423,7 @@ func (l *deviceLink) writeLoop(ctx context.Context) {
 		if pkt == nil {
 			return // closed
 		}
+		l.wmu.Lock()
 		pkts = append(pkts[:0], pkt)
 	more:
 		for total := pkt.Size(); len(pkts) < maxWriteBatch && total+mtu <= writeSlab; {
@@ -428,43 +438,56 @@ func (l *deviceLink) writeLoop(ctx context.Context) {
 				break more
 			}
 		}
-		var err error
-		if l.offload != nil {
-			out, bufs = out[:0], bufs[:0]
-			for _, p := range pkts {
-				start := len(bufs)
-				bufs = appendSlices(bufs, p)
-				g := p.GSOOptions
-				out = append(out, tun.OutPacket{
-					Data:    bufs[start:len(bufs):len(bufs)],
-					Offload: g.Type == gstack.GSONone && g.NeedsCsum,
-				})
-			}
-			var writes int
-			writes, err = l.offload.WritePackets(out)
-			l.stats.outPackets.Add(uint64(len(out)))
-			l.stats.outWrites.Add(uint64(writes))
-			clear(out)
-			clear(bufs)
-		} else {
-			slab, bufs = slab[:0], bufs[:0]
-			for _, p := range pkts {
-				start := len(slab)
-				for _, s := range p.AsSlices() {
-					slab = append(slab, s...)
-				}
-				bufs = append(bufs, slab[start:])
-			}
-			err = l.write(bufs)
-		}
+		err := l.writePackets(pkts)
 		for _, p := range pkts {
 			p.DecRef()
 		}
+		l.pending.Add(-int64(len(pkts)))
+		l.wmu.Unlock()
 		clear(pkts)
 		if errors.Is(err, tun.ErrClosed) {
 			return
 		}
 	}
+}
+
+// writePackets writes pkts to the device; the caller holds wmu. An
+// offload device gets the packets' own memory (writev, no copy) and merges
+// runs of TCP segments; a plain one gets each packet flattened. Errors
+// other than ErrClosed lose the packet concerned only, as on a wire.
+func (l *deviceLink) writePackets(pkts []*gstack.PacketBuffer) error {
+	if l.offload == nil {
+		if l.slab == nil {
+			l.slab = make([]byte, 0, l.dev.MTU()+64)
+		}
+		for _, p := range pkts {
+			l.slab = l.slab[:0]
+			for _, s := range p.AsSlices() {
+				l.slab = append(l.slab, s...)
+			}
+			if _, err := l.dev.Write(l.slab); errors.Is(err, tun.ErrClosed) {
+				return err
+			}
+		}
+		return nil
+	}
+	out, bufs := l.wout[:0], l.wbufs[:0]
+	for _, p := range pkts {
+		start := len(bufs)
+		bufs = appendSlices(bufs, p)
+		g := p.GSOOptions
+		out = append(out, tun.OutPacket{
+			Data:    bufs[start:len(bufs):len(bufs)],
+			Offload: g.Type == gstack.GSONone && g.NeedsCsum,
+		})
+	}
+	writes, err := l.offload.WritePackets(out)
+	l.stats.outPackets.Add(uint64(len(out)))
+	l.stats.outWrites.Add(uint64(writes))
+	clear(out)
+	clear(bufs)
+	l.wout, l.wbufs = out[:0], bufs[:0]
+	return err
 }
 
 // appendSlices appends the slices holding pkt's bytes, headers first.
@@ -480,17 +503,6 @@ func appendSlices(dst [][]byte, pkt *gstack.PacketBuffer) [][]byte {
 		off = 0
 	}
 	return dst
-}
-
-// write hands a batch of whole packets to a plain device. Errors other
-// than ErrClosed lose the packet concerned only, as on a wire.
-func (l *deviceLink) write(bufs [][]byte) error {
-	for _, b := range bufs {
-		if _, err := l.dev.Write(b); errors.Is(err, tun.ErrClosed) {
-			return err
-		}
-	}
-	return nil
 }
 
 // stop closes the device and joins both loops.
