@@ -7,7 +7,6 @@ import (
 	"sync"
 	"testing"
 
-
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 )

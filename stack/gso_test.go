@@ -146,4 +146,3 @@ func flattenPacket(pkt *gstack.PacketBuffer) []byte {
 	}
 	return b
 }
-
