@@ -10,6 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/tun"
 )
 
@@ -60,8 +61,16 @@ func (*gsoEndpoint) GSOMaxSize() uint32 { return gsoMaxSize }
 // super-packets with partial checksums, as to a host NIC with TSO.
 func (*gsoEndpoint) SupportedGSO() gstack.SupportedGSO { return gstack.HostGSOSupported }
 
+// superWriter is the fault layer's super-packet path (fault.Endpoint).
+type superWriter interface {
+	WriteSuper(s *fault.Super) tcpip.Error
+}
+
 // WritePackets implements stack.LinkEndpoint: it cuts every TCP
-// super-packet into wire segments and hands the list on.
+// super-packet into wire segments and hands them on: to the fault
+// layer's super-packet path, which judges them from their headers and
+// passes the super-packet on whole when all of them pass, or as a list of
+// segment packets.
 func (e *gsoEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
 	all := pkts.AsSlice()
 	cut := false
@@ -74,16 +83,25 @@ func (e *gsoEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Err
 	if !cut {
 		return e.Endpoint.WritePackets(pkts)
 	}
+	sw, _ := e.Endpoint.Child().(superWriter)
 	var out gstack.PacketBufferList
 	var owned []*gstack.PacketBuffer
+	var err tcpip.Error
+	flush := func() {
+		if out.Len() > 0 {
+			if _, werr := e.Endpoint.WritePackets(out); werr != nil && err == nil {
+				err = werr
+			}
+			out = gstack.PacketBufferList{} // not Reset: the caller owns these references
+		}
+	}
 	for _, pkt := range all {
 		if !isHostGSO(pkt) {
 			out.PushBack(pkt)
 			continue
 		}
-		start := len(owned)
-		owned = e.segments(pkt, owned)
-		if len(owned) == start {
+		var c superCut
+		if !c.init(pkt, e.checksums) {
 			// One segment (or headers this layer cannot cut): the packet
 			// itself goes, marked as a plain segment.
 			e.plain(pkt)
@@ -91,12 +109,22 @@ func (e *gsoEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Err
 			continue
 		}
 		e.stats.sentSuper.Add(1)
-		e.stats.sentSegments.Add(uint64(len(owned) - start))
-		for _, s := range owned[start:] {
-			out.PushBack(s)
+		e.stats.sentSegments.Add(uint64(len(c.cuts)))
+		if sw != nil {
+			flush()
+			if werr := sw.WriteSuper(c.super()); werr != nil && err == nil {
+				err = werr
+			}
+		} else {
+			for i := range c.cuts {
+				seg := c.segment(i)
+				owned = append(owned, seg)
+				out.PushBack(seg)
+			}
 		}
+		c.release()
 	}
-	_, err := e.Endpoint.WritePackets(out)
+	flush()
 	for _, s := range owned {
 		s.DecRef()
 	}
@@ -138,89 +166,122 @@ func (e *gsoEndpoint) plain(pkt *gstack.PacketBuffer) {
 	binary.BigEndian.PutUint16(th[header.TCPChecksumOffset:], ^sum)
 }
 
-// segments appends to owned the wire segments of the super-packet pkt,
-// each with one reference the caller owns; nothing when pkt holds at most
-// one segment or cannot be cut.
-func (e *gsoEndpoint) segments(pkt *gstack.PacketBuffer, owned []*gstack.PacketBuffer) []*gstack.PacketBuffer {
+// superCut is a super-packet cut into wire segments: their headers,
+// built at once into one buffer (with complete checksums if asked), and
+// their packets, built on demand sharing the headers' chunk and the
+// super-packet's payload.
+type superCut struct {
+	pkt      *gstack.PacketBuffer
+	nh, hl   int // network header length; both headers' length
+	cuts     []segCut
+	heads    []byte // hl bytes per segment
+	data     buffer.Buffer
+	headView *buffer.View // heads as a view, once a segment packet needs it
+	f        fault.Super
+
+	cutsBuf  [64]segCut
+	headsBuf [64 * 80]byte
+}
+
+// segCut locates a segment's payload in the super-packet's.
+type segCut struct{ off, len int }
+
+// init cuts pkt; false when it holds at most one segment or cannot be cut.
+func (c *superCut) init(pkt *gstack.PacketBuffer, checksums bool) bool {
 	mss := int(pkt.GSOOptions.MSS)
 	size := pkt.Data().Size()
 	if mss == 0 || size <= mss {
-		return owned
+		return false
 	}
 	var hdrBuf, scratch [256]byte
 	nh, th := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
 	if len(nh)+len(th) > len(hdrBuf) {
-		return owned
+		return false
 	}
 	hdr := append(append(hdrBuf[:0], nh...), th...)
 	g := tun.GSO{Type: tun.GSOTCPv4, Size: uint16(mss), NeedsCsum: true, CsumStart: uint16(len(nh)), CsumOffset: header.TCPChecksumOffset}
 	if pkt.GSOOptions.Type == gstack.GSOTCPv6 {
 		g.Type = tun.GSOTCPv6
 	}
-	// The segments' headers are built first, into one chunk that their
-	// packets share (read-only from here on: the fault layer and the device
-	// copy a header before changing it).
-	type cut struct{ off, len int }
-	var cutsBuf [64]cut
-	cuts := cutsBuf[:0]
-	var headsBuf [64 * 80]byte
-	heads := headsBuf[:0]
+	c.cuts, c.heads = c.cutsBuf[:0], c.headsBuf[:0]
 	err := tun.SplitTCPHeaders(hdr, size, g, scratch[:], func(s tun.TCPSegment) error {
-		cuts = append(cuts, cut{s.Off, s.Len})
-		heads = append(heads, s.Header...)
+		c.cuts = append(c.cuts, segCut{s.Off, s.Len})
+		c.heads = append(c.heads, s.Header...)
 		return nil
 	})
 	if err != nil {
-		return owned
+		return false
 	}
-	hl := len(hdr)
-	data := pkt.Data().ToBuffer()
-	defer data.Release()
-	if e.checksums {
-		for i, c := range cuts {
-			tcp := heads[i*hl+len(nh) : (i+1)*hl]
+	c.pkt, c.nh, c.hl = pkt, len(nh), len(hdr)
+	c.data = pkt.Data().ToBuffer()
+	if checksums {
+		for i, sc := range c.cuts {
+			tcp := c.heads[i*c.hl+c.nh : (i+1)*c.hl]
 			partial := binary.BigEndian.Uint16(tcp[header.TCPChecksumOffset:])
 			tcp[header.TCPChecksumOffset], tcp[header.TCPChecksumOffset+1] = 0, 0
 			sum, at := checksum.Checksum(tcp, partial), 0
-			data.SubApply(c.off, c.len, func(v *buffer.View) {
+			c.data.SubApply(sc.off, sc.len, func(v *buffer.View) {
 				sum = checksumAt(sum, at, v.AsSlice())
 				at += v.Size()
 			})
 			binary.BigEndian.PutUint16(tcp[header.TCPChecksumOffset:], ^sum)
 		}
 	}
-	headView := buffer.NewViewWithData(heads)
-	defer headView.Release()
-	views := data.AsViewList()
-	v, vstart := views.Front(), 0 // the view holding the next payload byte, and its offset
-	for i, c := range cuts {
-		var b buffer.Buffer
-		for left, off := c.len, c.off; left > 0 && v != nil; {
-			if off >= vstart+v.Size() {
-				vstart += v.Size()
-				v = v.Next()
-				continue
-			}
-			piece := v.Clone()
-			piece.TrimFront(off - vstart)
-			n := min(left, piece.Size())
-			piece.CapLength(n)
-			b.Append(piece)
-			off += n
-			left -= n
-		}
-		h := headView.Clone()
-		h.TrimFront(i * hl)
-		h.CapLength(hl)
-		b.Prepend(h)
-		seg := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: b})
-		seg.NetworkProtocolNumber = pkt.NetworkProtocolNumber
-		seg.TransportProtocolNumber = header.TCPProtocolNumber
-		seg.GSOOptions = plainGSO(len(nh))
-		seg.Owner = pkt.Owner
-		owned = append(owned, seg)
+	return true
+}
+
+// super describes c for the fault layer.
+func (c *superCut) super() *fault.Super {
+	c.f = fault.Super{Packet: c.pkt, Segment: c.segment}
+	for i, sc := range c.cuts {
+		c.f.Heads = append(c.f.Heads, c.heads[i*c.hl:(i+1)*c.hl])
+		c.f.Lens = append(c.f.Lens, c.hl+sc.len)
 	}
-	return owned
+	return &c.f
+}
+
+// segment builds segment i as a packet with one reference the caller
+// owns: its header a view of the shared headers' chunk (read-only from
+// here on: the fault layer and the device copy a header before changing
+// it), its payload views of the super-packet's.
+func (c *superCut) segment(i int) *gstack.PacketBuffer {
+	if c.headView == nil {
+		c.headView = buffer.NewViewWithData(c.heads)
+	}
+	sc := c.cuts[i]
+	var b buffer.Buffer
+	views := c.data.AsViewList()
+	start := 0
+	for v := views.Front(); v != nil && start < sc.off+sc.len; v = v.Next() {
+		end := start + v.Size()
+		if end > sc.off {
+			piece := v.Clone()
+			from := max(sc.off-start, 0)
+			piece.TrimFront(from)
+			piece.CapLength(min(end, sc.off+sc.len) - start - from)
+			b.Append(piece)
+		}
+		start = end
+	}
+	h := c.headView.Clone()
+	h.TrimFront(i * c.hl)
+	h.CapLength(c.hl)
+	b.Prepend(h)
+	seg := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: b})
+	seg.NetworkProtocolNumber = c.pkt.NetworkProtocolNumber
+	seg.TransportProtocolNumber = header.TCPProtocolNumber
+	seg.GSOOptions = plainGSO(c.nh)
+	seg.Owner = c.pkt.Owner
+	return seg
+}
+
+// release drops what c holds of the super-packet.
+func (c *superCut) release() {
+	c.data.Release()
+	if c.headView != nil {
+		c.headView.Release()
+		c.headView = nil
+	}
 }
 
 // checksumAt adds b, which starts at byte offset off of the data being

@@ -91,12 +91,19 @@ func TestGSOSegments(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pkt, want := gsoPacket(t, tc.mss, tc.views)
 			defer pkt.DecRef()
-			e := &gsoEndpoint{checksums: tc.checksums, stats: &offloadCounters{}}
-			segs := e.segments(pkt, nil)
+			var c superCut
+			if !c.init(pkt, tc.checksums) {
+				t.Fatal("the super-packet was not cut")
+			}
+			var segs []*gstack.PacketBuffer
+			for i := range c.cuts {
+				segs = append(segs, c.segment(i))
+			}
 			defer func() {
 				for _, s := range segs {
 					s.DecRef()
 				}
+				c.release()
 			}()
 			if n := (len(want) + tc.mss - 1) / tc.mss; len(segs) != n {
 				t.Fatalf("%d segments, want %d", len(segs), n)

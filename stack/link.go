@@ -472,17 +472,29 @@ func (l *deviceLink) writePackets(pkts []*gstack.PacketBuffer) error {
 		return nil
 	}
 	out, bufs := l.wout[:0], l.wbufs[:0]
+	segments := 0 // wire segments: a super-packet counts as those it carries
 	for _, p := range pkts {
 		start := len(bufs)
 		bufs = appendSlices(bufs, p)
 		g := p.GSOOptions
-		out = append(out, tun.OutPacket{
+		o := tun.OutPacket{
 			Data:    bufs[start:len(bufs):len(bufs)],
 			Offload: g.Type == gstack.GSONone && g.NeedsCsum,
-		})
+		}
+		segments++
+		switch g.Type {
+		case gstack.GSOTCPv4:
+			o.GSO = tun.GSO{Type: tun.GSOTCPv4, Size: g.MSS}
+		case gstack.GSOTCPv6:
+			o.GSO = tun.GSO{Type: tun.GSOTCPv6, Size: g.MSS}
+		}
+		if o.GSO.Type != tun.GSONone && g.MSS > 0 {
+			segments += (p.Data().Size()+int(g.MSS)-1)/int(g.MSS) - 1
+		}
+		out = append(out, o)
 	}
 	writes, err := l.offload.WritePackets(out)
-	l.stats.outPackets.Add(uint64(len(out)))
+	l.stats.outPackets.Add(uint64(segments))
 	l.stats.outWrites.Add(uint64(writes))
 	clear(out)
 	clear(bufs)

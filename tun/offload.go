@@ -47,6 +47,12 @@ type OutPacket struct {
 	// written as they are, checksums included (a deliberately broken
 	// checksum reaches the kernel broken).
 	Offload bool
+	// GSO, when its Type is not GSONone, says the packet is a TCP
+	// super-packet (one header, many segments' payload, the
+	// pseudo-header sum in the checksum field) for the kernel to take
+	// as it is: Size is the segment size; the checksum fields are set by
+	// the device.
+	GSO GSO
 }
 
 // MaxOffloadSize is the largest packet ReadOffload returns.

@@ -286,7 +286,7 @@ func (d *offloadDevice) WritePackets(pkts []OutPacket) (int, error) {
 func (d *offloadDevice) writePacketsLocked(pkts []OutPacket, mergeAll bool) (int, error) {
 	segs := d.wsegs[:0]
 	for _, p := range pkts {
-		sg := seg{merge: mergeAll || p.Offload}
+		sg := seg{merge: (mergeAll || p.Offload) && p.GSO.Type == GSONone}
 		if len(p.Data) > 0 {
 			sg.head = p.Data[0]
 		}
@@ -313,6 +313,8 @@ func (d *offloadDevice) writePacketsLocked(pkts []OutPacket, mergeAll bool) (int
 		}
 		var err error
 		switch {
+		case pkts[i].GSO.Type != GSONone:
+			err = d.writeSuperLocked(pkts[i], segs[i])
 		case n > 1:
 			err = d.writeMergedLocked(pkts[i:i+n], segs[i:i+n])
 		case segs[i].size > 0:
@@ -405,6 +407,26 @@ func tcpHeaderSpan(head []byte, size int) (ipLen, hdrLen int, ok bool) {
 		return 0, 0, false
 	}
 	return ipLen, hdrLen, true
+}
+
+// writeSuperLocked writes a super-packet as it is, behind a virtio-net
+// header describing it; one the kernel could not parse is written as an
+// ordinary packet (and lost, as on a wire: it exceeds the MTU).
+func (d *offloadDevice) writeSuperLocked(p OutPacket, s seg) error {
+	ipLen, hdrLen, ok := tcpHeaderSpan(s.head, s.size)
+	if !ok {
+		p.GSO = GSO{}
+		return d.writePacketLocked(p, s)
+	}
+	g := p.GSO
+	g.NeedsCsum, g.CsumStart, g.CsumOffset = true, uint16(ipLen), tcpCsumOffset
+	putVnetHdr(d.wvnet[:], g, hdrLen)
+	d.wcnt = 0
+	d.addIovec(d.wvnet[:])
+	for _, b := range p.Data {
+		d.addIovec(b)
+	}
+	return d.writeLocked()
 }
 
 // writeMergedLocked writes a coalescable run as one super-packet.

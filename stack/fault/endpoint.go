@@ -185,11 +185,22 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			return e.forward(pkts, n)
 		}
 	}
+	var decided []Decision
+	if n <= len(verdicts) {
+		decided = verdicts[:n]
+	}
+	return e.writeDecided(all, decided)
+}
+
+// writeDecided acts on the verdicts for packets travelling out (deciding
+// those without one: verdicts nil) and writes what passes.
+func (e *Endpoint) writeDecided(all []*stack.PacketBuffer, verdicts []Decision) (int, tcpip.Error) {
+	n := len(all)
 	var out stack.PacketBufferList
 	var owned []*stack.PacketBuffer // made here: released after the write
 	for i, pkt := range all {
 		var d Decision
-		if n <= len(verdicts) {
+		if verdicts != nil {
 			d = verdicts[i]
 		} else {
 			d = e.decide(Out, pkt)
