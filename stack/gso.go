@@ -2,6 +2,7 @@ package stack
 
 import (
 	"encoding/binary"
+	"sync"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -42,6 +43,7 @@ type gsoEndpoint struct {
 	nested.Endpoint
 	checksums bool
 	stats     *offloadCounters // sentSuper, sentSegments
+	cuts      sync.Pool        // *superCut, reused (several KiB each)
 }
 
 var _ gstack.LinkEndpoint = (*gsoEndpoint)(nil)
@@ -50,6 +52,7 @@ var _ gstack.GSOEndpoint = (*gsoEndpoint)(nil)
 // newGSOEndpoint wraps lower (the fault layer, or what wraps it).
 func newGSOEndpoint(lower gstack.LinkEndpoint, checksums bool, stats *offloadCounters) *gsoEndpoint {
 	e := &gsoEndpoint{checksums: checksums, stats: stats}
+	e.cuts.New = func() any { return new(superCut) }
 	e.Init(lower, e)
 	return e
 }
@@ -100,8 +103,9 @@ func (e *gsoEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Err
 			out.PushBack(pkt)
 			continue
 		}
-		var c superCut
+		c := e.cuts.Get().(*superCut)
 		if !c.init(pkt, e.checksums) {
+			e.cuts.Put(c)
 			// One segment (or headers this layer cannot cut): the packet
 			// itself goes, marked as a plain segment.
 			e.plain(pkt)
@@ -123,6 +127,7 @@ func (e *gsoEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Err
 			}
 		}
 		c.release()
+		e.cuts.Put(c)
 	}
 	flush()
 	for _, s := range owned {
@@ -179,8 +184,12 @@ type superCut struct {
 	headView *buffer.View // heads as a view, once a segment packet needs it
 	f        fault.Super
 
-	cutsBuf  [64]segCut
-	headsBuf [64 * 80]byte
+	cutsBuf   [64]segCut
+	headsBuf  [64 * 80]byte
+	hdrBuf    [256]byte
+	scratch   [256]byte
+	headsList [64][]byte
+	lensBuf   [64]int
 }
 
 // segCut locates a segment's payload in the super-packet's.
@@ -193,18 +202,17 @@ func (c *superCut) init(pkt *gstack.PacketBuffer, checksums bool) bool {
 	if mss == 0 || size <= mss {
 		return false
 	}
-	var hdrBuf, scratch [256]byte
 	nh, th := pkt.NetworkHeader().Slice(), pkt.TransportHeader().Slice()
-	if len(nh)+len(th) > len(hdrBuf) {
+	if len(nh)+len(th) > len(c.hdrBuf) {
 		return false
 	}
-	hdr := append(append(hdrBuf[:0], nh...), th...)
+	hdr := append(append(c.hdrBuf[:0], nh...), th...)
 	g := tun.GSO{Type: tun.GSOTCPv4, Size: uint16(mss), NeedsCsum: true, CsumStart: uint16(len(nh)), CsumOffset: header.TCPChecksumOffset}
 	if pkt.GSOOptions.Type == gstack.GSOTCPv6 {
 		g.Type = tun.GSOTCPv6
 	}
 	c.cuts, c.heads = c.cutsBuf[:0], c.headsBuf[:0]
-	err := tun.SplitTCPHeaders(hdr, size, g, scratch[:], func(s tun.TCPSegment) error {
+	err := tun.SplitTCPHeaders(hdr, size, g, c.scratch[:], func(s tun.TCPSegment) error {
 		c.cuts = append(c.cuts, segCut{s.Off, s.Len})
 		c.heads = append(c.heads, s.Header...)
 		return nil
@@ -232,7 +240,7 @@ func (c *superCut) init(pkt *gstack.PacketBuffer, checksums bool) bool {
 
 // super describes c for the fault layer.
 func (c *superCut) super() *fault.Super {
-	c.f = fault.Super{Packet: c.pkt, Segment: c.segment}
+	c.f = fault.Super{Packet: c.pkt, Segment: c.segment, Heads: c.headsList[:0], Lens: c.lensBuf[:0]}
 	for i, sc := range c.cuts {
 		c.f.Heads = append(c.f.Heads, c.heads[i*c.hl:(i+1)*c.hl])
 		c.f.Lens = append(c.f.Lens, c.hl+sc.len)
@@ -275,13 +283,15 @@ func (c *superCut) segment(i int) *gstack.PacketBuffer {
 	return seg
 }
 
-// release drops what c holds of the super-packet.
+// release drops what c holds of the super-packet, readying it for reuse.
 func (c *superCut) release() {
 	c.data.Release()
 	if c.headView != nil {
 		c.headView.Release()
 		c.headView = nil
 	}
+	clear(c.headsList[:])
+	c.pkt, c.f = nil, fault.Super{}
 }
 
 // checksumAt adds b, which starts at byte offset off of the data being
