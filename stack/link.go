@@ -30,8 +30,10 @@ const (
 )
 
 // deviceLink is the link endpoint on a tun.Device: a channel endpoint whose
-// inbound side is fed by a read loop and whose outbound queue is drained by a
-// write loop, so gVisor never blocks on the device (the iobased pattern).
+// inbound side is fed by a read loop. Outbound, a sender writes to the
+// device itself when nothing is queued or being written (as gVisor's
+// fdbased endpoint does; a TUN write does not block) and queues behind
+// the others otherwise, for a write loop that drains the queue.
 //
 // On an offload device (tun.Offload) the read loop receives the kernel's
 // TCP super-packets and cuts them into the MSS-sized segments a wire would
