@@ -25,13 +25,15 @@ const outboundQueue = 4096
 // maxWriteBatch packets or writeSlab bytes, and hands it to the device at
 // once (an offload device merges runs of TCP segments into one write).
 const (
-	maxWriteBatch = 64
+	maxWriteBatch = 256
 	writeSlab     = 256 << 10
 )
 
 // deviceLink is the link endpoint on a tun.Device: a channel endpoint whose
-// inbound side is fed by a read loop and whose outbound queue is drained by a
-// write loop, so gVisor never blocks on the device (the iobased pattern).
+// inbound side is fed by a read loop. Outbound, a sender writes to the
+// device itself when nothing is queued or being written (as gVisor's
+// fdbased endpoint does; a TUN write does not block) and queues behind
+// the others otherwise, for a write loop that drains the queue.
 //
 // On an offload device (tun.Offload) the read loop receives the kernel's
 // TCP super-packets and cuts them into the MSS-sized segments a wire would
@@ -54,6 +56,20 @@ type deviceLink struct {
 	wg        sync.WaitGroup
 	once      sync.Once
 	readErr   atomic.Pointer[error] // first read error other than closing
+
+	// out is the outbound queue: WritePackets holds a reference to each
+	// packet (no copy) until the write loop has written it. outMu guards
+	// closing it against writers.
+	out       chan *gstack.PacketBuffer
+	outMu     sync.RWMutex
+	outClosed bool
+	// pending counts packets queued or being written by the write loop;
+	// wmu is held while writing and guards the scratch below.
+	pending atomic.Int64
+	wmu     sync.Mutex
+	slab    []byte          // a plain device's packet, flattened
+	wout    []tun.OutPacket // an offload device's batch
+	wbufs   [][]byte        // the slices of its packets
 }
 
 // Attach implements stack.LinkEndpoint: it notes whether the dispatcher
@@ -70,6 +86,7 @@ func (l *deviceLink) Attach(d gstack.NetworkDispatcher) {
 // offloadCounters are the link's OffloadStats.
 type offloadCounters struct {
 	superPackets, segments, outPackets, outWrites atomic.Uint64
+	sentSuper, sentSegments                       atomic.Uint64 // counted by gsoEndpoint
 }
 
 // OffloadStats counts the work of the link on an offload device (all zero
@@ -89,6 +106,10 @@ type OffloadStats struct {
 	// that carried them (runs of segments are written as one).
 	OutPackets uint64 `json:"out_packets"`
 	OutWrites  uint64 `json:"out_writes"`
+	// SentSuper are TCP super-packets the peer's netstack built (GSO);
+	// SentSegments the wire segments cut from them for the fault layer.
+	SentSuper    uint64 `json:"sent_super_packets"`
+	SentSegments uint64 `json:"sent_segments"`
 }
 
 // OffloadStats returns the link's offload counters.
@@ -99,6 +120,8 @@ func (p *Peer) OffloadStats() OffloadStats {
 		Segments:     c.segments.Load(),
 		OutPackets:   c.outPackets.Load(),
 		OutWrites:    c.outWrites.Load(),
+		SentSuper:    c.sentSuper.Load(),
+		SentSegments: c.sentSegments.Load(),
 	}
 	fs := p.Fault.Stats()
 	st.Whole, st.Merged = fs.Whole.Load(), fs.Merged.Load()
@@ -108,6 +131,7 @@ func (p *Peer) OffloadStats() OffloadStats {
 func newDeviceLink(dev tun.Device) *deviceLink {
 	l := &deviceLink{
 		Endpoint: channel.New(outboundQueue, uint32(dev.MTU()), ""),
+		out:      make(chan *gstack.PacketBuffer, outboundQueue),
 		dev:      dev,
 	}
 	l.offload, _ = dev.(tun.Offload)
@@ -334,60 +358,165 @@ func (l *deviceLink) cutSegments(in *inbound, super *buffer.View, gso tun.GSO, s
 	in.super, in.gso = super, gso
 }
 
+// WritePackets implements stack.LinkEndpoint. When nothing is queued or
+// being written, the caller writes the packets itself, at once (as gVisor's
+// fdbased endpoint does): a reply leaves without waking the write loop.
+// Otherwise they are queued behind the others for the write loop, each
+// with a reference of its own; a full queue drops the rest, as a full NIC
+// ring does.
+func (l *deviceLink) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	l.outMu.RLock()
+	defer l.outMu.RUnlock()
+	if l.outClosed {
+		return 0, &tcpip.ErrClosedForSend{}
+	}
+	all := pkts.AsSlice()
+	if l.pending.Load() == 0 && l.wmu.TryLock() {
+		if l.pending.Load() == 0 {
+			l.writePackets(all)
+			l.wmu.Unlock()
+			return len(all), nil
+		}
+		l.wmu.Unlock()
+	}
+	n := 0
+	for _, pkt := range all {
+		l.pending.Add(1)
+		select {
+		case l.out <- pkt.IncRef():
+			n++
+		default:
+			l.pending.Add(-1)
+			pkt.DecRef()
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+// closeOut closes the outbound queue and releases what is left in it.
+func (l *deviceLink) closeOut() {
+	l.outMu.Lock()
+	defer l.outMu.Unlock()
+	if l.outClosed {
+		return
+	}
+	l.outClosed = true
+	close(l.out)
+	for pkt := range l.out {
+		pkt.DecRef()
+	}
+}
+
 // writeLoop drains the outbound queue in batches: it blocks for the first
-// packet, takes whatever else is queued, flattens the batch into one slab
-// and writes it.
+// packet, takes whatever else is queued (up to maxWriteBatch packets or
+// writeSlab bytes) and writes it.
 func (l *deviceLink) writeLoop(ctx context.Context) {
 	defer l.wg.Done()
 	mtu := l.dev.MTU()
-	slab := make([]byte, 0, max(writeSlab, 2*mtu))
 	pkts := make([]*gstack.PacketBuffer, 0, maxWriteBatch)
-	bufs := make([][]byte, 0, maxWriteBatch)
 	for {
-		pkt := l.ReadContext(ctx)
-		if pkt == nil {
+		var pkt *gstack.PacketBuffer
+		select {
+		case pkt = <-l.out:
+		case <-ctx.Done():
 			return
 		}
-		pkts = append(pkts[:0], pkt)
-		for total := pkt.Size(); len(pkts) < maxWriteBatch && total+mtu <= cap(slab); {
-			next := l.Read()
-			if next == nil {
-				break
-			}
-			pkts = append(pkts, next)
-			total += next.Size()
+		if pkt == nil {
+			return // closed
 		}
-		slab, bufs = slab[:0], bufs[:0]
-		for _, p := range pkts {
-			start := len(slab)
-			for _, s := range p.AsSlices() {
-				slab = append(slab, s...)
+		l.wmu.Lock()
+		pkts = append(pkts[:0], pkt)
+	more:
+		for total := pkt.Size(); len(pkts) < maxWriteBatch && total+mtu <= writeSlab; {
+			select {
+			case next := <-l.out:
+				if next == nil {
+					break more
+				}
+				pkts = append(pkts, next)
+				total += next.Size()
+			default:
+				break more
 			}
-			bufs = append(bufs, slab[start:])
+		}
+		err := l.writePackets(pkts)
+		for _, p := range pkts {
 			p.DecRef()
 		}
+		l.pending.Add(-int64(len(pkts)))
+		l.wmu.Unlock()
 		clear(pkts)
-		if err := l.write(bufs); errors.Is(err, tun.ErrClosed) {
+		if errors.Is(err, tun.ErrClosed) {
 			return
 		}
 	}
 }
 
-// write hands a batch to the device. Errors other than ErrClosed lose
-// the packet concerned only, as on a wire.
-func (l *deviceLink) write(bufs [][]byte) error {
-	if l.offload != nil {
-		writes, err := l.offload.WriteBatch(bufs)
-		l.stats.outPackets.Add(uint64(len(bufs)))
-		l.stats.outWrites.Add(uint64(writes))
-		return err
-	}
-	for _, b := range bufs {
-		if _, err := l.dev.Write(b); errors.Is(err, tun.ErrClosed) {
-			return err
+// writePackets writes pkts to the device; the caller holds wmu. An
+// offload device gets the packets' own memory (writev, no copy) and merges
+// runs of TCP segments; a plain one gets each packet flattened. Errors
+// other than ErrClosed lose the packet concerned only, as on a wire.
+func (l *deviceLink) writePackets(pkts []*gstack.PacketBuffer) error {
+	if l.offload == nil {
+		if l.slab == nil {
+			l.slab = make([]byte, 0, l.dev.MTU()+64)
 		}
+		for _, p := range pkts {
+			l.slab = l.slab[:0]
+			for _, s := range p.AsSlices() {
+				l.slab = append(l.slab, s...)
+			}
+			if _, err := l.dev.Write(l.slab); errors.Is(err, tun.ErrClosed) {
+				return err
+			}
+		}
+		return nil
 	}
-	return nil
+	out, bufs := l.wout[:0], l.wbufs[:0]
+	segments := 0 // wire segments: a super-packet counts as those it carries
+	for _, p := range pkts {
+		start := len(bufs)
+		bufs = appendSlices(bufs, p)
+		g := p.GSOOptions
+		o := tun.OutPacket{
+			Data:    bufs[start:len(bufs):len(bufs)],
+			Offload: g.Type == gstack.GSONone && g.NeedsCsum,
+		}
+		segments++
+		switch g.Type {
+		case gstack.GSOTCPv4:
+			o.GSO = tun.GSO{Type: tun.GSOTCPv4, Size: g.MSS}
+		case gstack.GSOTCPv6:
+			o.GSO = tun.GSO{Type: tun.GSOTCPv6, Size: g.MSS}
+		}
+		if o.GSO.Type != tun.GSONone && g.MSS > 0 {
+			segments += (p.Data().Size()+int(g.MSS)-1)/int(g.MSS) - 1
+		}
+		out = append(out, o)
+	}
+	writes, err := l.offload.WritePackets(out)
+	l.stats.outPackets.Add(uint64(segments))
+	l.stats.outWrites.Add(uint64(writes))
+	clear(out)
+	clear(bufs)
+	l.wout, l.wbufs = out[:0], bufs[:0]
+	return err
+}
+
+// appendSlices appends the slices holding pkt's bytes, headers first.
+func appendSlices(dst [][]byte, pkt *gstack.PacketBuffer) [][]byte {
+	views, off := pkt.AsViewList()
+	for v := views.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		dst = append(dst, b[off:])
+		off = 0
+	}
+	return dst
 }
 
 // stop closes the device and joins both loops.
@@ -399,6 +528,7 @@ func (l *deviceLink) stop() error {
 		}
 		err = l.dev.Close()
 		l.wg.Wait()
+		l.closeOut()
 		l.Endpoint.Close()
 		if rerr := l.readErr.Load(); rerr != nil && err == nil {
 			err = fmt.Errorf("read from %s: %w", l.dev.Name(), *rerr)

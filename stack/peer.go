@@ -116,7 +116,13 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	// one, then merges again what passed (fault.Batch).
 	p.link.checksums = opts.Observer != nil
 	p.Fault = fault.NewEndpoint(p.link, ctl, opts.Observer)
-	if err := s.CreateNIC(nicID, p.Fault); err != nil {
+	var nicEP gstack.LinkEndpoint = p.Fault
+	if p.link.offload != nil {
+		// The peer's TCP sends super-packets; they are cut into wire
+		// segments above the fault layer.
+		nicEP = newGSOEndpoint(p.Fault, opts.Observer != nil, &p.link.stats)
+	}
+	if err := s.CreateNIC(nicID, nicEP); err != nil {
 		return nil, fmt.Errorf("create NIC: %s", err)
 	}
 	addrs := []netip.Addr{opts.Addr4}

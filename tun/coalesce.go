@@ -7,23 +7,33 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
+// seg is what the coalescer reads of a packet: bytes holding at least its
+// IP and TCP headers (the whole packet, or the first of its slices), its
+// total length, and whether it may be merged at all.
+type seg struct {
+	head  []byte
+	size  int
+	merge bool
+}
+
 // tcpHeaders locates the headers of a packet the coalescer may merge: IPv4
 // without options or fragmentation, or IPv6 without extension headers,
 // carrying TCP with an ACK and payload and no flags other than ACK and
-// PSH. ok is false for anything else.
-func tcpHeaders(p []byte) (ipLen, hdrLen int, ok bool) {
+// PSH, the headers within p. size is the whole packet's length (p may hold
+// only its first bytes). ok is false for anything else.
+func tcpHeaders(p []byte, size int) (ipLen, hdrLen int, ok bool) {
 	if len(p) < 40 {
 		return 0, 0, false
 	}
 	switch p[0] >> 4 {
 	case 4:
 		if p[0]&0xf != 5 || p[9] != ipProtoTCP || binary.BigEndian.Uint16(p[6:])&0x3fff != 0 ||
-			int(binary.BigEndian.Uint16(p[2:])) != len(p) {
+			int(binary.BigEndian.Uint16(p[2:])) != size {
 			return 0, 0, false
 		}
 		ipLen = 20
 	case 6:
-		if len(p) < 60 || p[6] != ipProtoTCP || int(binary.BigEndian.Uint16(p[4:]))+40 != len(p) {
+		if len(p) < 60 || p[6] != ipProtoTCP || int(binary.BigEndian.Uint16(p[4:]))+40 != size {
 			return 0, 0, false
 		}
 		ipLen = 40
@@ -31,7 +41,7 @@ func tcpHeaders(p []byte) (ipLen, hdrLen int, ok bool) {
 		return 0, 0, false
 	}
 	hdrLen = ipLen + int(p[ipLen+12]>>4)*4
-	if hdrLen < ipLen+20 || hdrLen >= len(p) || p[ipLen+13]&^tcpPSH != tcpACK {
+	if hdrLen < ipLen+20 || hdrLen > len(p) || hdrLen >= size || p[ipLen+13]&^tcpPSH != tcpACK {
 		return 0, 0, false
 	}
 	return ipLen, hdrLen, true
@@ -44,26 +54,39 @@ func tcpHeaders(p []byte) (ipLen, hdrLen int, ok bool) {
 // sequence, 64 KiB at most. It returns 1 when the first packet cannot be
 // merged with the next.
 func coalescable(pkts [][]byte) int {
-	first := pkts[0]
-	ipLen, hdrLen, ok := tcpHeaders(first)
-	if !ok || first[ipLen+13]&tcpPSH != 0 {
+	var buf [64]seg
+	return coalescableSegs(wholeSegs(buf[:0], pkts))
+}
+
+// coalescableSegs is coalescable over segs; a segment that may not be
+// merged stays alone.
+func coalescableSegs(segs []seg) int {
+	first := segs[0]
+	if !first.merge {
 		return 1
 	}
-	mss := len(first) - hdrLen
-	total := len(first)
-	next := binary.BigEndian.Uint32(first[ipLen+4:]) + uint32(mss)
+	ipLen, hdrLen, ok := tcpHeaders(first.head, first.size)
+	if !ok || first.head[ipLen+13]&tcpPSH != 0 {
+		return 1
+	}
+	mss := first.size - hdrLen
+	total := first.size
+	next := binary.BigEndian.Uint32(first.head[ipLen+4:]) + uint32(mss)
 	n := 1
-	for ; n < len(pkts); n++ {
-		p := pkts[n]
-		pipLen, phdrLen, ok := tcpHeaders(p)
-		size := len(p) - phdrLen
+	for ; n < len(segs); n++ {
+		p := segs[n]
+		if !p.merge {
+			break
+		}
+		pipLen, phdrLen, ok := tcpHeaders(p.head, p.size)
+		size := p.size - phdrLen
 		if !ok || pipLen != ipLen || phdrLen != hdrLen || size > mss || total+size > MaxOffloadSize ||
-			binary.BigEndian.Uint32(p[ipLen+4:]) != next || !sameFlow(first, p, ipLen, hdrLen) {
+			binary.BigEndian.Uint32(p.head[ipLen+4:]) != next || !sameFlow(first.head, p.head, ipLen, hdrLen) {
 			break
 		}
 		total += size
 		next += uint32(size)
-		if size < mss || p[ipLen+13]&tcpPSH != 0 {
+		if size < mss || p.head[ipLen+13]&tcpPSH != 0 {
 			n++ // a short or pushed segment ends the run
 			break
 		}
@@ -94,17 +117,31 @@ func sameFlow(a, b []byte, ipLen, hdrLen int) bool {
 // header checksum, and a partial TCP checksum (pseudo-header only) for the
 // kernel to finish.
 func mergeHeader(dst []byte, pkts [][]byte) ([]byte, GSO) {
-	first := pkts[0]
-	ipLen, hdrLen, _ := tcpHeaders(first)
-	total := hdrLen
+	var buf [64]seg
+	return mergeSegs(dst, wholeSegs(buf[:0], pkts))
+}
+
+// wholeSegs appends to dst the coalescer's view of whole packets.
+func wholeSegs(dst []seg, pkts [][]byte) []seg {
 	for _, p := range pkts {
-		total += len(p) - hdrLen
+		dst = append(dst, seg{head: p, size: len(p), merge: true})
+	}
+	return dst
+}
+
+// mergeSegs is mergeHeader over segs.
+func mergeSegs(dst []byte, segs []seg) ([]byte, GSO) {
+	first := segs[0].head
+	ipLen, hdrLen, _ := tcpHeaders(first, segs[0].size)
+	total := hdrLen
+	for _, p := range segs {
+		total += p.size - hdrLen
 	}
 	hdr := append(dst[:0], first[:hdrLen]...)
-	last := pkts[len(pkts)-1]
+	last := segs[len(segs)-1].head
 	hdr[ipLen+13] = last[ipLen+13]
 	var addrSum uint16
-	g := GSO{Size: uint16(len(first) - hdrLen), NeedsCsum: true, CsumStart: uint16(ipLen), CsumOffset: tcpCsumOffset}
+	g := GSO{Size: uint16(segs[0].size - hdrLen), NeedsCsum: true, CsumStart: uint16(ipLen), CsumOffset: tcpCsumOffset}
 	if ipLen == 20 {
 		g.Type = GSOTCPv4
 		binary.BigEndian.PutUint16(hdr[2:], uint16(total))

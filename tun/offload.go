@@ -28,6 +28,31 @@ type Offload interface {
 	// number of writes (system calls) it made; a packet the kernel refuses
 	// is lost, as on a wire, and only ErrClosed is returned.
 	WriteBatch(pkts [][]byte) (writes int, err error)
+	// WritePackets is WriteBatch for packets held in pieces (a header and
+	// the payload views of a netstack's packet buffer), written with one
+	// writev each without copying. Only packets marked Offload are merged,
+	// and their transport checksums are left to the kernel.
+	WritePackets(pkts []OutPacket) (writes int, err error)
+}
+
+// OutPacket is one packet for Offload.WritePackets.
+type OutPacket struct {
+	// Data is the packet as consecutive slices; the IP and TCP headers of
+	// a packet marked Offload must lie in Data[0].
+	Data [][]byte
+	// Offload says the kernel may compute the packet's TCP checksum: the
+	// checksum field's content does not matter (the device writes the
+	// pseudo-header sum in its place and sets NEEDS_CSUM), and runs of
+	// such segments are merged into super-packets. Packets without it are
+	// written as they are, checksums included (a deliberately broken
+	// checksum reaches the kernel broken).
+	Offload bool
+	// GSO, when its Type is not GSONone, says the packet is a TCP
+	// super-packet (one header, many segments' payload, the
+	// pseudo-header sum in the checksum field) for the kernel to take
+	// as it is: Size is the segment size; the checksum fields are set by
+	// the device.
+	GSO GSO
 }
 
 // MaxOffloadSize is the largest packet ReadOffload returns.
@@ -157,6 +182,32 @@ func SplitTCP(pkt []byte, gso GSO, scratch []byte, checksums bool, fn func(TCPSe
 	return nil
 }
 
+// SplitTCPHeaders is SplitTCP for a super-packet whose payload is held
+// elsewhere (a netstack's packet buffer sending with GSO): hdr holds its IP
+// and TCP headers, payloadLen bytes of payload follow them, and each
+// segment's Off counts from the start of the payload. TCP checksums are
+// left partial (the pseudo-header sum, with the segment's length), for the
+// caller to finish over the payload or leave to the kernel; IPv4 header
+// checksums are complete.
+func SplitTCPHeaders(hdr []byte, payloadLen int, gso GSO, scratch []byte, fn func(TCPSegment) error) error {
+	c, err := newCutter(hdr, gso, scratch)
+	if err != nil {
+		return err
+	}
+	if c.hdrLen != len(hdr) || payloadLen <= 0 {
+		return fmt.Errorf("split: %w: %d header bytes of %d, %d bytes of payload", errBadGSO, c.hdrLen, len(hdr), payloadLen)
+	}
+	c.size = c.hdrLen + payloadLen
+	for i, off := 0, c.hdrLen; off < c.size; i, off = i+1, off+c.mss {
+		s := c.cut(i, 1, false)
+		s.Off -= c.hdrLen
+		if err := fn(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // MergeTCP returns the packet that carries segments first to
 // first+count-1 of the super-packet pkt (as SplitTCP numbers them) in one:
 // what a receiver's GRO builds from them, with the TCP checksum left
@@ -186,6 +237,7 @@ func SegmentCount(pkt []byte, gso GSO, scratch []byte) (int, error) {
 // headers.
 type cutter struct {
 	pkt, hdr           []byte
+	size               int // the super-packet's length (pkt may hold only its headers)
 	ipLen, tcpLen, mss int
 	hdrLen             int
 	v4                 bool
@@ -209,7 +261,7 @@ func newCutter(pkt []byte, gso GSO, scratch []byte) (cutter, error) {
 	if tcpLen < 20 || hdrLen > len(pkt) || hdrLen > len(scratch) || mss == 0 {
 		return cutter{}, fmt.Errorf("split: %w: headers of %d bytes, segment size %d, %d bytes", errBadGSO, hdrLen, mss, len(pkt))
 	}
-	c := cutter{pkt: pkt, hdr: scratch[:hdrLen], ipLen: ipLen, tcpLen: tcpLen, mss: mss, hdrLen: hdrLen, v4: pkt[0]>>4 == 4}
+	c := cutter{pkt: pkt, size: len(pkt), hdr: scratch[:hdrLen], ipLen: ipLen, tcpLen: tcpLen, mss: mss, hdrLen: hdrLen, v4: pkt[0]>>4 == 4}
 	var src, dst []byte
 	if c.v4 {
 		src, dst = pkt[12:16], pkt[16:20]
@@ -227,7 +279,7 @@ func newCutter(pkt []byte, gso GSO, scratch []byte) (cutter, error) {
 func (c *cutter) cut(i, count int, checksums bool) TCPSegment {
 	pkt, hdr, ipLen := c.pkt, c.hdr, c.ipLen
 	off := c.hdrLen + i*c.mss
-	n := min(count*c.mss, len(pkt)-off)
+	n := min(count*c.mss, c.size-off)
 	copy(hdr, pkt[:c.hdrLen])
 	if c.v4 {
 		binary.BigEndian.PutUint16(hdr[2:], uint16(c.hdrLen+n))
@@ -240,7 +292,7 @@ func (c *cutter) cut(i, count int, checksums bool) TCPSegment {
 	th := hdr[ipLen:]
 	binary.BigEndian.PutUint32(th[4:], c.seq+uint32(i*c.mss))
 	f := c.flags
-	if off+n < len(pkt) {
+	if off+n < c.size {
 		f &^= tcpFIN | tcpPSH
 	}
 	if i > 0 {

@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,15 +12,17 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // TUN offload flags (linux/if_tun.h): checksum offload, which TSO needs,
 // and TCP segmentation offload for IPv4 and IPv6.
 const tunOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
 
-// maxIovecs bounds one writev: the virtio-net header, the merged headers
-// and one payload per segment of a 64 KiB super-packet of small segments.
-const maxIovecs = 64
+// maxIovecs bounds one writev (the kernel's UIO_MAXIOV is 1024): the
+// virtio-net header, the merged headers and every payload slice of the
+// segments of a 64 KiB super-packet.
+const maxIovecs = 256
 
 // offloadDevice is a TUN opened with IFF_VNET_HDR and TSO: every read and
 // write carries a virtio-net header, reads may return TCP super-packets,
@@ -49,6 +52,9 @@ type offloadDevice struct {
 	whdr    [maxHeaderLen]byte
 	wiov    [maxIovecs]unix.Iovec
 	wcnt    int
+	wsegs   []seg       // what the coalescer reads of the packets being written
+	wone    [][]byte    // WriteBatch's packets as one-slice OutPackets
+	wout    []OutPacket // WriteBatch's packets
 	werr    error
 	writeFn func(fd uintptr) bool
 
@@ -256,42 +262,185 @@ func (d *offloadDevice) writeOneLocked(p []byte) error {
 func (d *offloadDevice) WriteBatch(pkts [][]byte) (int, error) {
 	d.wmu.Lock()
 	defer d.wmu.Unlock()
+	d.wone = append(d.wone[:0], pkts...)
+	d.wout = d.wout[:0]
+	for i := range d.wone {
+		d.wout = append(d.wout, OutPacket{Data: d.wone[i : i+1 : i+1]})
+	}
+	writes, err := d.writePacketsLocked(d.wout, true)
+	clear(d.wone)
+	clear(d.wout)
+	return writes, err
+}
+
+// WritePackets implements Offload.WritePackets.
+func (d *offloadDevice) WritePackets(pkts []OutPacket) (int, error) {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	return d.writePacketsLocked(pkts, false)
+}
+
+// writePacketsLocked writes pkts in order, each run the coalescer accepts
+// as one super-packet; mergeAll lets it merge packets not marked Offload
+// (WriteBatch, whose packets' checksums are replaced when merged).
+func (d *offloadDevice) writePacketsLocked(pkts []OutPacket, mergeAll bool) (int, error) {
+	segs := d.wsegs[:0]
+	for _, p := range pkts {
+		sg := seg{merge: (mergeAll || p.Offload) && p.GSO.Type == GSONone}
+		if len(p.Data) > 0 {
+			sg.head = p.Data[0]
+		}
+		for _, b := range p.Data {
+			sg.size += len(b)
+		}
+		segs = append(segs, sg)
+	}
+	defer func() {
+		clear(segs)
+		d.wsegs = segs[:0]
+	}()
 	writes := 0
-	for len(pkts) > 0 {
-		n := coalescable(pkts[:min(len(pkts), maxIovecs-2)])
+	for i := 0; i < len(pkts); {
+		// A run may take as many packets as their slices fit in one writev.
+		lim, iovs := i, 2
+		for lim < len(pkts) && iovs+len(pkts[lim].Data) <= maxIovecs {
+			iovs += len(pkts[lim].Data)
+			lim++
+		}
+		n := 1
+		if lim > i+1 {
+			n = coalescableSegs(segs[i:lim])
+		}
 		var err error
 		switch {
+		case pkts[i].GSO.Type != GSONone:
+			err = d.writeSuperLocked(pkts[i], segs[i])
 		case n > 1:
-			err = d.writeMergedLocked(pkts[:n])
-		case len(pkts[0]) > 0:
-			err = d.writeOneLocked(pkts[0])
+			err = d.writeMergedLocked(pkts[i:i+n], segs[i:i+n])
+		case segs[i].size > 0:
+			err = d.writePacketLocked(pkts[i], segs[i])
 		default:
-			pkts = pkts[1:]
+			i++
 			continue
 		}
 		writes++
 		if errors.Is(err, ErrClosed) {
 			return writes, err
 		}
-		pkts = pkts[n:]
+		i += n
 	}
 	return writes, nil
 }
 
+// addIovec appends b to the prepared iovecs (empty slices are skipped).
+func (d *offloadDevice) addIovec(b []byte) {
+	if len(b) == 0 || d.wcnt == maxIovecs {
+		return
+	}
+	d.wiov[d.wcnt].Base = &b[0]
+	d.wiov[d.wcnt].SetLen(len(b))
+	d.wcnt++
+}
+
+// writePacketLocked writes one packet. A TCP segment marked Offload goes
+// with NEEDS_CSUM and its pseudo-header sum, so the kernel finishes (or,
+// delivering locally, trusts) its checksum; anything else behind an empty
+// virtio-net header, so the kernel checks its checksums as usual.
+func (d *offloadDevice) writePacketLocked(p OutPacket, s seg) error {
+	clear(d.wvnet[:])
+	d.wcnt = 0
+	d.addIovec(d.wvnet[:])
+	ipLen, hdrLen, ok := 0, 0, false
+	if p.Offload {
+		ipLen, hdrLen, ok = tcpHeaderSpan(s.head, s.size)
+	}
+	if !ok {
+		for _, b := range p.Data {
+			d.addIovec(b)
+		}
+		return d.writeLocked()
+	}
+	hdr := append(d.whdr[:0], s.head[:hdrLen]...)
+	var addrSum uint16
+	if ipLen == 20 {
+		addrSum = checksum.Checksum(hdr[12:20], 0)
+	} else {
+		addrSum = checksum.Checksum(hdr[8:40], 0)
+	}
+	sum := checksum.Combine(addrSum, ipProtoTCP)
+	sum = checksum.Combine(sum, uint16(s.size-ipLen))
+	binary.BigEndian.PutUint16(hdr[ipLen+tcpCsumOffset:], sum)
+	putVnetHdr(d.wvnet[:], GSO{NeedsCsum: true, CsumStart: uint16(ipLen), CsumOffset: tcpCsumOffset}, 0)
+	d.addIovec(hdr)
+	d.addIovec(s.head[hdrLen:])
+	for _, b := range p.Data[1:] {
+		d.addIovec(b)
+	}
+	return d.writeLocked()
+}
+
+// tcpHeaderSpan locates a TCP segment's headers in head (IPv4, or IPv6
+// without extension headers) for a packet of size bytes.
+func tcpHeaderSpan(head []byte, size int) (ipLen, hdrLen int, ok bool) {
+	if len(head) < 20 {
+		return 0, 0, false
+	}
+	switch head[0] >> 4 {
+	case 4:
+		ipLen = int(head[0]&0xf) * 4
+		if ipLen < 20 || len(head) < ipLen || head[9] != ipProtoTCP || binary.BigEndian.Uint16(head[6:])&0x3fff != 0 {
+			return 0, 0, false
+		}
+	case 6:
+		if len(head) < 40 || head[6] != ipProtoTCP {
+			return 0, 0, false
+		}
+		ipLen = 40
+	default:
+		return 0, 0, false
+	}
+	if len(head) < ipLen+20 {
+		return 0, 0, false
+	}
+	hdrLen = ipLen + int(head[ipLen+12]>>4)*4
+	if hdrLen < ipLen+20 || hdrLen > len(head) || hdrLen > size || hdrLen > maxHeaderLen {
+		return 0, 0, false
+	}
+	return ipLen, hdrLen, true
+}
+
+// writeSuperLocked writes a super-packet as it is, behind a virtio-net
+// header describing it; one the kernel could not parse is written as an
+// ordinary packet (and lost, as on a wire: it exceeds the MTU).
+func (d *offloadDevice) writeSuperLocked(p OutPacket, s seg) error {
+	ipLen, hdrLen, ok := tcpHeaderSpan(s.head, s.size)
+	if !ok {
+		p.GSO = GSO{}
+		return d.writePacketLocked(p, s)
+	}
+	g := p.GSO
+	g.NeedsCsum, g.CsumStart, g.CsumOffset = true, uint16(ipLen), tcpCsumOffset
+	putVnetHdr(d.wvnet[:], g, hdrLen)
+	d.wcnt = 0
+	d.addIovec(d.wvnet[:])
+	for _, b := range p.Data {
+		d.addIovec(b)
+	}
+	return d.writeLocked()
+}
+
 // writeMergedLocked writes a coalescable run as one super-packet.
-func (d *offloadDevice) writeMergedLocked(run [][]byte) error {
-	hdr, g := mergeHeader(d.whdr[:], run)
+func (d *offloadDevice) writeMergedLocked(run []OutPacket, segs []seg) error {
+	hdr, g := mergeSegs(d.whdr[:], segs)
 	putVnetHdr(d.wvnet[:], g, len(hdr))
-	d.wiov[0].Base = &d.wvnet[0]
-	d.wiov[0].SetLen(vnetHdrLen)
-	d.wiov[1].Base = &hdr[0]
-	d.wiov[1].SetLen(len(hdr))
-	d.wcnt = 2
+	d.wcnt = 0
+	d.addIovec(d.wvnet[:])
+	d.addIovec(hdr)
 	for _, p := range run {
-		payload := p[len(hdr):]
-		d.wiov[d.wcnt].Base = &payload[0]
-		d.wiov[d.wcnt].SetLen(len(payload))
-		d.wcnt++
+		d.addIovec(p.Data[0][len(hdr):])
+		for _, b := range p.Data[1:] {
+			d.addIovec(b)
+		}
 	}
 	return d.writeLocked()
 }

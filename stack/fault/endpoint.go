@@ -185,11 +185,22 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 			return e.forward(pkts, n)
 		}
 	}
+	var decided []Decision
+	if n <= len(verdicts) {
+		decided = verdicts[:n]
+	}
+	return e.writeDecided(all, decided)
+}
+
+// writeDecided acts on the verdicts for packets travelling out (deciding
+// those without one: verdicts nil) and writes what passes.
+func (e *Endpoint) writeDecided(all []*stack.PacketBuffer, verdicts []Decision) (int, tcpip.Error) {
+	n := len(all)
 	var out stack.PacketBufferList
 	var owned []*stack.PacketBuffer // made here: released after the write
 	for i, pkt := range all {
 		var d Decision
-		if n <= len(verdicts) {
+		if verdicts != nil {
 			d = verdicts[i]
 		} else {
 			d = e.decide(Out, pkt)
@@ -351,13 +362,18 @@ func (e *Endpoint) forged(dir Direction, pkt *stack.PacketBuffer, d Decision, bu
 
 // corrupted returns a copy of pkt with one bit flipped (see corrupt), owned
 // by the caller; nil when the packet has no checksum this layer can break,
-// or when its checksum is computed below this layer (GSO, checksum offload)
-// and would hide the damage: then it is only dropped.
+// or when it is a super-packet whose checksums are computed below this
+// layer: then it is only dropped. A segment whose TCP checksum was left to
+// the device (GSOOptions.NeedsCsum) gets it completed in the copy first;
+// the copy is a plain packet that reaches the wire as it is.
 func (e *Endpoint) corrupted(pkt *stack.PacketBuffer, d Decision) *stack.PacketBuffer {
-	if pkt.GSOOptions.Type != stack.GSONone || pkt.GSOOptions.NeedsCsum {
+	if pkt.GSOOptions.Type != stack.GSONone {
 		return nil
 	}
 	b := flatten(pkt, make([]byte, 0, pkt.Size()))
+	if pkt.GSOOptions.NeedsCsum && !completeTCPChecksum(b) {
+		return nil
+	}
 	if !corrupt(b, d.Arg) {
 		return nil
 	}

@@ -105,6 +105,26 @@ func transportChecksum(ip, l4 []byte, proto uint8) uint16 {
 	return checksum.Checksum(l4, sum)
 }
 
+// completeTCPChecksum computes the TCP checksum of the segment b in place
+// (its field may hold anything); false if b is not a TCP segment.
+func completeTCPChecksum(b []byte) bool {
+	off, proto := transportOffset(b)
+	if off < 0 || proto != ProtoTCP || len(b) < off+tcpHeaderLen {
+		return false
+	}
+	var sum uint16
+	if b[0]>>4 == 4 {
+		sum = checksum.Checksum(b[12:20], 0)
+	} else {
+		sum = checksum.Checksum(b[8:40], 0)
+	}
+	sum = checksum.Combine(sum, uint16(ProtoTCP))
+	sum = checksum.Combine(sum, uint16(len(b)-off))
+	b[off+16], b[off+17] = 0, 0
+	binary.BigEndian.PutUint16(b[off+16:], ^checksum.Checksum(b[off:], sum))
+	return true
+}
+
 // transportOffset returns where the transport header of the complete IP
 // packet b starts and its protocol, or -1 for a packet without one (a
 // later fragment, a truncated or unknown packet).
