@@ -752,6 +752,10 @@ var trailingNote = regexp.MustCompile(`\s{2,}#.*$`)
 
 var numberRun = regexp.MustCompile(`\d+(?:\.\d+)?`)
 
+// durationUnit is the unit right after a number in a duration ("204ms",
+// "1.66s"), not the start of a word ("5 s" has a space; "2nd" is no unit).
+var durationUnit = regexp.MustCompile(`^(ns|µs|us|ms|s|m|h)(?:$|[^\pL])`)
+
 // shapeRegexp turns a shown line into a regexp matching the whole line with
 // any numbers in place of the shown ones and any amount of space between
 // words.
@@ -767,6 +771,12 @@ func shapeRegexp(s string) *regexp.Regexp {
 			b.WriteString(regexp.QuoteMeta(f[last:m[0]]))
 			b.WriteString(`\d+(?:\.\d+)?`)
 			last = m[1]
+			// A Go duration picks its unit by size: 450µs where the
+			// document shows 2.92ms.
+			if u := durationUnit.FindStringSubmatch(f[last:]); u != nil {
+				b.WriteString(`(?:ns|µs|us|ms|s|m|h)`)
+				last += len(u[1])
+			}
 		}
 		b.WriteString(regexp.QuoteMeta(f[last:]))
 	}
@@ -977,6 +987,8 @@ func TestDocExtract(t *testing.T) {
 		{"verdict    PASS — everything as the theory predicts", "verdict    FAIL — 1 expectation not met", false},
 		{"[  0.000000s] #1 packet [S] seq=24 ack=0", "[ 10.000000s] #12 packet [S] seq=99 ack=7", true},
 		{"rule 1: drop for=3s", "rule 1: drop for=3s extra", false},
+		{"client TCP RTT 450µs, RTO 204ms at 0.090 s", "client TCP RTT 2.92ms, RTO 1s at 0.031 s", true},
+		{"interval +205ms", "interval +205 ms", false},
 	}
 	for _, s := range shape {
 		if m := shapeRegexp(s.shown).MatchString(s.line); m != s.match {
