@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -389,6 +390,7 @@ func TestDocExamples(t *testing.T) {
 			}
 		}
 	}
+	checkPodmanClaims(t, cmds)
 	if t.Failed() {
 		return
 	}
@@ -420,6 +422,66 @@ func TestDocExamples(t *testing.T) {
 		block = append(block, c)
 	}
 	flush()
+}
+
+// checkPodmanClaims holds the entries skipped as run by TestPodman to
+// their claim: every option a documented Podman command uses (and its
+// podman subcommand) is one podman_linux_test.go passes, as a Go string
+// literal. A flag added to the document but not to TestPodman fails here.
+func checkPodmanClaims(t *testing.T, cmds []docCommand) {
+	t.Helper()
+	src, err := os.ReadFile("podman_linux_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cmds {
+		if !strings.HasPrefix(docCases[c.key()].skip, byPodman) {
+			continue
+		}
+		words := shellWords(c.text)
+		var need []string
+		for i, w := range words {
+			if strings.HasPrefix(w, "-") || (i > 0 && strings.HasSuffix(words[i-1], "podman")) {
+				need = append(need, w)
+			}
+		}
+		for _, w := range need {
+			if !bytes.Contains(src, []byte(strconv.Quote(w))) {
+				t.Errorf("%s:%d: %q uses %s, which TestPodman (podman_linux_test.go) never passes: its skip says TestPodman runs it", c.file, c.line, c.text, w)
+			}
+		}
+	}
+}
+
+// shellWords splits a command into words as sh would, quotes removed
+// (no expansion).
+func shellWords(s string) []string {
+	var words []string
+	var cur strings.Builder
+	in, quote := false, rune(0)
+	for _, r := range s {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteRune(r)
+		case r == '\'' || r == '"':
+			quote, in = r, true
+		case r == ' ' || r == '\t' || r == '\n':
+			if in {
+				words = append(words, cur.String())
+				cur.Reset()
+			}
+			in = false
+		default:
+			cur.WriteRune(r)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, cur.String())
+	}
+	return words
 }
 
 // docWorld is the work directory and environment the commands run in.
@@ -994,6 +1056,9 @@ func TestDocExtract(t *testing.T) {
 		if m := shapeRegexp(s.shown).MatchString(s.line); m != s.match {
 			t.Errorf("shape %q vs %q: %t, want %t", s.shown, s.line, m, s.match)
 		}
+	}
+	if w := shellWords(`podman run -v "$PWD/cap:/cap" unplug serve --fault 'drop port=9'`); strings.Join(w, "|") != "podman|run|-v|$PWD/cap:/cap|unplug|serve|--fault|drop port=9" {
+		t.Errorf("shell words %q", w)
 	}
 	if in := typedInput([]string{"x", "step>            # Enter", "step> n 5   # five", "step> c"}); in != "\nn 5\nc\n" {
 		t.Errorf("typed input %q", in)
