@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -126,9 +127,18 @@ func TestHostileTraffic(t *testing.T) {
 	}
 	wg.Wait()
 	close(errs)
+	failed := false
 	for err := range errs {
 		if err != nil {
 			t.Error(err)
+			failed = true
+		}
+	}
+	if failed {
+		for _, c := range peer.Status().Conns {
+			if c.State != "TIME-WAIT" {
+				t.Logf("peer: %+v", c)
+			}
 		}
 	}
 	st := peer.Status().Link
@@ -211,8 +221,8 @@ func echoOnce(ctx context.Context, ns *tun.Namespace, network string, b []byte) 
 		werr <- err
 	}()
 	got := make([]byte, len(b))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return err
+	if n, err := io.ReadFull(c, got); err != nil {
+		return fmt.Errorf("%w after %d of %d bytes (%s)", err, n, len(b), kernelInfo(c))
 	}
 	if err := <-werr; err != nil {
 		return err
@@ -225,6 +235,27 @@ func echoOnce(ctx context.Context, ns *tun.Namespace, network string, b []byte) 
 		}
 	}
 	return nil
+}
+
+// kernelInfo describes the kernel's side of c for failure messages.
+func kernelInfo(c net.Conn) string {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return "not TCP"
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return err.Error()
+	}
+	var info *unix.TCPInfo
+	if cerr := rc.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); cerr != nil {
+		return cerr.Error()
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("kernel %s: state %d, unacked %d, retransmits %d, rto %dus, backoff %d, send window %d",
+		c.LocalAddr(), info.State, info.Unacked, info.Total_retrans, info.Rto, info.Backoff, info.Snd_wnd)
 }
 
 // discardLoop writes into the discard service until ctx ends.
@@ -346,8 +377,10 @@ func hostilePackets(rng *rand.Rand) [][]byte {
 		}
 		proto := []uint8{uint8(header.TCPProtocolNumber), uint8(header.UDPProtocolNumber), uint8(header.ICMPv4ProtocolNumber)}
 		return [][]byte{ipv4WithOptions(rng, proto[min(2, rng.IntN(3))], inner)}
-	case 3, 4: // IPv4 fragments: reordered, overlapping, duplicated, with options
+	case 3: // IPv4 fragments: reordered, overlapping, duplicated, with options
 		return fragments4(rng)
+	case 4: // a TCP segment whose first fragment is shorter than its header, in order
+		return tinyFirst4(rng)
 	case 5: // IPv6 fragments
 		return fragments6(rng)
 	case 6: // a burst of MSS-sized segments of one flow (no connection)
@@ -424,8 +457,12 @@ func fragments4(rng *rand.Rand) [][]byte {
 	payload := dgram[header.IPv4MinimumSize:]
 	id := uint16(rng.IntN(1 << 16))
 	var frags [][]byte
+	tiny := rng.IntN(3) == 0 // a first fragment shorter than the transport header
 	for off := 0; off < len(payload); {
 		n := 8 * (1 + rng.IntN(100))
+		if off == 0 && tiny {
+			n = 8 * (1 + rng.IntN(2))
+		}
 		if rng.IntN(5) == 0 && off >= 16 {
 			off -= 8 * (1 + rng.IntN(2)) // overlap the previous fragment
 		}
@@ -439,6 +476,22 @@ func fragments4(rng *rand.Rand) [][]byte {
 	}
 	rng.Shuffle(len(frags), func(i, j int) { frags[i], frags[j] = frags[j], frags[i] })
 	return frags
+}
+
+// tinyFirst4 sends a TCP segment for the echo port as IPv4 fragments in
+// order, the first carrying only 8 or 16 bytes of the TCP header: gVisor's
+// IPv4 reassembly then pulls the header up across fragments while it
+// still holds a slice of the first fragment's memory (see
+// fault.Endpoint's handling of such fragments).
+func tinyFirst4(rng *rand.Rand) [][]byte {
+	dgram := tcp4(uint16(40000+rng.IntN(100)), 7, rng.Uint32(), header.TCPFlagAck, make([]byte, rng.IntN(64)))
+	payload := dgram[header.IPv4MinimumSize:]
+	id := uint16(rng.IntN(1 << 16))
+	cut := 8 * (1 + rng.IntN(2))
+	return [][]byte{
+		fragment4At(dgram[9], id, 0, true, payload[:cut], false, rng),
+		fragment4At(dgram[9], id, cut, false, payload[cut:], false, rng),
+	}
 }
 
 func fragment4At(proto uint8, id uint16, off int, more bool, data []byte, options bool, rng *rand.Rand) []byte {

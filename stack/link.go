@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/tun"
 )
 
@@ -33,15 +34,17 @@ const (
 // write loop, so gVisor never blocks on the device (the iobased pattern).
 //
 // On an offload device (tun.Offload) the read loop receives the kernel's
-// TCP super-packets, cuts them into the MSS-sized segments a wire would
-// carry without copying their payload, and brackets each super-packet with
-// the GRO layer's begin and end so that the segments the fault layer lets
-// through are merged again before TCP.
+// TCP super-packets and cuts them into the MSS-sized segments a wire would
+// carry, without copying their payload. When its dispatcher (the fault
+// layer) takes batches, each super-packet goes up as one fault.Batch: the
+// fault layer judges the segments one by one and merges again what passed.
+// Packets only ever travel up: the link knows nothing above its
+// dispatcher.
 type deviceLink struct {
 	*channel.Endpoint
 	dev     tun.Device
 	offload tun.Offload // nil for a plain device
-	gro     *groEndpoint
+	batcher atomic.Pointer[fault.BatchDispatcher]
 	// checksums makes the segments cut from super-packets carry complete
 	// TCP checksums, for observers that record them; without it they keep
 	// the kernel's partial one (gVisor does not check either).
@@ -51,6 +54,17 @@ type deviceLink struct {
 	wg        sync.WaitGroup
 	once      sync.Once
 	readErr   atomic.Pointer[error] // first read error other than closing
+}
+
+// Attach implements stack.LinkEndpoint: it notes whether the dispatcher
+// takes batches.
+func (l *deviceLink) Attach(d gstack.NetworkDispatcher) {
+	if bd, ok := d.(fault.BatchDispatcher); ok {
+		l.batcher.Store(&bd)
+	} else {
+		l.batcher.Store(nil)
+	}
+	l.Endpoint.Attach(d)
 }
 
 // offloadCounters are the link's OffloadStats.
@@ -86,9 +100,8 @@ func (p *Peer) OffloadStats() OffloadStats {
 		OutPackets:   c.outPackets.Load(),
 		OutWrites:    c.outWrites.Load(),
 	}
-	if g := p.link.gro; g != nil {
-		st.Whole, st.Merged = g.wholeBatches.Load(), g.mergedBatches.Load()
-	}
+	fs := p.Fault.Stats()
+	st.Whole, st.Merged = fs.Whole.Load(), fs.Merged.Load()
 	return st
 }
 
@@ -167,11 +180,11 @@ const readPipeline = 4
 // in pkts and the super-packet itself in super. The batch owns one
 // reference to each; delivery releases them.
 type inbound struct {
-	proto   tcpip.NetworkProtocolNumber
-	pkts    []*gstack.PacketBuffer
-	super   *buffer.View // the super-packet (headers included); nil for an ordinary packet
-	gso     tun.GSO
-	mergeFn merger // in.merge, bound once
+	proto tcpip.NetworkProtocolNumber
+	pkts  []*gstack.PacketBuffer
+	super *buffer.View // the super-packet (headers included); nil for an ordinary packet
+	gso   tun.GSO
+	batch fault.Batch // Merge is in.merge, bound once
 }
 
 // merge builds the packet carrying segments first to first+count-1 of the
@@ -222,7 +235,7 @@ func (l *deviceLink) readOffloadLoop() {
 	free := make(chan *inbound, readPipeline+2)
 	for range cap(free) {
 		in := &inbound{pkts: make([]*gstack.PacketBuffer, 0, 64)}
-		in.mergeFn = in.merge
+		in.batch.Merge = in.merge
 		free <- in
 	}
 	l.wg.Add(1)
@@ -234,23 +247,22 @@ func (l *deviceLink) readOffloadLoop() {
 	}
 }
 
-// deliver injects one prepared packet or super-packet.
+// deliver injects one prepared packet, or a super-packet's segments as
+// one batch when the dispatcher takes batches.
 func (l *deviceLink) deliver(in *inbound) {
-	if in.super == nil || l.gro == nil {
+	if bd := l.batcher.Load(); in.super != nil && bd != nil {
+		in.batch.Proto, in.batch.Segments = in.proto, in.pkts
+		(*bd).DeliverBatch(&in.batch)
+		in.batch.Segments = nil
+	} else {
 		for _, pkt := range in.pkts {
 			l.InjectInbound(in.proto, pkt)
-			pkt.DecRef()
 		}
-		clear(in.pkts)
-		return
 	}
-	// The GRO layer sends the super-packet up if exactly these segments
-	// came through; the batch's references keep their identities unique.
-	l.gro.begin()
 	for _, pkt := range in.pkts {
-		l.InjectInbound(in.proto, pkt)
+		pkt.DecRef()
 	}
-	l.gro.end(in.proto, in.pkts, in.mergeFn)
+	clear(in.pkts)
 }
 
 // readOffload is the reader stage: it reads into pooled 64 KiB views and

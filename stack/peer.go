@@ -111,16 +111,12 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	for _, sp := range opts.Faults {
 		ctl.Add(sp)
 	}
+	// On an offload device the segments the link cuts from one
+	// super-packet go up as a batch: the fault layer judges them one by
+	// one, then merges again what passed (fault.Batch).
+	p.link.checksums = opts.Observer != nil
 	p.Fault = fault.NewEndpoint(p.link, ctl, opts.Observer)
-	var nicEP gstack.LinkEndpoint = p.Fault
-	if p.link.offload != nil {
-		// Segments the link cut from one super-packet are judged by the
-		// fault layer one by one, then merged again for TCP.
-		p.link.gro = newGROEndpoint(p.Fault)
-		p.link.checksums = opts.Observer != nil
-		nicEP = p.link.gro
-	}
-	if err := s.CreateNIC(nicID, nicEP); err != nil {
+	if err := s.CreateNIC(nicID, p.Fault); err != nil {
 		return nil, fmt.Errorf("create NIC: %s", err)
 	}
 	addrs := []netip.Addr{opts.Addr4}

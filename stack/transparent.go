@@ -28,7 +28,7 @@ type transparent struct {
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
-	ups    map[net.Conn]struct{} // upstream connections, closed on stop
+	ups    map[net.Conn]struct{} // both ends of every splice, closed on stop
 	closed bool
 }
 
@@ -78,13 +78,14 @@ func (t *transparent) handle(r *tcp.ForwarderRequest) {
 			return
 		}
 		r.Complete(false)
-		if !t.track(up) {
+		down := gonet.NewTCPConn(&wq, ep)
+		if !t.track(up, down) {
 			ep.Abort()
 			up.Close()
 			return
 		}
-		defer t.untrack(up)
-		splicePair(gonet.NewTCPConn(&wq, ep), up)
+		defer t.untrack(up, down)
+		splicePair(down, up)
 	}()
 }
 
@@ -110,24 +111,31 @@ func splicePair(a *gonet.TCPConn, b net.Conn) {
 	b.Close()
 }
 
-func (t *transparent) track(c net.Conn) bool {
+// track registers both ends of a splice, so that stop can close them; it
+// returns false once stop has begun.
+func (t *transparent) track(conns ...net.Conn) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return false
 	}
-	t.ups[c] = struct{}{}
+	for _, c := range conns {
+		t.ups[c] = struct{}{}
+	}
 	return true
 }
 
-func (t *transparent) untrack(c net.Conn) {
+func (t *transparent) untrack(conns ...net.Conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.ups, c)
+	for _, c := range conns {
+		delete(t.ups, c)
+	}
 }
 
-// stop cancels pending dials, closes every upstream connection and joins
-// the splices.
+// stop cancels pending dials, closes both ends of every splice (the
+// program's side too: its FIN may never come, dropped by a rule or never
+// sent by a program that died) and joins the splices.
 func (t *transparent) stop() {
 	t.cancel()
 	t.mu.Lock()

@@ -3,6 +3,7 @@ package tun
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"testing"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -238,5 +239,58 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 	}
 	if a := testing.AllocsPerRun(100, func() { mergeHeader(hdr[:], segs[:coalescable(segs)]) }); a != 0 {
 		t.Errorf("coalesce: %v allocations per call", a)
+	}
+}
+
+// TestMergeTCP merges runs of a super-packet's segments and checks each
+// against the packet a sender would have sent for that run: the first
+// segment's sequence number and IPv4 id, the run's length, FIN and PSH only
+// when it ends the super-packet, CWR only when it starts it, and the
+// pseudo-header checksum.
+func TestMergeTCP(t *testing.T) {
+	const mss = 1448
+	for _, tt := range []struct {
+		v6           bool
+		first, count int
+	}{
+		{false, 0, 5}, {false, 0, 2}, {false, 1, 3}, {false, 3, 2}, {false, 4, 1}, {true, 2, 3}, {true, 0, 5},
+	} {
+		t.Run(fmt.Sprintf("v6=%v %d+%d", tt.v6, tt.first, tt.count), func(t *testing.T) {
+			size := 4*mss + 100
+			flags := uint8(tcpACK | tcpPSH | tcpFIN | tcpCWR)
+			payload := pattern(size)
+			super := buildTCP(tt.v6, 1000, flags, 500, payload, true)
+			g := GSO{Type: GSOTCPv4, Size: mss, NeedsCsum: true, CsumStart: 20, CsumOffset: 16}
+			if tt.v6 {
+				g.Type, g.CsumStart = GSOTCPv6, 40
+			}
+			if n, err := SegmentCount(super, g, make([]byte, maxHeaderLen)); err != nil || n != 5 {
+				t.Fatalf("SegmentCount = %d, %v; want 5", n, err)
+			}
+			var scratch [maxHeaderLen]byte
+			s, err := MergeTCP(super, g, scratch[:], tt.first, tt.count)
+			if err != nil {
+				t.Fatal(err)
+			}
+			off := tt.first * mss
+			end := min(size, (tt.first+tt.count)*mss)
+			f := flags
+			if end < size {
+				f &^= tcpFIN | tcpPSH
+			}
+			if tt.first > 0 {
+				f &^= tcpCWR
+			}
+			want := buildTCP(tt.v6, 1000+uint32(off), f, 500+uint16(tt.first), payload[off:end], true)
+			if got := s.Segment(nil, super); !bytes.Equal(got, want) {
+				t.Errorf("merged run:\n got % x\nwant % x", got[:72], want[:72])
+			}
+		})
+	}
+	var scratch [maxHeaderLen]byte
+	super := buildTCP(false, 1, tcpACK, 1, pattern(3000), true)
+	g := GSO{Type: GSOTCPv4, Size: 1448, NeedsCsum: true, CsumStart: 20, CsumOffset: 16}
+	if _, err := MergeTCP(super, g, scratch[:], 3, 1); err == nil {
+		t.Error("MergeTCP past the last segment: no error")
 	}
 }

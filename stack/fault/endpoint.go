@@ -56,6 +56,13 @@ type Endpoint struct {
 	passed [2]atomic.Uint64 // packets forwarded at once, per direction: reorder gaps count these
 	held   atomic.Int64     // packets in reorder
 
+	// Upward deliveries (batch.go): serialized by up; during a batch
+	// they wait in batchHeld.
+	up        sync.Mutex
+	batch     bool
+	batchHeld []heldPacket
+	validated atomic.Bool // the packet going up has checksums the link checked
+
 	stats Stats
 }
 
@@ -69,6 +76,9 @@ type Stats struct {
 	Injected    atomic.Uint64 // packets the layer made up: RSTs, duplicates
 	Corrupted   atomic.Uint64 // packets forwarded with a broken checksum
 	Fragments   atomic.Uint64 // first fragments dropped for a truncated transport header
+	// Batches (DeliverBatch) that went up whole, and those whose
+	// surviving segments went up merged because not all of them passed.
+	Whole, Merged atomic.Uint64
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
@@ -113,7 +123,7 @@ func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pk
 			dup.RXChecksumValidated = pkt.RXChecksumValidated
 			e.injected(In, dup, d)
 		}
-		e.Endpoint.DeliverNetworkPacket(protocol, pkt)
+		e.deliverUp(protocol, pkt)
 		e.passed[0].Add(1)
 		if dup != nil {
 			e.enqueue(In, protocol, dup, 0)
@@ -128,7 +138,7 @@ func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pk
 	case Delayed:
 		if d.Action == ActReorder {
 			if !e.hold(In, protocol, pkt, d.Arg) {
-				e.Endpoint.DeliverNetworkPacket(protocol, pkt)
+				e.deliverUp(protocol, pkt)
 			}
 		} else {
 			e.enqueue(In, protocol, pkt, d.Delay)
@@ -142,12 +152,12 @@ func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pk
 			}
 		case ActRSTAtSeq:
 			if rst := e.forged(In, pkt, d, resetInPlace, In); rst != nil {
-				e.Endpoint.DeliverNetworkPacket(rst.NetworkProtocolNumber, rst)
+				e.deliverUp(rst.NetworkProtocolNumber, rst)
 				rst.DecRef()
 			}
 		case ActCorrupt:
 			if bad := e.corrupted(pkt, d); bad != nil {
-				e.Endpoint.DeliverNetworkPacket(protocol, bad)
+				e.deliverUp(protocol, bad)
 				bad.DecRef()
 			}
 		}
@@ -539,7 +549,7 @@ func (e *Endpoint) release() {
 	e.mu.Unlock()
 	for _, x := range due {
 		if x.dir == In {
-			e.Endpoint.DeliverNetworkPacket(x.proto, x.pkt)
+			e.deliverUp(x.proto, x.pkt)
 		} else {
 			e.writeOne(x.pkt)
 		}

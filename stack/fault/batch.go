@@ -1,0 +1,169 @@
+package fault
+
+import (
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Batch is one TCP super-packet from an offload device, cut by the link
+// into the wire-sized segments a sender without offload would have sent,
+// so that rules judge every segment on its own (DeliverBatch).
+type Batch struct {
+	// Proto is the segments' network protocol.
+	Proto tcpip.NetworkProtocolNumber
+	// Segments are the segments in order. The caller keeps its references
+	// and must hold them until DeliverBatch returns: their identities tell
+	// the segments that passed from other packets.
+	Segments []*stack.PacketBuffer
+	// Merge returns one packet carrying count consecutive segments from
+	// first on, as a receiver's GRO would have built it, with one
+	// reference the caller of Merge owns; nil if it cannot. The run of all
+	// segments is the super-packet itself.
+	Merge func(first, count int) *stack.PacketBuffer
+}
+
+// BatchDispatcher is implemented by dispatchers that take a super-packet's
+// segments together (Endpoint). A link endpoint whose dispatcher has it
+// hands over batches; any other dispatcher gets the segments one by one.
+type BatchDispatcher interface {
+	DeliverBatch(b *Batch)
+}
+
+var _ BatchDispatcher = (*Endpoint)(nil)
+
+// DeliverBatch judges every segment of b like DeliverNetworkPacket and
+// then sends up what passed: the super-packet whole when every segment
+// passed, in order; otherwise each run of consecutive segments that passed
+// merged into one packet, and everything else that went up meanwhile
+// (duplicates, corrupted copies, forged resets, delayed packets the timer
+// released during the batch) as it came, in order.
+//
+// Checksums: a merged packet carries RXChecksumValidated from the link
+// (the kernel built its data) but checksums valid only for a segment, or
+// the pseudo-header sum the kernel left. gVisor's NIC overwrites that mark
+// on every packet from its endpoint's CapabilityRXChecksumOffload, so the
+// Endpoint reports the capability exactly while it delivers a packet whose
+// mark is set (deliveries up are serialized); every other packet is
+// verified by gVisor as usual.
+func (e *Endpoint) DeliverBatch(b *Batch) {
+	e.up.Lock()
+	e.batch = true
+	e.up.Unlock()
+	for _, pkt := range b.Segments {
+		e.DeliverNetworkPacket(b.Proto, pkt)
+	}
+	e.up.Lock()
+	defer e.up.Unlock()
+	e.batch = false
+	held := e.batchHeld
+	defer func() {
+		for i, h := range held {
+			h.pkt.DecRef()
+			held[i] = heldPacket{}
+		}
+		e.batchHeld = held[:0]
+	}()
+	if samePackets(held, b.Segments) {
+		e.stats.Whole.Add(1)
+		// The segments' references go first, so that the super-packet's
+		// memory is no longer shared and gVisor parses it in place.
+		for i, h := range held {
+			h.pkt.DecRef()
+			held[i] = heldPacket{}
+		}
+		held = held[:0]
+		if whole := b.Merge(0, len(b.Segments)); whole != nil {
+			e.deliverUpLocked(b.Proto, whole)
+			whole.DecRef()
+		}
+		return
+	}
+	e.stats.Merged.Add(1)
+	next := 0 // b.Segments[next:] may still be among held, in order
+	for i := 0; i < len(held); {
+		h := held[i]
+		run, k := 1, indexFrom(b.Segments, next, h.pkt)
+		if k >= 0 {
+			for i+run < len(held) && k+run < len(b.Segments) && held[i+run].pkt == b.Segments[k+run] {
+				run++
+			}
+			next = k + run
+		}
+		if run > 1 {
+			if m := b.Merge(k, run); m != nil {
+				e.deliverUpLocked(b.Proto, m)
+				m.DecRef()
+				i += run
+				continue
+			}
+		}
+		// Not mergeable: the packets go up one by one.
+		for j := i; j < i+run; j++ {
+			e.deliverUpLocked(held[j].proto, held[j].pkt)
+		}
+		i += run
+	}
+}
+
+// heldPacket is a packet on its way up during a batch.
+type heldPacket struct {
+	proto tcpip.NetworkProtocolNumber
+	pkt   *stack.PacketBuffer
+}
+
+// deliverUp hands pkt to the stack, or holds it (with a reference of its
+// own) while a batch is being judged.
+func (e *Endpoint) deliverUp(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	e.up.Lock()
+	defer e.up.Unlock()
+	if e.batch {
+		e.batchHeld = append(e.batchHeld, heldPacket{proto, pkt.IncRef()})
+		return
+	}
+	e.deliverUpLocked(proto, pkt)
+}
+
+// deliverUpLocked hands pkt to the stack with its checksum mark (see
+// DeliverBatch).
+func (e *Endpoint) deliverUpLocked(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	e.validated.Store(pkt.RXChecksumValidated)
+	e.Endpoint.DeliverNetworkPacket(proto, pkt)
+	e.validated.Store(false)
+}
+
+// Capabilities implements stack.LinkEndpoint: the wrapped endpoint's,
+// with CapabilityRXChecksumOffload while a packet whose checksums the link
+// checked goes up (see DeliverBatch).
+func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	c := e.Endpoint.Capabilities()
+	if e.validated.Load() {
+		c |= stack.CapabilityRXChecksumOffload
+	}
+	return c
+}
+
+// indexFrom returns the index of pkt in pkts[from:] (as an index of
+// pkts), or -1.
+func indexFrom(pkts []*stack.PacketBuffer, from int, pkt *stack.PacketBuffer) int {
+	for k := from; k < len(pkts); k++ {
+		if pkts[k] == pkt {
+			return k
+		}
+	}
+	return -1
+}
+
+// samePackets reports whether held are exactly pkts, in order. The link
+// holds a reference to every segment until DeliverBatch returns, so a
+// pointer cannot be reused within the batch.
+func samePackets(held []heldPacket, pkts []*stack.PacketBuffer) bool {
+	if len(held) != len(pkts) {
+		return false
+	}
+	for i, h := range held {
+		if h.pkt != pkts[i] {
+			return false
+		}
+	}
+	return true
+}
