@@ -208,7 +208,7 @@ func (ct *connTracker) buildConns(end, exited time.Duration, stopped string, ker
 				cr.Settings = s
 			}
 		}
-		cr.Settings.RTO = c.rto(k)
+		cr.Settings.RTO, cr.Settings.RTT = c.rto(k)
 		cr.InFlight, _ = InFlightTimeout(cr.Settings)
 		if idle, _, ok := IdleTimeout(cr.Settings); ok {
 			cr.Idle = &idle
@@ -228,21 +228,21 @@ func (ct *connTracker) buildConns(end, exited time.Duration, stopped string, ker
 	return out
 }
 
-// rto is the connection's base RTO: tcp_info's from the first kernel
-// sample taken before any backoff, else the first retransmission
-// interval, else Linux's minimum.
-func (c *connTrack) rto(k *KernelConn) time.Duration {
+// rto is the connection's base RTO and smoothed RTT: tcp_info's from the
+// first kernel sample taken before any backoff, else the first
+// retransmission interval (RTT unknown), else 0: unknown.
+func (c *connTrack) rto(k *KernelConn) (rto, rtt time.Duration) {
 	if k != nil {
 		for _, s := range k.Samples {
 			if s.RTO > 0 && s.Backoff == 0 && s.State == "ESTABLISHED" {
-				return s.RTO
+				return s.RTO, s.RTT
 			}
 		}
 	}
-	if len(c.intervals) > 0 && c.intervals[0] >= linuxRTOMin && c.intervals[0] < time.Second {
-		return c.intervals[0]
+	if len(c.intervals) > 0 && c.intervals[0] >= kernelRTOMin && c.intervals[0] < time.Second {
+		return c.intervals[0], 0
 	}
-	return linuxRTOMin
+	return 0, 0
 }
 
 func durPtr(d time.Duration) *time.Duration { return &d }
