@@ -8,6 +8,7 @@ import (
 
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/tun/sockdiag"
 )
 
 // ExecInfo is the part of a Report that only `unplug exec --report` (and
@@ -287,6 +288,21 @@ func joinArgv(argv []string) string {
 var execSysctls = []string{
 	"net.ipv4.tcp_retries2", "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_keepalive_time",
 	"net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
+}
+
+// readSysctls reads, with get, the sysctls the report shows and the
+// timeout settings an untouched socket has in that namespace (source says
+// whose defaults they are); what cannot be read stays out (zero).
+func readSysctls(get func(name string) (string, error), source string) ([]Sysctl, TimeoutSettings) {
+	var shown []Sysctl
+	for _, name := range execSysctls {
+		if v, err := get(name); err == nil {
+			shown = append(shown, Sysctl{Name: name, Value: v})
+		}
+	}
+	t, _ := sockdiag.ReadTCPSysctls(get)
+	return shown, TimeoutSettings{Source: source, Retries2: t.Retries2,
+		KeepIdle: t.KeepaliveTime, KeepIntvl: t.KeepaliveIntvl, KeepCnt: t.KeepaliveProbes}
 }
 
 // execSummary is the outcome line: how many connections ended how.
