@@ -64,6 +64,17 @@ func (s TimeoutSettings) conditions() []Conditions {
 	return []Conditions{hi, c}
 }
 
+// tolerance is how far a measured timeout may lie outside the model's
+// range: the real clock's (two jiffies and twice the RTT: handlers running
+// late, the packet reaching the fault layer and the program waking up),
+// plus one jiffy and a millisecond because the report times a kernel
+// timeout across two clocks: its start on the wire, its end from
+// sock_diag's timer expiry, which counts whole milliseconds from the
+// jiffies counter.
+func (s TimeoutSettings) tolerance(c Conditions) time.Duration {
+	return c.tolerance() + kernelClock{hz: c.hz()}.jiffy() + time.Millisecond
+}
+
 // InFlightTimeout predicts when a request sent into a dead link gets
 // ETIMEDOUT, counted from its first transmission, with the kernel model of
 // ktimers.go (predictData): the tail-loss probe, RTO #1 restarted from it,
@@ -72,9 +83,7 @@ func (s TimeoutSettings) conditions() []Conditions {
 // (or TCP_USER_TIMEOUT, which also clamps the RTO) used up since RTO #1
 // ends it. Want is the most likely ending firing's midpoint, Min–Max
 // covers every possible ending firing (for every possible RTO when the
-// socket's was not read), widened by the real clock's tolerance (two
-// jiffies and twice the RTT: handlers running late, the packet and the
-// program waking up). by names the limit.
+// socket's was not read), widened by the tolerance. by names the limit.
 func InFlightTimeout(s TimeoutSettings) (est Estimate, by string) {
 	est, by, _ = inFlightPlan(s)
 	return est, by
@@ -92,7 +101,7 @@ func inFlightPlan(s TimeoutSettings) (Estimate, string, dataPlan) {
 	for i, c := range s.conditions() {
 		plan := planData(c, 1, s.Retries2, s.UserTimeout)
 		lo, hi := plan.endRange()
-		lo, hi = lo-c.tolerance(), hi+c.tolerance()
+		lo, hi = lo-s.tolerance(c), hi+s.tolerance(c)
 		if i == 0 {
 			first = plan
 			e := plan.likely()
@@ -132,7 +141,7 @@ func IdleTimeout(s TimeoutSettings) (est Estimate, by string, ok bool) {
 	// level up to 131 s coarse for a 2 h idle time) starts above the
 	// timers' nominal due time; Min keeps that, which no timer beats.
 	nominal := s.KeepIdle + time.Duration(probes)*intvl
-	return Estimate{Want: (end.Lo + end.Hi) / 2, Min: min(nominal, end.Lo) - c.tolerance(), Max: end.Hi + c.tolerance()}, by, true
+	return Estimate{Want: (end.Lo + end.Hi) / 2, Min: min(nominal, end.Lo) - s.tolerance(c), Max: end.Hi + s.tolerance(c)}, by, true
 }
 
 // settingsPhrase names the settings that decide a timeout: "no keepalive,
