@@ -288,16 +288,8 @@ func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, ns *tu
 	rep.Wall.Duration = rep.Duration
 	rep.AnchorLabel = "the program starts"
 	info := &ExecInfo{Argv: o.Argv, ExitCode: code, ExitedAt: exited, Stopped: stopped}
-	for _, name := range execSysctls {
-		if v, err := ns.Sysctl(name); err == nil {
-			info.Sysctls = append(info.Sysctls, Sysctl{Name: name, Value: v})
-		}
-	}
-	defaults := TimeoutSettings{Source: "sysctl defaults"}
-	if t, err := sockdiag.ReadTCPSysctls(ns.Sysctl); err == nil {
-		defaults.Retries2 = t.Retries2
-		defaults.KeepIdle, defaults.KeepIntvl, defaults.KeepCnt = t.KeepaliveTime, t.KeepaliveIntvl, t.KeepaliveProbes
-	}
+	var defaults TimeoutSettings
+	info.Sysctls, defaults = readSysctls(ns.Sysctl, "sysctl defaults")
 	if kv.sampler != nil {
 		info.KernelView = fmt.Sprintf("sock_diag every %s in the program's namespace; socket options read with pidfd_getfd + getsockopt", kv.interval)
 		if err := kv.reader.Err(); err != nil {

@@ -100,7 +100,7 @@ func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSe
 			last = c.intervals[n-1]
 		}
 		if last > 0 && silence > 3*last {
-			at := c.lastIn + min(2*last, linuxRTOMax)
+			at := c.lastIn + min(2*last, kernelRTOMax)
 			how, detail := c.retransTimeout(s, c.retrans[fault.In])
 			if est, _ := InFlightTimeout(s); s.Source != "getsockopt" && c.hasFirstData && (at-c.firstData < est.Min || at-c.firstData > est.Max) {
 				how = EndTimeout

@@ -8,6 +8,7 @@ import (
 
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/tun/sockdiag"
 )
 
 // ExecInfo is the part of a Report that only `unplug exec --report` (and
@@ -208,7 +209,7 @@ func (ct *connTracker) buildConns(end, exited time.Duration, stopped string, ker
 				cr.Settings = s
 			}
 		}
-		cr.Settings.RTO = c.rto(k)
+		cr.Settings.RTO, cr.Settings.RTT = c.rto(k)
 		cr.InFlight, _ = InFlightTimeout(cr.Settings)
 		if idle, _, ok := IdleTimeout(cr.Settings); ok {
 			cr.Idle = &idle
@@ -228,21 +229,21 @@ func (ct *connTracker) buildConns(end, exited time.Duration, stopped string, ker
 	return out
 }
 
-// rto is the connection's base RTO: tcp_info's from the first kernel
-// sample taken before any backoff, else the first retransmission
-// interval, else Linux's minimum.
-func (c *connTrack) rto(k *KernelConn) time.Duration {
+// rto is the connection's base RTO and smoothed RTT: tcp_info's from the
+// first kernel sample taken before any backoff, else the first
+// retransmission interval (RTT unknown), else 0: unknown.
+func (c *connTrack) rto(k *KernelConn) (rto, rtt time.Duration) {
 	if k != nil {
 		for _, s := range k.Samples {
 			if s.RTO > 0 && s.Backoff == 0 && s.State == "ESTABLISHED" {
-				return s.RTO
+				return s.RTO, s.RTT
 			}
 		}
 	}
-	if len(c.intervals) > 0 && c.intervals[0] >= linuxRTOMin && c.intervals[0] < time.Second {
-		return c.intervals[0]
+	if len(c.intervals) > 0 && c.intervals[0] >= kernelRTOMin && c.intervals[0] < time.Second {
+		return c.intervals[0], 0
 	}
-	return linuxRTOMin
+	return 0, 0
 }
 
 func durPtr(d time.Duration) *time.Duration { return &d }
@@ -287,6 +288,21 @@ func joinArgv(argv []string) string {
 var execSysctls = []string{
 	"net.ipv4.tcp_retries2", "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_keepalive_time",
 	"net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
+}
+
+// readSysctls reads, with get, the sysctls the report shows and the
+// timeout settings an untouched socket has in that namespace (source says
+// whose defaults they are); what cannot be read stays out (zero).
+func readSysctls(get func(name string) (string, error), source string) ([]Sysctl, TimeoutSettings) {
+	var shown []Sysctl
+	for _, name := range execSysctls {
+		if v, err := get(name); err == nil {
+			shown = append(shown, Sysctl{Name: name, Value: v})
+		}
+	}
+	t, _ := sockdiag.ReadTCPSysctls(get)
+	return shown, TimeoutSettings{Source: source, Retries2: t.Retries2,
+		KeepIdle: t.KeepaliveTime, KeepIntvl: t.KeepaliveIntvl, KeepCnt: t.KeepaliveProbes}
 }
 
 // execSummary is the outcome line: how many connections ended how.

@@ -85,21 +85,17 @@ func (r *Report) writeExec(w io.Writer) {
 	fmt.Fprintln(w)
 }
 
-// settingsText renders the socket's timeout settings.
+// settingsText renders the socket's timeout settings and its RTO (and
+// RTT, when sock_diag read them).
 func settingsText(s TimeoutSettings) string {
-	var parts []string
-	if s.KeepAlive {
-		parts = append(parts, fmt.Sprintf("SO_KEEPALIVE on, idle %s, interval %s, %d probes", shortSeconds(s.KeepIdle), shortSeconds(s.KeepIntvl), s.KeepCnt))
-	} else {
-		parts = append(parts, "SO_KEEPALIVE off")
+	text := settingsPhrase(s) + ", RTO " + fmtDur(s.RTO)
+	if s.RTO <= 0 {
+		text = settingsPhrase(s) + ", RTO unknown"
 	}
-	if s.UserTimeout > 0 {
-		parts = append(parts, "TCP_USER_TIMEOUT "+shortSeconds(s.UserTimeout))
-	} else {
-		parts = append(parts, "TCP_USER_TIMEOUT off")
+	if s.RTT > 0 {
+		text += ", RTT " + fmtDur(s.RTT)
 	}
-	parts = append(parts, fmt.Sprintf("tcp_retries2=%d", s.Retries2), "RTO "+fmtDur(s.RTO))
-	return strings.Join(parts, ", ")
+	return text
 }
 
 // tableSeriesItems bounds the retransmissions and probes listed per

@@ -6,16 +6,6 @@ import (
 	"time"
 )
 
-// Linux TCP constants the connection theory uses (FACTS.md, "Linux kernel
-// TCP").
-const (
-	linuxRTOMin = 200 * time.Millisecond
-	linuxRTOMax = 120 * time.Second
-	// linuxJiffy is one tick at HZ=250, the timer wheel's unit on the
-	// machines FACTS.md was measured on.
-	linuxJiffy = 4 * time.Millisecond
-)
-
 // TimeoutSettings are what decides when the kernel gives up on a
 // connection: the socket's own options and the namespace's sysctls.
 type TimeoutSettings struct {
@@ -31,8 +21,12 @@ type TimeoutSettings struct {
 	Retries2 int `json:"tcp_retries2"`
 	// RTO is the connection's retransmission timeout before any backoff
 	// (tcp_info's rto when the kernel view saw it, else the first
-	// retransmission interval on the wire, else Linux's 200 ms minimum).
+	// retransmission interval on the wire; 0 when neither was seen, and the
+	// theory then covers every RTO a sub-millisecond link can have).
 	RTO time.Duration `json:"rto_ns"`
+	// RTT is tcpi_rtt from the same reading (0: not read); the tail-loss
+	// probe is due 2·RTT + 200 ms after a send.
+	RTT time.Duration `json:"rtt_ns,omitempty"`
 	// Source says where the socket options came from: "getsockopt" (read
 	// from the program's descriptor) or "sysctl defaults" (the program's
 	// socket could not be read; these are what an untouched socket has).
@@ -52,113 +46,110 @@ func (e Estimate) String() string {
 	return fmt.Sprintf("≈ %s (%s – %s)", shortSeconds(e.Want), shortSeconds(e.Min), shortSeconds(e.Max))
 }
 
-// wheelGranularity is the rounding the kernel's timer wheel applies to a
-// timer armed d ahead (kernel/time/timer.c: 64 buckets per level, each
-// level 8 times coarser), at HZ=250.
-func wheelGranularity(d time.Duration) time.Duration {
-	j := int64(d / linuxJiffy)
-	gran := int64(1)
-	for start := int64(63); j >= start && gran < 1<<21; start <<= 3 {
-		gran <<= 3
+// conditions are the precise model's starting points for a socket with
+// these settings: a kernel client on this machine's HZ with the socket's
+// own RTO and RTT when sock_diag read them; else every RTO a
+// sub-millisecond link can have (200 ms + its RTT in jiffies rounded up:
+// 200 ms for an RTT of zero, one jiffy more for any other).
+func (s TimeoutSettings) conditions() []Conditions {
+	c := nominalConditions(true)
+	c.Virtual = false
+	if s.RTO > 0 {
+		c.RTO, c.RTT, c.Measured = s.RTO, s.RTT, true
+		return []Conditions{c}
 	}
-	return time.Duration(gran) * linuxJiffy
+	k := kernelClock{hz: c.hz()}
+	hi := c
+	hi.RTO = k.dur(k.jiffies(kernelRTOMin) + 1)
+	return []Conditions{hi, c}
 }
 
-// modelTimeout is the kernel's tcp_model_timeout: how long linear-then-
-// capped exponential backoff from base takes for boundary retransmissions.
-// retransmits_timed_out compares the time since the first RTO
-// retransmission with it, always from the 200 ms base for an established
-// connection.
-func modelTimeout(boundary int, base time.Duration) time.Duration {
-	thresh := 0
-	for base<<(thresh+1) <= linuxRTOMax {
-		thresh++
-	}
-	// ilog2(TCP_RTO_MAX / base)
-	if boundary <= thresh {
-		return time.Duration((2<<boundary)-1) * base
-	}
-	return time.Duration((2<<thresh)-1)*base + time.Duration(boundary-thresh)*linuxRTOMax
+// tolerance is how far a measured timeout may lie outside the model's
+// range: the real clock's (two jiffies and twice the RTT: handlers running
+// late, the packet reaching the fault layer and the program waking up),
+// plus one jiffy and a millisecond because the report times a kernel
+// timeout across two clocks: its start on the wire, its end from
+// sock_diag's timer expiry, which counts whole milliseconds from the
+// jiffies counter.
+func (s TimeoutSettings) tolerance(c Conditions) time.Duration {
+	return c.tolerance() + kernelClock{hz: c.hz()}.jiffy() + time.Millisecond
 }
 
 // InFlightTimeout predicts when a request sent into a dead link gets
-// ETIMEDOUT, counted from its first transmission: the tail-loss probe and
-// the first RTO retransmission go out one RTO apart (FACTS: +0.20, +0.20
-// s), the first RTO retransmission starts the clock (retrans_stamp), each
-// further RTO doubles up to 120 s, and the kernel checks only when an RTO
-// fires. With TCP_USER_TIMEOUT the RTO is clamped to fire exactly when
-// the user timeout runs out. by names what ends it.
+// ETIMEDOUT, counted from its first transmission, with the kernel model of
+// ktimers.go (predictData): the tail-loss probe, RTO #1 restarted from it,
+// doubling up to 120 s, each firing rounded by the timer wheel over every
+// jiffies phase; the firing that finds tcp_model_timeout(tcp_retries2)
+// (or TCP_USER_TIMEOUT, which also clamps the RTO) used up since RTO #1
+// ends it. Want is the most likely ending firing's midpoint, Min–Max
+// covers every possible ending firing (for every possible RTO when the
+// socket's was not read), widened by the tolerance. by names the limit.
 func InFlightTimeout(s TimeoutSettings) (est Estimate, by string) {
-	rto := s.RTO
-	if rto <= 0 {
-		rto = linuxRTOMin
-	}
-	stamp := 2 * rto // TLP at +RTO, first RTO retransmission at +2·RTO
+	est, by, _ = inFlightPlan(s)
+	return est, by
+}
+
+// inFlightPlan is InFlightTimeout with the model's plan behind Want (the
+// first of the conditions).
+func inFlightPlan(s TimeoutSettings) (Estimate, string, dataPlan) {
+	by := "tcp_retries2"
 	if s.UserTimeout > 0 {
-		// The ≈ U + 0.41 s of FACTS at a 200 ms RTO.
-		want := stamp + s.UserTimeout
-		return Estimate{Want: want, Min: want - rto/2, Max: want + wheelGranularity(s.UserTimeout) + rto}, "TCP_USER_TIMEOUT"
+		by = "TCP_USER_TIMEOUT"
 	}
-	boundary := modelTimeout(s.Retries2, linuxRTOMin)
-	var elapsed, slackHalf, slack time.Duration
-	cur := rto
-	for elapsed < boundary {
-		cur = min(2*cur, linuxRTOMax)
-		g := wheelGranularity(cur)
-		elapsed += cur
-		slackHalf += g / 2
-		slack += g
-		// Each firing comes up to one wheel granularity late, so a
-		// boundary within the slack is already crossed (FACTS: N=4 ends
-		// at 6.7 s, not 13 s).
-		if elapsed+slack >= boundary {
-			break
+	var est Estimate
+	var first dataPlan
+	for i, c := range s.conditions() {
+		plan := planData(c, 1, s.Retries2, s.UserTimeout)
+		lo, hi := plan.endRange()
+		lo, hi = lo-s.tolerance(c), hi+s.tolerance(c)
+		if i == 0 {
+			first = plan
+			e := plan.likely()
+			est = Estimate{Want: (e.Lo + e.Hi) / 2, Min: lo, Max: hi}
 		}
+		est.Min, est.Max = min(est.Min, lo), max(est.Max, hi)
 	}
-	want := stamp + elapsed + slackHalf
-	return Estimate{Want: want, Min: stamp + elapsed, Max: stamp + elapsed + slack + rto}, "tcp_retries2"
+	return est, by, first
 }
 
 // IdleTimeout predicts when an idle connection on a dead link notices, from
-// the last packet it received: never without keepalive; with it, after
-// KeepIdle and one probe per KeepIntvl until KeepCnt went unanswered, or —
-// with TCP_USER_TIMEOUT — at the first keepalive timer past the user
-// timeout once a probe was sent (tcp_keepalive_timer). ok is false when
-// it never notices.
+// the last packet it received, with the kernel's keepalive timer model
+// (keepaliveEnd): never without keepalive; with it, after KeepIdle and one
+// probe per KeepIntvl until KeepCnt went unanswered, or — with
+// TCP_USER_TIMEOUT — at the first keepalive firing past the user timeout
+// once a probe was sent (tcp_keepalive_timer). ok is false when it never
+// notices.
 func IdleTimeout(s TimeoutSettings) (est Estimate, by string, ok bool) {
 	if !s.KeepAlive {
 		return Estimate{}, "", false
 	}
 	intvl := max(s.KeepIntvl, time.Second)
-	var at time.Duration
-	for j := 1; ; j++ {
-		at = s.KeepIdle + time.Duration(j)*intvl
-		if s.UserTimeout > 0 && at >= s.UserTimeout {
-			by = "keepalive + TCP_USER_TIMEOUT"
-			break
+	probes := max(s.KeepCnt, 1)
+	by = "keepalive"
+	if s.UserTimeout > 0 {
+		// Firing j (0 the first, after KeepIdle) is at KeepIdle + j·intvl;
+		// the first at or past the user timeout after a probe ends it.
+		probes = 1
+		for s.KeepIdle+time.Duration(probes)*intvl < s.UserTimeout && probes < 1<<16 {
+			probes++
 		}
-		if s.UserTimeout == 0 && j >= max(s.KeepCnt, 1) {
-			by = "keepalive"
-			break
-		}
-		if j > 1<<16 {
-			break
-		}
+		by = "keepalive + TCP_USER_TIMEOUT"
 	}
-	// 1 s keepalive timers round up on the wheel: FACTS' 1/1/3 → 4.08–4.10 s.
-	n := at / intvl
-	g := wheelGranularity(intvl)
-	return Estimate{Want: at + n*g/2, Min: at, Max: at + n*g + 100*time.Millisecond}, by, true
+	c := s.conditions()[0]
+	_, end := kernelClock{hz: c.hz()}.keepaliveEnd(s.KeepIdle, intvl, probes)
+	// The wheel model's range (each firing rounded up, the first on a
+	// level up to 131 s coarse for a 2 h idle time) starts above the
+	// timers' nominal due time; Min keeps that, which no timer beats.
+	nominal := s.KeepIdle + time.Duration(probes)*intvl
+	return Estimate{Want: (end.Lo + end.Hi) / 2, Min: min(nominal, end.Lo) - s.tolerance(c), Max: end.Hi + s.tolerance(c)}, by, true
 }
 
-// TheoryText is the one-paragraph theory for a connection with these
-// settings, e.g. "no keepalive, no TCP_USER_TIMEOUT, tcp_retries2=15: a
-// request in flight would wait ≈ 938 s; an idle pooled connection would
-// never notice".
-func TheoryText(s TimeoutSettings) string {
+// settingsPhrase names the settings that decide a timeout: "no keepalive,
+// no TCP_USER_TIMEOUT, tcp_retries2=15".
+func settingsPhrase(s TimeoutSettings) string {
 	var parts []string
 	if s.KeepAlive {
-		parts = append(parts, fmt.Sprintf("keepalive %s/%s/%d", shortSeconds(s.KeepIdle), shortSeconds(s.KeepIntvl), s.KeepCnt))
+		parts = append(parts, fmt.Sprintf("keepalive idle %s, interval %s, %d probes", shortSeconds(s.KeepIdle), shortSeconds(s.KeepIntvl), s.KeepCnt))
 	} else {
 		parts = append(parts, "no keepalive")
 	}
@@ -168,14 +159,35 @@ func TheoryText(s TimeoutSettings) string {
 		parts = append(parts, "no TCP_USER_TIMEOUT")
 	}
 	parts = append(parts, fmt.Sprintf("tcp_retries2=%d", s.Retries2))
-	inflight, by := InFlightTimeout(s)
-	text := strings.Join(parts, ", ") + fmt.Sprintf(": a request in flight would wait ≈ %s (%s)", shortSeconds(inflight.Want), by)
+	return strings.Join(parts, ", ")
+}
+
+// TheoryText is the one-paragraph theory for a connection with these
+// settings, e.g. "no keepalive, no TCP_USER_TIMEOUT, tcp_retries2=15: a
+// request in flight would wait ≈ 938 s; an idle pooled connection would
+// never notice".
+func TheoryText(s TimeoutSettings) string {
+	inflight, by, plan := inFlightPlan(s)
+	text := settingsPhrase(s) + fmt.Sprintf(": a request in flight would wait ≈ %s (%s: %s)", shortSeconds(inflight.Want), by, endsPhrase(plan))
 	if idle, iby, ok := IdleTimeout(s); ok {
 		text += fmt.Sprintf("; an idle pooled connection would notice after ≈ %s of silence (%s)", shortSeconds(idle.Want), iby)
 	} else {
 		text += "; an idle pooled connection would never notice"
 	}
 	return text
+}
+
+// endsPhrase names the firings that may end a request in flight, most
+// likely first: "RTO #5" or "RTO #5 62%, RTO #6 38%".
+func endsPhrase(p dataPlan) string {
+	var parts []string
+	for _, e := range p.Ends {
+		if len(p.Ends) == 1 {
+			return fmt.Sprintf("RTO #%d", e.N)
+		}
+		parts = append(parts, fmt.Sprintf("RTO #%d %.0f%%", e.N, 100*e.Odds))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // shortSeconds prints a duration in seconds with up to one decimal for

@@ -38,6 +38,41 @@ func TestInFlightTimeoutFacts(t *testing.T) {
 	}
 }
 
+// TestInFlightTimeoutOwnRTO checks that the socket's own RTO and RTT (from
+// sock_diag) decide the ending firing at tcp_retries2=3, which sits on a
+// boundary (FACTS): with a 204 ms RTO (RTT < 1 ms) RTO #4 is short of
+// 3.000 s after RTO #1 and RTO #5 ends it at ≈ 6.7 s; with 212 ms (RTT ≳ 10
+// ms) RTO #4 ends it at ≈ 3.5 s.
+func TestInFlightTimeoutOwnRTO(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		rto, rtt time.Duration
+		measured []time.Duration
+		theory   string
+	}{
+		{"rto 204ms", 204 * time.Millisecond, 500 * time.Microsecond, []time.Duration{6700 * time.Millisecond}, "RTO #5"},
+		{"rto 212ms", 212 * time.Millisecond, 12 * time.Millisecond, []time.Duration{3500 * time.Millisecond}, "RTO #4"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := TimeoutSettings{Retries2: 3, RTO: tc.rto, RTT: tc.rtt}
+			est, _ := InFlightTimeout(s)
+			for _, m := range tc.measured {
+				if m < est.Min || m > est.Max {
+					t.Errorf("model %v does not contain the measured %v", est, m)
+				}
+			}
+			// The other RTO's answer must fall outside: the range can fail.
+			other := map[string]time.Duration{"RTO #5": 3500 * time.Millisecond, "RTO #4": 6700 * time.Millisecond}[tc.theory]
+			if other >= est.Min && other <= est.Max {
+				t.Errorf("model %v also contains %v, the other RTO's answer", est, other)
+			}
+			if got := TheoryText(s); !strings.Contains(got, "(tcp_retries2: "+tc.theory+")") {
+				t.Errorf("theory %q does not name %s as the ending firing", got, tc.theory)
+			}
+		})
+	}
+}
+
 // TestIdleTimeoutFacts checks the keepalive model: 1/1/3 → 4.08–4.10 s.
 func TestIdleTimeoutFacts(t *testing.T) {
 	for _, tc := range []struct {

@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
@@ -60,26 +59,8 @@ func (p *PeerRecorder) Report(expects []ExecExpect, forwards []services.Forward)
 	rep.Wall.Duration = rep.Duration
 	rep.AnchorLabel = "serve starts"
 	info := &ExecInfo{KernelView: "none: serve sees only the packets; the clients' sockets are in their own programs' namespaces (use unplug exec --report for the kernel's view)"}
-	defaults := TimeoutSettings{Source: "sysctl defaults of unplug's namespace"}
-	for _, name := range execSysctls {
-		b, err := os.ReadFile(filepath.Join("/proc/sys", strings.ReplaceAll(name, ".", "/")))
-		if err != nil {
-			continue
-		}
-		v := strings.TrimSpace(string(b))
-		info.Sysctls = append(info.Sysctls, Sysctl{Name: name, Value: v})
-		n := atoiOr(v, 0)
-		switch name {
-		case "net.ipv4.tcp_retries2":
-			defaults.Retries2 = n
-		case "net.ipv4.tcp_keepalive_time":
-			defaults.KeepIdle = time.Duration(n) * time.Second
-		case "net.ipv4.tcp_keepalive_intvl":
-			defaults.KeepIntvl = time.Duration(n) * time.Second
-		case "net.ipv4.tcp_keepalive_probes":
-			defaults.KeepCnt = n
-		}
-	}
+	var defaults TimeoutSettings
+	info.Sysctls, defaults = readSysctls(hostSysctl, "sysctl defaults of unplug's namespace")
 	fw := map[uint16]string{}
 	for _, f := range forwards {
 		fw[f.Port] = f.Target
@@ -97,16 +78,8 @@ func (p *PeerRecorder) Report(expects []ExecExpect, forwards []services.Forward)
 	return rep
 }
 
-func atoiOr(s string, def int) int {
-	n := 0
-	if s == "" {
-		return def
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return def
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
+// hostSysctl reads a sysctl of unplug's own network namespace.
+func hostSysctl(name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join("/proc/sys", strings.ReplaceAll(name, ".", "/")))
+	return strings.TrimSpace(string(b)), err
 }

@@ -1,6 +1,9 @@
 package scenarios
 
-import "time"
+import (
+	"math/bits"
+	"time"
+)
 
 // Kernel TCP timing, from FACTS.md (Linux ip-sysctl.rst, RFC 6298, and
 // measurements on Linux 6.18 through the TUN).
@@ -16,12 +19,18 @@ const (
 // retries2Boundary is the kernel's tcp_model_timeout for tcp_retries2=n:
 // the time the RTOs would take with a 200 ms base, doubling up to 120 s
 // (n = 15 gives 924.6 s).
-func retries2Boundary(n int) time.Duration {
-	const thresh = 9 // ilog2(TCP_RTO_MAX / TCP_RTO_MIN)
+func retries2Boundary(n int) time.Duration { return modelTimeout(n, kernelRTOMin) }
+
+// modelTimeout is the kernel's tcp_model_timeout: how long n timer
+// firings take from base, doubling up to TCP_RTO_MAX, the limit
+// retransmits_timed_out compares the time since the first retransmission
+// with.
+func modelTimeout(n int, base time.Duration) time.Duration {
+	thresh := bits.Len64(uint64(kernelRTOMax/base)) - 1 // ilog2(TCP_RTO_MAX / base)
 	if n <= thresh {
-		return time.Duration((2<<n)-1) * kernelRTOMin
+		return time.Duration((2<<n)-1) * base
 	}
-	return time.Duration((2<<thresh)-1)*kernelRTOMin + time.Duration(n-thresh)*kernelRTOMax
+	return time.Duration((2<<thresh)-1)*base + time.Duration(n-thresh)*kernelRTOMax
 }
 
 // synFires returns when the SYN retransmission timer fires after the
@@ -45,13 +54,7 @@ func synFires(linear, n int) []time.Duration {
 // synBoundary is the kernel's tcp_model_timeout for tcp_syn_retries=n:
 // the classic exponential schedule from a 1 s base, (2^(n+1) − 1) s for
 // small n (6 gives 127 s). Linear timeouts do not change it.
-func synBoundary(n int) time.Duration {
-	const thresh = 6 // ilog2(TCP_RTO_MAX / TCP_TIMEOUT_INIT)
-	if n <= thresh {
-		return time.Duration((2<<n)-1) * synRTO
-	}
-	return time.Duration((2<<thresh)-1)*synRTO + time.Duration(n-thresh)*kernelRTOMax
-}
+func synBoundary(n int) time.Duration { return modelTimeout(n, synRTO) }
 
 // synTimeout predicts connect() into a dead link with tcp_syn_retries n and
 // tcp_syn_linear_timeouts linear: ETIMEDOUT at the first timer firing at or
