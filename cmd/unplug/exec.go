@@ -174,19 +174,8 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if rep := res.Report; rep != nil {
-		var werr error
-		if asJSON {
-			werr = rep.WriteJSON(out)
-		} else {
-			werr = rep.WriteTable(out)
-		}
-		if werr != nil {
-			return werr
-		}
-		if svg != nil {
-			if err := rep.WriteSVG(svg); err != nil {
-				return fmt.Errorf("write --svg %s: %w", svgPath, err)
-			}
+		if err := writeReport(out, rep, asJSON, svg, svgPath, scenarios.SVGOptions{}); err != nil {
+			return err
 		}
 		if len(expects) > 0 {
 			if rep.Verdict != scenarios.VerdictPass {

@@ -48,19 +48,8 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := control.Call(ctx, *path, opReport, gates, &rep); err != nil {
 		return err
 	}
-	var err error
-	if *asJSON {
-		err = rep.WriteJSON(stdout)
-	} else {
-		err = rep.WriteTable(stdout)
-	}
-	if err != nil {
+	if err := writeReport(stdout, &rep, *asJSON, svg, *svgPath, scenarios.SVGOptions{}); err != nil {
 		return err
-	}
-	if svg != nil {
-		if err := rep.WriteSVG(svg); err != nil {
-			return fmt.Errorf("write --svg %s: %w", *svgPath, err)
-		}
 	}
 	if len(expects) > 0 && rep.Verdict != scenarios.VerdictPass {
 		var failed []string
@@ -70,6 +59,27 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 		}
 		return exitCodeError{code: exitFail, msg: "expectation not met: " + strings.Join(failed, "; ")}
+	}
+	return nil
+}
+
+// writeReport prints rep as JSON or as the table, and draws its graph into
+// svg (the --svg file, named svgPath in errors) when one was asked for: the
+// one rendering of run, exec --report and report.
+func writeReport(out io.Writer, rep *scenarios.Report, asJSON bool, svg *os.File, svgPath string, opts scenarios.SVGOptions) error {
+	var err error
+	if asJSON {
+		err = rep.WriteJSON(out)
+	} else {
+		err = rep.WriteTable(out)
+	}
+	if err != nil {
+		return err
+	}
+	if svg != nil {
+		if err := rep.WriteSVGOptions(svg, opts); err != nil {
+			return fmt.Errorf("write --svg %s: %w", svgPath, err)
+		}
 	}
 	return nil
 }

@@ -187,18 +187,8 @@ func runScenario(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return runErr
 	}
-	if f.json {
-		err = rep.WriteJSON(stdout)
-	} else {
-		err = rep.WriteTable(stdout)
-	}
-	if err != nil {
+	if err := writeReport(stdout, rep, f.json, svg, f.svg, svgOpts); err != nil {
 		return err
-	}
-	if svg != nil {
-		if err := rep.WriteSVGOptions(svg, svgOpts); err != nil {
-			return fmt.Errorf("write --svg %s: %w", f.svg, err)
-		}
 	}
 	if runErr != nil {
 		return runErr
