@@ -1,14 +1,13 @@
 package scenarios
 
 import (
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/unplug-dev/unplug/tun/tuntest"
 )
 
 // nobody is the unprivileged user the rootless test runs as.
@@ -31,7 +30,7 @@ func TestRootless(t *testing.T) {
 	case "rootless":
 		runRootless(t)
 	case "mountns":
-		mountTunNode(t)
+		tuntest.MountTunNode(t, 0o666)
 		runStage(t, "rootless", "", &syscall.SysProcAttr{
 			Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}},
 			Pdeathsig:  syscall.SIGKILL,
@@ -41,7 +40,7 @@ func TestRootless(t *testing.T) {
 		// from the TUN, and a crowded machine (the race detector, many
 		// namespaces at once) skews the intervals the ratios come from.
 		requireNamespaces(t)
-		exe := copyTestBinary(t)
+		_, exe := tuntest.CopyTestBinary(t, "scenarios.test")
 		runStage(t, "mountns", exe, &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET,
 			Pdeathsig:  syscall.SIGKILL,
@@ -86,59 +85,4 @@ func runStage(t *testing.T, stage, exe string, attr *syscall.SysProcAttr) {
 		t.Fatalf("stage %s: %v\n%s", stage, err, out)
 	}
 	t.Logf("stage %s:\n%s", stage, out)
-}
-
-// mountTunNode makes this private mount namespace's /dev/net/tun a fresh
-// node, mode 0666, on a tmpfs in the working directory.
-func mountTunNode(t *testing.T) {
-	must := func(what string, err error) {
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	must("make mounts private", unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""))
-	dir, err := filepath.Abs("dev")
-	must("abs", err)
-	must("mkdir", os.Mkdir(dir, 0o755))
-	must("mount tmpfs", unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"))
-	node := filepath.Join(dir, "tun")
-	must("mknod", unix.Mknod(node, unix.S_IFCHR|0o600, int(unix.Mkdev(10, 200))))
-	must("chmod our own node", os.Chmod(node, 0o666))
-	must("bind over /dev/net/tun", unix.Mount(node, "/dev/net/tun", "", unix.MS_BIND, ""))
-}
-
-// copyTestBinary copies this test binary into a directory uid 65534 may
-// enter (go test's build directory is private to root).
-func copyTestBinary(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "unplug-scenarios-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	exe := filepath.Join(dir, "scenarios.test")
-	dst, err := os.OpenFile(exe, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = io.Copy(dst, src)
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exe
 }

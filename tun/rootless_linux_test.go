@@ -3,14 +3,12 @@ package tun
 import (
 	"context"
 	"errors"
-	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/unplug-dev/unplug/tun/tuntest"
 )
 
 // nobody is the unprivileged user the rootless tests run as.
@@ -30,11 +28,11 @@ func TestRootlessNamespace(t *testing.T) {
 	case inStage("rootless"):
 		checkRootlessNamespace(t)
 	case inStage("mountns-open"):
-		mountTunNode(t, 0o666)
+		tuntest.MountTunNode(t, 0o666)
 		runStage(t, "rootless", "", ".", nobodyAttr())
 	default:
 		requireRoot(t)
-		dir, exe := copyTestBinary(t)
+		dir, exe := tuntest.CopyTestBinary(t, "tun.test")
 		runStage(t, "mountns-open", exe, dir, mountnsAttr())
 	}
 }
@@ -44,11 +42,11 @@ func TestRootlessPreconditions(t *testing.T) {
 	case inStage("rootless-denied"):
 		checkRootlessDenied(t)
 	case inStage("mountns-closed"):
-		mountTunNode(t, 0o600)
+		tuntest.MountTunNode(t, 0o600)
 		runStage(t, "rootless-denied", "", ".", nobodyAttr())
 	default:
 		requireRoot(t)
-		dir, exe := copyTestBinary(t)
+		dir, exe := tuntest.CopyTestBinary(t, "tun.test")
 		runStage(t, "mountns-closed", exe, dir, mountnsAttr())
 	}
 }
@@ -100,61 +98,6 @@ func checkRootlessDenied(t *testing.T) {
 	if len(childPIDs(t)) != len(before) {
 		t.Fatal("an agent was started although a precondition failed")
 	}
-}
-
-// mountTunNode makes this (private) mount namespace's /dev/net/tun a fresh
-// node with the given mode on a tmpfs under the working directory.
-func mountTunNode(t *testing.T, mode os.FileMode) {
-	must := func(what string, err error) {
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	must("make mounts private", unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""))
-	dir, err := filepath.Abs("dev")
-	must("abs", err)
-	must("mkdir", os.Mkdir(dir, 0o755))
-	must("mount tmpfs", unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"))
-	node := filepath.Join(dir, "tun")
-	must("mknod", unix.Mknod(node, unix.S_IFCHR|0o600, int(unix.Mkdev(10, 200))))
-	must("chmod own node", os.Chmod(node, mode))
-	must("bind over "+tunPath, unix.Mount(node, tunPath, "", unix.MS_BIND, ""))
-}
-
-// copyTestBinary copies this test binary into a directory uid 65534 may
-// enter (go test's build directory is private to root).
-func copyTestBinary(t *testing.T) (dir, exe string) {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "unplug-tun-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	exe = filepath.Join(dir, "tun.test")
-	dst, err := os.OpenFile(exe, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = io.Copy(dst, src)
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dir, exe
 }
 
 // mountnsAttr runs a stage as root in private mount and network

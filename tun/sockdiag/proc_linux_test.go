@@ -3,7 +3,6 @@ package sockdiag
 import (
 	"context"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unplug-dev/unplug/tun/tuntest"
 )
 
 // nsDefaults are keepalive defaults for test namespaces, unlike the
@@ -147,14 +148,14 @@ func TestReadOptionsRootless(t *testing.T) {
 	case "mountns":
 		// A private mount namespace with a /dev/net/tun node uid 65534 may
 		// open; the host's node is never changed.
-		mountTunNode(t)
+		tuntest.MountTunNode(t, 0o666)
 		runStage(t, "rootless", "", &syscall.SysProcAttr{
 			Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}},
 			Pdeathsig:  syscall.SIGKILL,
 		})
 	default:
 		requireRoot(t)
-		exe := copyTestBinary(t)
+		_, exe := tuntest.CopyTestBinary(t, "sockdiag.test")
 		runStage(t, "mountns", exe, &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET,
 			Pdeathsig:  syscall.SIGKILL,
@@ -222,60 +223,4 @@ func runStage(t *testing.T, stage, exe string, attr *syscall.SysProcAttr) {
 		t.Fatalf("stage %s: %v\n%s", stage, err, out)
 	}
 	t.Logf("stage %s:\n%s", stage, out)
-}
-
-// mountTunNode bind-mounts a world-accessible TUN node over /dev/net/tun
-// inside this (private) mount namespace.
-func mountTunNode(t *testing.T) {
-	must := func(what string, err error) {
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	must("make mounts private", unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""))
-	// In the working directory, which the top-level test removes.
-	dir, err := filepath.Abs("dev")
-	must("abs", err)
-	must("mkdir", os.Mkdir(dir, 0o755))
-	must("mount tmpfs", unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"))
-	node := filepath.Join(dir, "tun")
-	must("mknod", unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(10, 200))))
-	must("chmod", os.Chmod(node, 0o666))
-	must("bind over /dev/net/tun", unix.Mount(node, "/dev/net/tun", "", unix.MS_BIND, ""))
-}
-
-// copyTestBinary copies this test binary into a directory uid 65534 may
-// enter (go test's build directory is private to root).
-func copyTestBinary(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "h1a-sockdiag-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	exe := filepath.Join(dir, "sockdiag.test")
-	dst, err := os.OpenFile(exe, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = io.Copy(dst, src)
-	if cerr := dst.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return exe
 }
