@@ -123,6 +123,8 @@ var docCases = map[string]docCase{
 			`(?m)^#5 since first send +\d+\.\d+ s +\d+\.\d+ s +± \d+ ms +(ok|DIFFERS)$`,
 			`(?m)^reference +(AGREES — same mechanism, every time within tolerance|DIFFERS — see the rows marked DIFFERS)$`}},
 	`README.md: sudo ./unplug bench`: {skip: "measures for minutes at full load on every core; bench's own tests run it with --quick"},
+	`README.md: go build -o toxiproxy-server github.com/Shopify/toxiproxy/v2/cmd/server`:                                      {dir: "repo", cleanup: "rm -f toxiproxy-server"},
+	`README.md: sudo ./unplug bench --only bulk,bulk-down,forward-up,forward-down,forward-rtt --toxiproxy ./toxiproxy-server`: {skip: "minutes of transfers at full load; bench's TestForwardRows builds toxiproxy-server the same way and runs these rows with small sizes"},
 
 	// README: the tour.
 	`README.md: ./unplug run sendbuf-full`:             {},
