@@ -2,8 +2,6 @@ package scenarios
 
 import (
 	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -31,7 +29,7 @@ func TestRootless(t *testing.T) {
 		runRootless(t)
 	case "mountns":
 		tuntest.MountTunNode(t, 0o666)
-		runStage(t, "rootless", "", &syscall.SysProcAttr{
+		tuntest.RunStage(t, stageEnv, "rootless", "", "", &syscall.SysProcAttr{
 			Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}},
 			Pdeathsig:  syscall.SIGKILL,
 		})
@@ -41,7 +39,7 @@ func TestRootless(t *testing.T) {
 		// namespaces at once) skews the intervals the ratios come from.
 		requireNamespaces(t)
 		_, exe := tuntest.CopyTestBinary(t, "scenarios.test")
-		runStage(t, "mountns", exe, &syscall.SysProcAttr{
+		tuntest.RunStage(t, stageEnv, "mountns", exe, "", &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET,
 			Pdeathsig:  syscall.SIGKILL,
 		})
@@ -64,25 +62,4 @@ func runRootless(t *testing.T) {
 			checkRealReport(t, runReal(t, tc.name, tc.params, Options{}), nil)
 		})
 	}
-}
-
-// runStage re-executes the test binary (exe, or this one) as the next
-// stage of TestRootless in the directory of the binary.
-func runStage(t *testing.T, stage, exe string, attr *syscall.SysProcAttr) {
-	t.Helper()
-	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command(exe, "-test.run=^TestRootless$", "-test.v", "-test.count=1")
-	cmd.Dir = filepath.Dir(exe)
-	cmd.Env = append(os.Environ(), stageEnv+"="+stage)
-	cmd.SysProcAttr = attr
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("stage %s: %v\n%s", stage, err, out)
-	}
-	t.Logf("stage %s:\n%s", stage, out)
 }

@@ -6,9 +6,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -152,32 +150,6 @@ func ipChecksum(b []byte) uint16 {
 // inStage reports whether this process is the given stage of the current
 // test; the top-level run (no stage) gets false.
 func inStage(stage string) bool { return os.Getenv(stageEnv) == stage }
-
-// runStage re-executes the test binary (exe; "" means this one) to run only
-// the current test as stage, with attr deciding namespaces and credentials,
-// and fails unless that run passed.
-func runStage(t *testing.T, stage, exe, dir string, attr *syscall.SysProcAttr) {
-	t.Helper()
-	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*safetyTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, exe, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
-	// Race-enabled binaries sleep a second at exit unless told otherwise.
-	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	cmd.Env = append(os.Environ(), stageEnv+"="+stage, "GORACE="+gorace)
-	cmd.Dir = dir
-	cmd.SysProcAttr = attr
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-		t.Fatalf("stage %s: %v\n%s", stage, err, out)
-	}
-	t.Logf("stage %s:\n%s", stage, out)
-}
 
 // childPIDs lists this process's child processes.
 func childPIDs(t *testing.T) map[string]bool {

@@ -29,11 +29,11 @@ func TestRootlessNamespace(t *testing.T) {
 		checkRootlessNamespace(t)
 	case inStage("mountns-open"):
 		tuntest.MountTunNode(t, 0o666)
-		runStage(t, "rootless", "", ".", nobodyAttr())
+		tuntest.RunStage(t, stageEnv, "rootless", "", ".", nobodyAttr())
 	default:
 		requireRoot(t)
 		dir, exe := tuntest.CopyTestBinary(t, "tun.test")
-		runStage(t, "mountns-open", exe, dir, mountnsAttr())
+		tuntest.RunStage(t, stageEnv, "mountns-open", exe, dir, mountnsAttr())
 	}
 }
 
@@ -43,11 +43,11 @@ func TestRootlessPreconditions(t *testing.T) {
 		checkRootlessDenied(t)
 	case inStage("mountns-closed"):
 		tuntest.MountTunNode(t, 0o600)
-		runStage(t, "rootless-denied", "", ".", nobodyAttr())
+		tuntest.RunStage(t, stageEnv, "rootless-denied", "", ".", nobodyAttr())
 	default:
 		requireRoot(t)
 		dir, exe := tuntest.CopyTestBinary(t, "tun.test")
-		runStage(t, "mountns-closed", exe, dir, mountnsAttr())
+		tuntest.RunStage(t, stageEnv, "mountns-closed", exe, dir, mountnsAttr())
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unplug-dev/unplug/tun/tuntest"
 )
 
 // inPrivateNetns returns true when the calling test runs in a private
@@ -20,7 +22,7 @@ func inPrivateNetns(t *testing.T) bool {
 		return true
 	}
 	requireRoot(t)
-	runStage(t, "netns", "", "", &syscall.SysProcAttr{
+	tuntest.RunStage(t, stageEnv, "netns", "", ".", &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNET,
 		Pdeathsig:  syscall.SIGKILL,
 	})

@@ -1,7 +1,6 @@
 package sockdiag
 
 import (
-	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -149,14 +148,14 @@ func TestReadOptionsRootless(t *testing.T) {
 		// A private mount namespace with a /dev/net/tun node uid 65534 may
 		// open; the host's node is never changed.
 		tuntest.MountTunNode(t, 0o666)
-		runStage(t, "rootless", "", &syscall.SysProcAttr{
+		tuntest.RunStage(t, stageEnv, "rootless", "", "", &syscall.SysProcAttr{
 			Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}},
 			Pdeathsig:  syscall.SIGKILL,
 		})
 	default:
 		requireRoot(t)
 		_, exe := tuntest.CopyTestBinary(t, "sockdiag.test")
-		runStage(t, "mountns", exe, &syscall.SysProcAttr{
+		tuntest.RunStage(t, stageEnv, "mountns", exe, "", &syscall.SysProcAttr{
 			Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET,
 			Pdeathsig:  syscall.SIGKILL,
 		})
@@ -200,27 +199,4 @@ func checkRootless(t *testing.T) {
 		t.Fatalf("ReadOptions of a root process = %v, want EPERM explaining ptrace access", err)
 	}
 	t.Logf("refused as expected: %v", err)
-}
-
-// runStage re-executes the test binary (exe; "" means this one) to run
-// only the current test as stage, and fails unless that run passed.
-func runStage(t *testing.T, stage, exe string, attr *syscall.SysProcAttr) {
-	t.Helper()
-	if exe == "" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*safetyTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, exe, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), stageEnv+"="+stage, "GORACE=atexit_sleep_ms=0")
-	cmd.Dir = filepath.Dir(exe)
-	cmd.SysProcAttr = attr
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
-		t.Fatalf("stage %s: %v\n%s", stage, err, out)
-	}
-	t.Logf("stage %s:\n%s", stage, out)
 }

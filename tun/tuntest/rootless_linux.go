@@ -6,10 +6,15 @@
 package tuntest
 
 import (
+	"context"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -77,3 +82,37 @@ func CopyTestBinary(t testing.TB, name string) (dir, exe string) {
 	}
 	return dir, exe
 }
+
+// RunStage re-executes the test binary exe ("" means the running one) to
+// run only the current test, with env=stage in its environment telling it
+// which stage of a multi-process test it is, attr deciding its namespaces
+// and credentials, and dir its working directory ("" means exe's
+// directory). It fails unless that run passed.
+func RunStage(t testing.TB, env, stage, exe, dir string, attr *syscall.SysProcAttr) {
+	t.Helper()
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dir == "" {
+		dir = filepath.Dir(exe)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stageTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
+	// Race-enabled binaries sleep a second at exit unless told otherwise.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), env+"="+stage, "GORACE="+gorace)
+	cmd.Dir = dir
+	cmd.SysProcAttr = attr
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
+		t.Fatalf("stage %s: %v\n%s", stage, err, out)
+	}
+	t.Logf("stage %s:\n%s", stage, out)
+}
+
+// stageTimeout bounds one stage of a multi-process test.
+const stageTimeout = 3 * time.Minute
