@@ -260,7 +260,7 @@ func (kv *kernelView) conns(start time.Time) []KernelConn {
 		if opt, ok := c.LastOptions(); ok {
 			k.Settings = &TimeoutSettings{
 				KeepAlive: opt.KeepAlive, KeepIdle: opt.KeepIdle, KeepIntvl: opt.KeepIntvl, KeepCnt: opt.KeepCnt,
-				UserTimeout: opt.UserTimeout, Source: "getsockopt",
+				UserTimeout: opt.UserTimeout, SynRetries: opt.SynCnt, Source: "getsockopt",
 			}
 		}
 		out = append(out, k)

@@ -74,7 +74,11 @@ func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSe
 		}
 		switch {
 		case !c.hasEstablished:
-			add(at, EndTimeoutSyn, "kernel", "connect: SYN retransmissions exhausted (tcp_syn_retries)")
+			limit := fmt.Sprintf("%d SYN retries", s.SynRetries)
+			if s.UserTimeout > 0 {
+				limit = "TCP_USER_TIMEOUT " + shortSeconds(s.UserTimeout)
+			}
+			add(at, EndTimeoutSyn, "kernel", fmt.Sprintf("connect: SYN retransmissions exhausted (%s; ETIMEDOUT)", limit))
 		case lastTimer == "keepalive":
 			add(at, EndTimeoutKeep, "kernel", fmt.Sprintf("%d keepalive probes went unanswered (ETIMEDOUT)", lastSample.Probes))
 		case lastTimer == "on":
@@ -183,7 +187,7 @@ func (c *connTrack) verdict(cr *ConnReport) string {
 
 func (c *connTrack) predictionSentence(cr *ConnReport) string {
 	if !c.hasEstablished || (cr.Established != nil && *cr.Established > *cr.FaultHit) {
-		return "connect() failing only after tcp_syn_retries SYN retransmissions (≈ 127 s at the default 6, FACTS)"
+		return connectPhrase(cr.Settings)
 	}
 	if c.hasFirstData || c.retrans[fault.In] > 0 {
 		return fmt.Sprintf("ETIMEDOUT %s after a request", cr.InFlight)

@@ -425,3 +425,99 @@ func (k kernelSocket) recoveryOdds(d time.Duration) map[int]float64 {
 	}
 	return odds
 }
+
+// synSchedule simulates the SYN retransmission timer of a connect() into
+// a dead link, the first SYN sent in jiffy start (tcp_connect sets
+// retrans_stamp then and arms the timer at TCP_TIMEOUT_INIT, 1 s): the
+// timer stays at 1 s for the first linear+1 firings
+// (tcp_syn_linear_timeouts), then doubles up to 120 s
+// (tcp_retransmit_timer); with TCP_USER_TIMEOUT u each re-armed step is
+// clamped to what is left of it (tcp_clamp_rto_to_user_timeout). Every
+// firing after the first (retransmits_timed_out needs a retransmission)
+// compares the milliseconds since the first SYN with
+// tcp_model_timeout(retries, 1 s) — linear timeouts do not change it — or
+// with u when set; the firing that reaches it ends connect() with
+// ETIMEDOUT instead of resending. early decides the firings the SYN's
+// instant within its jiffy leaves undecided (the limit falls within that
+// jiffy): true ends them.
+func (k kernelClock) synSchedule(start, late int64, retries, linear int, u time.Duration, early bool) []dataFiring {
+	limit := synBoundary(retries)
+	if u > 0 {
+		limit = u
+	}
+	rto, rtoMax := k.jiffies(synRTO), k.jiffies(kernelRTOMax)
+	now := start
+	var out []dataFiring
+	for n := 1; n < 256; n++ {
+		step := rto
+		if u > 0 && n > 1 {
+			// tcp_clamp_rto_to_user_timeout, from the firing before.
+			left := u - k.dur(now-start)
+			if left <= 0 {
+				step = 1
+			} else {
+				step = min(step, k.jiffies(left))
+			}
+		}
+		now = wheelFire(now, step) + late
+		f := dataFiring{Kind: "SYN", N: n, At: now - start}
+		if n > 1 {
+			// The SYN went out somewhere in jiffy start: the time since
+			// it lies within one jiffy below At.
+			hi, lo := k.dur(f.At), k.dur(f.At-1)
+			f.Ends = lo >= limit || (early && hi >= limit)
+			f.Boundary = !f.Ends && hi >= limit
+		}
+		out = append(out, f)
+		if f.Ends {
+			return out
+		}
+		if n > linear {
+			rto = min(2*rto, rtoMax)
+		}
+	}
+	return out
+}
+
+// synPrediction is the kernel theory for connect() into a dead link.
+type synPrediction struct {
+	// Firings are the SYN timer's firings up to the last that may end it
+	// (times after the first SYN, over timer phases and late handlers).
+	Firings []firingRange
+	// End is the range of the firing that ends it; Retransmits the range
+	// of SYN retransmissions before it.
+	End              firingRange
+	MinRetx, MaxRetx int
+	// Limit is tcp_model_timeout(retries, 1 s) or the user timeout.
+	Limit    time.Duration
+	UserTime bool
+}
+
+// predictSyn runs synSchedule over every timer phase, handlers on time and
+// late, and both readings of an undecided firing.
+func (k kernelClock) predictSyn(retries, linear int, u time.Duration) synPrediction {
+	p := synPrediction{End: firingRange{Kind: "end", Lo: 1 << 62}, MinRetx: 1 << 30, Limit: synBoundary(retries), UserTime: u > 0}
+	if u > 0 {
+		p.Limit = u
+	}
+	for phase := int64(0); phase < wheelPhases; phase++ {
+		for _, late := range []int64{0, timerLate} {
+			for _, early := range []bool{true, false} {
+				sched := k.synSchedule(phase, late, retries, linear, u, early)
+				for i, f := range sched {
+					for len(p.Firings) <= i {
+						p.Firings = append(p.Firings, firingRange{Kind: "SYN", N: len(p.Firings) + 1, Lo: 1 << 62})
+					}
+					at := k.dur(f.At)
+					r := &p.Firings[i]
+					r.Lo, r.Hi = min(r.Lo, at-k.jiffy()), max(r.Hi, at)
+				}
+				last := sched[len(sched)-1]
+				at := k.dur(last.At)
+				p.End.Lo, p.End.Hi = min(p.End.Lo, at-k.jiffy()), max(p.End.Hi, at)
+				p.MinRetx, p.MaxRetx = min(p.MinRetx, len(sched)-1), max(p.MaxRetx, len(sched)-1)
+			}
+		}
+	}
+	return p
+}
