@@ -56,8 +56,9 @@ func (e Estimate) String() string {
 // conditions are the precise model's starting points for a socket with
 // these settings: a kernel client on this machine's HZ with the socket's
 // own RTO and RTT when sock_diag read them; else every RTO a
-// sub-millisecond link can have (200 ms + its RTT in jiffies rounded up:
-// 200 ms for an RTT of zero, one jiffy more for any other).
+// sub-millisecond link can have (kernelRTO: 200 ms + its RTT in jiffies
+// rounded up): first the TUN's nominal one, 200 ms + one jiffy, then 200
+// ms for an RTT below a microsecond.
 func (s TimeoutSettings) conditions() []Conditions {
 	c := nominalConditions(true)
 	c.Virtual = false
@@ -65,10 +66,9 @@ func (s TimeoutSettings) conditions() []Conditions {
 		c.RTO, c.RTT, c.Measured = s.RTO, s.RTT, true
 		return []Conditions{c}
 	}
-	k := kernelClock{hz: c.hz()}
-	hi := c
-	hi.RTO = k.dur(k.jiffies(kernelRTOMin) + 1)
-	return []Conditions{hi, c}
+	lo := c
+	lo.RTT, lo.RTO = 0, kernelRTO(c.hz(), 0)
+	return []Conditions{c, lo}
 }
 
 // tolerance is how far a measured timeout may lie outside the model's

@@ -70,15 +70,15 @@ type kernelSocket struct {
 	rto int64 // jiffies
 }
 
-// newKernelSocket builds the model from the conditions; an unmeasured socket
-// is a sub-millisecond link: RTO = 200 ms + RTT in jiffies, rounded up.
+// newKernelSocket builds the model from the conditions; without an RTO
+// it is the one the kernel derives from the RTT (kernelRTO).
 func newKernelSocket(c Conditions) kernelSocket {
 	k := kernelSocket{kernelClock: kernelClock{hz: c.hz()}, rtt: c.RTT}
-	if c.RTO > 0 {
-		k.rto = k.jiffies(c.RTO)
-	} else {
-		k.rto = k.jiffies(kernelRTOMin + k.rtt)
+	rto := c.RTO
+	if rto <= 0 {
+		rto = kernelRTO(c.hz(), c.RTT)
 	}
+	k.rto = k.jiffies(rto)
 	return k
 }
 
