@@ -26,6 +26,17 @@ type Conditions struct {
 	// LastReceived is when the client last received a packet before the
 	// anchor, relative to the anchor (≤ 0); 0 when unknown.
 	LastReceived time.Duration
+	// WindowClosed is when the fault layer passed the peer's ACK that
+	// closed the window for good (the first of the zero-window ACKs
+	// before the client's first window probe), relative to the anchor;
+	// HasWindowClosed says it was seen. OutcomeAt is the outcome's time,
+	// relative to the anchor (0: none yet).
+	WindowClosed    time.Duration
+	HasWindowClosed bool
+	// WindowRTO is the client's RTO read as the window closed (0: not
+	// read).
+	WindowRTO time.Duration
+	OutcomeAt time.Duration
 }
 
 // defaultHZ is CONFIG_HZ when it cannot be found out (this build machine's).
@@ -114,5 +125,38 @@ func conditionsOf(rep *Report) Conditions {
 			c.LastReceived = ev.T - rep.Anchor
 		}
 	}
+	if m, ok := rep.Measurement(windowRTOName); ok {
+		c.WindowRTO = time.Duration(m.Value * float64(time.Second))
+	}
+	if rep.Outcome != "" {
+		c.OutcomeAt = rep.OutcomeAt - rep.Anchor
+	}
+	c.WindowClosed, c.HasWindowClosed = windowClosed(rep)
 	return c
+}
+
+// windowClosed finds the peer's ACK that closed the window for good: the
+// first of the run of zero-window ACKs that precedes the client's first
+// window probe (a zero-window probe, or a retransmission of data sent
+// beyond the window); its time is relative to the anchor.
+func windowClosed(rep *Report) (time.Duration, bool) {
+	probe := -1
+	for i, ev := range rep.Timeline {
+		if p := ev.Packet; p != nil && p.Dir == "in" && (p.Kind == "zero-window-probe" || p.Kind == "retransmit") {
+			probe = i
+			break
+		}
+	}
+	at, ok := time.Duration(0), false
+	for i := probe - 1; i >= 0; i-- {
+		p := rep.Timeline[i].Packet
+		if p == nil || p.Dir != "out" || p.Proto != "tcp" || p.Verdict != "pass" {
+			continue
+		}
+		if p.Win != 0 {
+			break
+		}
+		at, ok = rep.Timeline[i].T-rep.Anchor, true
+	}
+	return at, ok
 }

@@ -34,8 +34,14 @@ func zeroWindowScenario() Scenario {
 }
 
 // fillWait is how long a send may block without writing a byte before the
-// window counts as closed.
-const fillWait = 200 * time.Millisecond
+// window counts as closed: shorter than the first window probe (the RTO,
+// at least 200 ms after the window closed), so the client's RTO is read
+// before the persist timer doubles it.
+const fillWait = 150 * time.Millisecond
+
+// windowRTOName is the measurement of the client's RTO as the window
+// closed.
+const windowRTOName = "client RTO as the window closed"
 
 // fillLimit bounds the bytes written while filling the window.
 const fillLimit = 256 << 20
@@ -46,9 +52,13 @@ func runZeroWindow(ctx context.Context, env Env, p Params, r *Recorder) error {
 		return fmt.Errorf("connect to the peer's sink service: %w", err)
 	}
 	defer c.Close()
+	if rtt := c.Info().RTT; rtt >= fillWait/2 {
+		return fmt.Errorf("zero-window needs a round trip below %s to tell a closed window from a slow one (the handshake measured %s): use a --link-delay below %s", fillWait/2, rtt, fillWait/4)
+	}
 	chunk := bytes.Repeat([]byte("*"), 64<<10)
 	var filled int64
 	full, closed := time.Duration(-1), false
+	var rto time.Duration
 	for filled < fillLimit && !closed {
 		start := env.Now()
 		if err := c.SetDeadline(start + fillWait); err != nil {
@@ -56,6 +66,12 @@ func runZeroWindow(ctx context.Context, env Env, p Params, r *Recorder) error {
 		}
 		n, err := c.Write(chunk)
 		filled += int64(n)
+		if n > 0 {
+			// The last send that moved bytes returns within fillWait of
+			// the window closing: before the first probe, so its RTO is
+			// the one the persist timer starts from.
+			rto = c.Info().RTO
+		}
 		if n < len(chunk) && full < 0 {
 			full = start // the first send that found the buffer full
 		}
@@ -72,6 +88,9 @@ func runZeroWindow(ctx context.Context, env Env, p Params, r *Recorder) error {
 		return fmt.Errorf("wrote %s to the sink and its window never closed", formatBytes(float64(filled)))
 	}
 	r.Measure("written before the window closed", float64(filled), "bytes")
+	if rto > 0 {
+		r.Measure(windowRTOName, rto.Seconds(), "s")
+	}
 	r.AnchorAt(full, "send buffer full, the peer's window closed")
 	if d := p.Duration("outage"); d > 0 {
 		if _, err := env.AddFault(fmt.Sprintf("drop for=%s", d)); err != nil {
@@ -142,17 +161,65 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 		}
 	}
 	basis := fmt.Sprintf("the persist timer (or the RTO, if data went out beyond the window) starts at the RTO (%s, at least 200 ms) and doubles (RFC 1122 4.2.2.17); the window closed at the anchor and the run ends %s–%s after it", fmtDur(base), fmtSecs(endLo), fmtSecs(endHi))
+	want := lo
 	if !c.Kernel {
-		// gVisor's client: not modelled as precisely; its probes follow
-		// the 200 ms minimum RTO.
-		lo, hi = max(lo-1, 1), hi+1
+		want, lo, hi, basis = gvisorWindowProbes(c, endLo, endHi)
 	}
-	th.Checks = append(th.Checks, countCheck("window probes", "in", "zero-window-probe,retransmit", lo, lo, hi, basis))
+	th.Checks = append(th.Checks, countCheck("window probes", "in", "zero-window-probe,retransmit", want, lo, hi, basis))
 	if lo >= 3 {
 		th.Checks = append(th.Checks, backoffCheck("probe backoff ratio", "in", "zero-window-probe,retransmit", 0, 2, 1.6, 2.5,
 			"each probe the peer answers with a closed window doubles the interval"))
 	}
 	return th
+}
+
+// gvisorWindowProbes is the virtual clock's exact count of the gVisor
+// client's window probes: its persist timer (enableZeroWindowProbing,
+// retransmitTimerExpired) is armed at its RTO when the zero-window ACK
+// reaches it — one link delay after the fault layer passed that ACK — and
+// doubles up to 120 s; each probe reaches the fault layer one link delay
+// after it fires. The RTO is the one read when the last send that moved
+// bytes returned, before the timer first fired (fillWait is shorter than
+// the 200 ms minimum). The
+// probes the fault layer sees before the outcome are counted; one due at
+// the outcome's very instant may be seen on either side of it (both
+// timers fire in the same clock step), so it is the one case with a
+// range. Without a closed window or an outcome it falls back to the
+// nominal run end (endLo–endHi after the anchor).
+func gvisorWindowProbes(c Conditions, endLo, endHi time.Duration) (want, lo, hi int, basis string) {
+	rto, read := c.RTO, "read before the fault"
+	if c.WindowRTO > 0 {
+		rto, read = c.WindowRTO, "read as the window closed, before the timer first fired"
+	}
+	rto = max(rto, 200*time.Millisecond)
+	start, from := time.Duration(0), "the anchor (the window close was not seen)"
+	if c.HasWindowClosed {
+		start, from = c.WindowClosed+c.LinkDelay, fmt.Sprintf("the zero-window ACK reaching the client %s after the anchor (the fault layer passed it at %s, plus the %s link delay)", fmtSecs(c.WindowClosed+c.LinkDelay), fmtSecs(c.WindowClosed), fmtDur(c.LinkDelay))
+	}
+	end, ends := endHi, fmt.Sprintf("the run ends %s–%s after the anchor", fmtSecs(endLo), fmtSecs(endHi))
+	if c.OutcomeAt > 0 {
+		endLo, end, ends = c.OutcomeAt, c.OutcomeAt, fmt.Sprintf("the outcome came %s after the anchor", fmtSecs(c.OutcomeAt))
+	}
+	var at []string
+	fire, step := start, rto
+	for {
+		fire += step
+		seen := fire + c.LinkDelay
+		if seen > end {
+			break
+		}
+		if seen < endLo {
+			lo++
+		}
+		hi++
+		at = append(at, strings.TrimSuffix(fmtSecs(seen), " s"))
+		step = min(2*step, gvisorRTOMax)
+	}
+	if len(at) == 0 {
+		at = append(at, "none")
+	}
+	basis = fmt.Sprintf("gVisor's persist timer: armed at its RTO (%s, %s) from %s, doubling; probes seen at %s s after the anchor, counted until %s (virtual clock: exact; a probe at that very instant may fall on either side)", fmtDur(rto), read, from, strings.Join(at, ", "), ends)
+	return lo, lo, hi, basis
 }
 
 // lossScenario uploads over a lossy link: the client is the sender, so on
