@@ -62,6 +62,10 @@ type agent struct {
 	inited bool
 }
 
+// testHookAnswered, set by tests, runs each time the agent has sent a
+// response.
+var testHookAnswered func()
+
 // serve answers requests until the parent closes the socket.
 func (a *agent) serve() error {
 	for {
@@ -74,10 +78,11 @@ func (a *agent) serve() error {
 			return fmt.Errorf("receive request: %w", err)
 		}
 		resp, out := a.handle(req, fds)
-		err = send(a.conn, resp, out...)
-		closeFDs(out)
-		if err != nil {
+		if err := sendResponse(a.conn, resp, out); err != nil {
 			return err
+		}
+		if testHookAnswered != nil {
+			testHookAnswered()
 		}
 	}
 }

@@ -196,7 +196,7 @@ func (ns *Namespace) call(ctx context.Context, req request, fds ...int) (respons
 	err := send(ns.conn, req, fds...)
 	var files []int
 	if err == nil {
-		files, err = receive(ns.conn, ns.buf, &resp)
+		files, err = receiveResponse(ns.conn, ns.buf, &resp)
 	}
 	if err != nil {
 		return resp, nil, ns.callError(ctx, req.Op, err)
