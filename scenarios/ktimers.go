@@ -521,3 +521,37 @@ func (k kernelClock) predictSyn(retries, linear int, u time.Duration) synPredict
 	}
 	return p
 }
+
+// probeUserTimeout simulates a zero-window sender with TCP_USER_TIMEOUT u
+// whose probes are not answered with an open window (tcp_probe_timer,
+// tcp_clamp_probe0_to_user_timeout): the persist timer fires base after
+// the window closed and stamps icsk_probes_tstamp; it is re-armed at twice
+// the previous step, clamped to what is left of u (at least
+// TCP_TIMEOUT_MIN, 2 jiffies), and the firing that finds u used up since
+// the stamp aborts instead of probing. It returns the range of the abort's
+// time after the window closed and of the number of probes before it, over
+// timer phases, handlers on time and late.
+func (k kernelClock) probeUserTimeout(base, u time.Duration) (lo, hi time.Duration, minProbes, maxProbes int) {
+	lo, minProbes = 1<<62, 1<<30
+	ju, rtoMax := k.jiffies(u), k.jiffies(kernelRTOMax)
+	for phase := int64(0); phase < wheelPhases; phase++ {
+		for _, late := range []int64{0, timerLate} {
+			step := k.jiffies(base)
+			now := wheelFire(phase, step) + late
+			stamp, probes := now, 1
+			for range 64 {
+				step = min(2*step, rtoMax)
+				when := min(max(ju-(now-stamp), 2), step)
+				now = wheelFire(now, when) + late
+				if now-stamp >= ju {
+					break
+				}
+				probes++
+			}
+			at := k.dur(now - phase)
+			lo, hi = min(lo, at-k.jiffy()), max(hi, at)
+			minProbes, maxProbes = min(minProbes, probes), max(maxProbes, probes)
+		}
+	}
+	return lo, hi, minProbes, maxProbes
+}

@@ -127,16 +127,15 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 	// The run ends watch after the fill loop noticed the closed window
 	// (one or two fillWait after the anchor).
 	endLo, endHi := watch+fillWait, watch+2*fillWait+100*time.Millisecond
-	if at := u + kernelRTOMin; u > 0 && at+time.Second <= watch {
-		th = Theory{Outcome: "ETIMEDOUT", At: at,
-			AtBasis: "with TCP_USER_TIMEOUT Linux gives up once the window has stayed closed that long after the first probe, answered or not (tcp_probe_timer)"}
-		endLo, endHi = at, at
-	}
 	// The closed window is probed with zero-window probes, or, when the
 	// last segment went out beyond the window, by retransmitting it: both
 	// on a timer from the RTO (at least 200 ms: tcp_probe0_base), doubling,
 	// from when the window closed (the anchor).
 	base := max(c.RTO, kernelRTOMin)
+	if !c.Kernel && c.WindowRTO > 0 {
+		base = max(c.WindowRTO, 200*time.Millisecond)
+	}
+	tol := c.tolerance()
 	var chain []firingRange
 	if c.Kernel {
 		var steps []time.Duration
@@ -150,7 +149,37 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 			chain = append(chain, firingRange{Kind: "timer", Lo: t, Hi: t})
 		}
 	}
-	tol := c.tolerance()
+	probesLo, probesHi := -1, -1
+	if u > 0 {
+		var at, lo, hi time.Duration
+		var basis string
+		if c.Kernel {
+			// tcp_probe_timer: the first firing stamps icsk_probes_tstamp;
+			// every later one is clamped to what is left of the user
+			// timeout (tcp_clamp_probe0_to_user_timeout), and the firing
+			// that finds it used up aborts, probes answered or not.
+			lo, hi, probesLo, probesHi = kernelClock{hz: c.hz()}.probeUserTimeout(base, u)
+			lo, hi = lo-tol, hi+tol
+			at = (lo + hi) / 2
+			basis = fmt.Sprintf("Linux: the first window probe (the persist timer at the RTO, %s) stamps the start; the timer, doubling, is clamped to what is left of TCP_USER_TIMEOUT (%s), and the firing that finds it used up ends the connection, probes answered or not (tcp_probe_timer); timers in jiffies (HZ %d), rounded up by the timer wheel", fmtDur(base), fmtDur(u), c.hz())
+		} else {
+			// gVisor: enableZeroWindowProbing starts the user timeout when
+			// the zero window reaches it; retransmitTimerExpired clamps the
+			// timer to it and times out exactly then.
+			start := time.Duration(0)
+			if c.HasWindowClosed {
+				start = c.WindowClosed + c.LinkDelay
+			}
+			at, lo, hi = start+u, start+u, start+u
+			basis = fmt.Sprintf("gVisor: TCP_USER_TIMEOUT (%s) counts from the zero-window ACK reaching the client (%s after the anchor), the persist timer is clamped to it and the connection times out exactly then (retransmitTimerExpired; virtual clock: exact)", fmtDur(u), fmtSecs(start))
+		}
+		if at+time.Second <= watch {
+			th = Theory{Outcome: "ETIMEDOUT", At: at, AtLo: max(lo, 0), AtHi: hi, AtBasis: basis}
+			endLo, endHi = lo, hi
+		} else {
+			probesLo = -1
+		}
+	}
 	lo, hi := 0, 0
 	for _, f := range chain {
 		if f.Hi+tol < endLo {
@@ -161,6 +190,10 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 		}
 	}
 	basis := fmt.Sprintf("the persist timer (or the RTO, if data went out beyond the window) starts at the RTO (%s, at least 200 ms) and doubles (RFC 1122 4.2.2.17); the window closed at the anchor and the run ends %s–%s after it", fmtDur(base), fmtSecs(endLo), fmtSecs(endHi))
+	if probesLo >= 0 {
+		lo, hi = probesLo, probesHi
+		basis = fmt.Sprintf("the persist timer starts at the RTO (%s) and doubles, each step clamped to what is left of TCP_USER_TIMEOUT; one probe per firing before the one that ends it", fmtDur(base))
+	}
 	want := lo
 	if !c.Kernel {
 		want, lo, hi, basis = gvisorWindowProbes(c, endLo, endHi)
@@ -358,6 +391,10 @@ func lossRTOCost(x Retransmission) time.Duration {
 const lossCleanTime = 100 * time.Millisecond
 
 func expectLoss(p Params, kernel bool) Theory {
+	rtoNote := "gVisor's minimum is 200 ms"
+	if kernel {
+		rtoNote = "the kernel's over the TUN is " + fmtDur(nominalConditions(true).RTO)
+	}
 	pct, reqs, size := p.Percent("loss"), p.Int("requests"), p.Size("size")
 	q := pct / 100
 	total := float64(int64(reqs) * size)
@@ -395,7 +432,7 @@ func expectLoss(p Params, kernel bool) Theory {
 			"every data segment or SYN the fault layer dropped is sent again (else its bytes could not have arrived)",
 			func(r *Report) (float64, bool) { return float64(lostNotResent(r)), true }),
 		{Name: "completion time over its RTO bound", Unit: "ratio", Want: 0, Min: 0, Max: 1, Timing: true,
-			Basis: fmt.Sprintf("the uploads take at most %s each without loss, plus one RTO (200 ms, doubling per retry of a segment; 1 s for a SYN) per retransmission of either side", lossCleanTime),
+			Basis: fmt.Sprintf("the uploads take at most %s each without loss, plus one RTO bound per retransmission of either side: %s (the 200 ms minimum plus timer rounding; %s), doubling per retry of a segment; %s for a SYN", lossCleanTime, fmtDur(lossRTOCost(Retransmission{N: 1})), rtoNote, fmtDur(lossRTOCost(Retransmission{N: 1, Flags: "S"}))),
 			measure: func(r *Report) (float64, bool) {
 				m, ok := r.Measurement("completion time")
 				if !ok {

@@ -424,6 +424,16 @@ var evidenceCases = []struct {
 		{"ETIMEDOUT instead of surviving", nil, func(r *Report) { r.Outcome = "ETIMEDOUT" },
 			[]string{"outcome"}},
 	}},
+	// The user-timeout run's timeline is trimmed to the packets around
+	// the window close, like the virtual one's.
+	{"zero-window-user.json", []mutation{
+		{"user-timeout 2s instead of 1s", map[string]string{"user-timeout": "2s"}, nil,
+			[]string{"time to ETIMEDOUT", "window probes"}},
+		{"a probe lost from the list", nil, dropRetransKinds("in", "zero-window-probe,retransmit", 0),
+			[]string{"window probes"}},
+		{"survived instead of ETIMEDOUT", nil, func(r *Report) { r.Outcome = OutcomeSurvived },
+			[]string{"outcome", "time to ETIMEDOUT"}},
+	}},
 	// The virtual run's timeline is trimmed to the packets around the
 	// window close (the fill's 750 packets say nothing the theory reads).
 	{"zero-window-virtual.json", []mutation{

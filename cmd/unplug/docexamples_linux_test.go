@@ -183,7 +183,7 @@ except OSError as e:
 		want: []string{`(?m)^TimeoutError\(110, 'Connection timed out'\) after 1\d\.\d s$`,
 			`(?m)^detect<30s +every connection a fault hit ends or recovers within 30\.0 s +c1 timeout-retries in \d+\.\d+ s +ok$`,
 			`(?m)^verdict +(PASS|FAIL)`,
-			`(?m)^ +ended +TIMEOUT-RETRIES at \d+\.\d+ s: retransmissions exhausted: tcp_retries2=5 after 5 retransmissions \(ETIMEDOUT; theory ≈ 1\d\.\d s \(1\d\.\d s – 1\d\.\d s\)\) \[kernel\]$`,
+			`(?m)^ +ended +TIMEOUT-RETRIES at \d+\.\d+ s: retransmissions exhausted: tcp_retries2=5 after 5 RTO retransmissions \(ETIMEDOUT; theory ≈ 1\d\.\d s \(1\d\.\d s – 1\d\.\d s\)\) \[kernel\]$`,
 			`(?m)^ +theory +no keepalive, no TCP_USER_TIMEOUT, tcp_retries2=5: a request in flight would wait ≈ 1\d\.\d s \(tcp_retries2: RTO #\d+\); an idle pooled connection would never notice$`,
 			`(?m)^ +kernel +\d+ changes seen`}},
 	// "The same for a running serve": serve --record in the background,
@@ -200,7 +200,7 @@ except OSError as e:
 			`(?m)^detect<30s +every connection a fault hit ends or recovers within 30\.0 s +c1 timeout-user in \d+\.\d+ s +ok$`,
 			`(?m)^reconnected +a new connection to the same upstream succeeds after a fault hit one +c2 to 198\.18\.0\.2:7 after c1 was hit`,
 			`(?m)^ +settings +no keepalive, TCP_USER_TIMEOUT 1\.00 s, tcp_retries2=15, RTO \d+ms, RTT [\d.]+[µm]s \(getsockopt\)$`,
-			`(?m)^ +ended +TIMEOUT-USER at \d+\.\d+ s: TCP_USER_TIMEOUT 1\.00 s ran out after \d+ retransmissions \(ETIMEDOUT; theory ≈ 1\.\d+ s`,
+			`(?m)^ +ended +TIMEOUT-USER at \d+\.\d+ s: TCP_USER_TIMEOUT 1\.00 s ran out after \d+ RTO retransmissions \(ETIMEDOUT; theory ≈ 1\.\d+ s`,
 			`(?m)^ +theory +no keepalive, TCP_USER_TIMEOUT 1\.00 s, tcp_retries2=15: a request in flight would wait ≈ 1\.\d+ s \(TCP_USER_TIMEOUT: RTO #\d+\)`,
 			`(?m)^ +ended +CLOSED at \d+\.\d+ s: the program closed it \(FIN\)`}},
 	`README.md: ./unplug exec --forward 8080=127.0.0.1:8000 -- curl -s http://198.18.0.2:8080/`: {
