@@ -148,7 +148,11 @@ func preciseKeepalive(p Params, c Conditions) Theory {
 	var probes []firingRange
 	var end firingRange
 	from := c.LastReceived
-	basis := "the timer, armed when the connection was established, fires after TCP_KEEPIDLE and finds it idle that long since the last packet received: probe; every TCP_KEEPINTVL another; the firing after TCP_KEEPCNT unanswered probes ends it (tcp_keepalive_timer); timers in jiffies, rounded up by the timer wheel (a 1 s timer fires after 1.024 s)"
+	basis := "the timer, armed when the connection was established, fires after TCP_KEEPIDLE and finds it idle that long since the last packet received: probe; every TCP_KEEPINTVL another; the firing after TCP_KEEPCNT unanswered probes ends it (tcp_keepalive_timer); timers in jiffies, rounded up by the timer wheel"
+	if c.Kernel {
+		one := kernelClock{hz: c.hz()}.timerChain([]time.Duration{time.Second})[0]
+		basis += fmt.Sprintf(" (at HZ %d a 1 s timer fires %s–%s after it was armed)", c.hz(), fmtSecs(one.Lo+kernelClock{hz: c.hz()}.jiffy()), fmtSecs(one.Hi))
+	}
 	if idle == time.Second && intvl == time.Second && cnt == 3 {
 		basis += "; FACTS (measured): 1/1/3 → 4.08–4.10 s after the last packet received"
 	}
