@@ -26,6 +26,17 @@ type Conditions struct {
 	// LastReceived is when the client last received a packet before the
 	// anchor, relative to the anchor (≤ 0); 0 when unknown.
 	LastReceived time.Duration
+	// WindowClosed is when the fault layer passed the peer's ACK that
+	// closed the window for good (the first of the zero-window ACKs
+	// before the client's first window probe), relative to the anchor;
+	// HasWindowClosed says it was seen. OutcomeAt is the outcome's time,
+	// relative to the anchor (0: none yet).
+	WindowClosed    time.Duration
+	HasWindowClosed bool
+	// WindowRTO is the client's RTO read as the window closed (0: not
+	// read).
+	WindowRTO time.Duration
+	OutcomeAt time.Duration
 }
 
 // defaultHZ is CONFIG_HZ when it cannot be found out (this build machine's).
@@ -38,14 +49,32 @@ func (c Conditions) hz() int {
 	return defaultHZ
 }
 
+// tunRTT is the smoothed RTT (tcpi_rtt) a kernel client's handshake over
+// the TUN leaves: the netstack answers on the same machine, measured
+// 0.2–0.3 ms (258 µs in a `unplug run timeout` report);
+// TestNominalKernelRTOMeasured holds the nominal conditions to a fresh
+// measurement.
+const tunRTT = 250 * time.Microsecond
+
+// kernelRTO is the RTO the kernel sets for a socket whose RTT samples
+// were all about rtt (tcp_rtt_estimator, tcp_set_rto): srtt + rttvar,
+// rttvar at least tcp_rto_min (200 ms), converted to jiffies rounding up
+// (usecs_to_jiffies). Any RTT below one jiffy gives 200 ms + one jiffy:
+// 204 ms at HZ 250, what tcpi_rto shows over the TUN.
+func kernelRTO(hz int, rtt time.Duration) time.Duration {
+	k := kernelClock{hz: hz}
+	return k.dur(k.jiffies(kernelRTOMin + rtt))
+}
+
 // nominalConditions are the conditions a theory assumes before the run:
-// a sub-millisecond link, so RTO 200 ms + one jiffy on the kernel and no
-// RTT sample on gVisor (RTO 1 s).
+// on the kernel the TUN's sub-millisecond RTT (tunRTT), so the RTO the
+// kernel derives from it, 200 ms + one jiffy (kernelRTO); on gVisor no RTT
+// sample (RTO 1 s).
 func nominalConditions(kernel bool) Conditions {
 	c := Conditions{Kernel: kernel, Virtual: !kernel, HZ: hostHZ()}
 	if kernel {
-		k := kernelClock{hz: c.hz()}
-		c.RTO = k.dur(k.jiffies(kernelRTOMin))
+		c.RTT = tunRTT
+		c.RTO = kernelRTO(c.hz(), c.RTT)
 	} else {
 		c.RTO = gvisorInitialRTO
 	}
@@ -83,7 +112,7 @@ func conditionsOf(rep *Report) Conditions {
 	}
 	if !c.Measured {
 		n := nominalConditions(c.Kernel)
-		c.HZ, c.RTO = n.HZ, n.RTO
+		c.HZ, c.RTT, c.RTO = n.HZ, n.RTT, n.RTO
 	}
 	if m, ok := rep.Measurement("peer RTO before the drop"); ok {
 		c.PeerRTO = time.Duration(m.Value * float64(time.Second))
@@ -96,5 +125,38 @@ func conditionsOf(rep *Report) Conditions {
 			c.LastReceived = ev.T - rep.Anchor
 		}
 	}
+	if m, ok := rep.Measurement(windowRTOName); ok {
+		c.WindowRTO = time.Duration(m.Value * float64(time.Second))
+	}
+	if rep.Outcome != "" {
+		c.OutcomeAt = rep.OutcomeAt - rep.Anchor
+	}
+	c.WindowClosed, c.HasWindowClosed = windowClosed(rep)
 	return c
+}
+
+// windowClosed finds the peer's ACK that closed the window for good: the
+// first of the run of zero-window ACKs that precedes the client's first
+// window probe (a zero-window probe, or a retransmission of data sent
+// beyond the window); its time is relative to the anchor.
+func windowClosed(rep *Report) (time.Duration, bool) {
+	probe := -1
+	for i, ev := range rep.Timeline {
+		if p := ev.Packet; p != nil && p.Dir == "in" && (p.Kind == "zero-window-probe" || p.Kind == "retransmit") {
+			probe = i
+			break
+		}
+	}
+	at, ok := time.Duration(0), false
+	for i := probe - 1; i >= 0; i-- {
+		p := rep.Timeline[i].Packet
+		if p == nil || p.Dir != "out" || p.Proto != "tcp" || p.Verdict != "pass" {
+			continue
+		}
+		if p.Win != 0 {
+			break
+		}
+		at, ok = rep.Timeline[i].T-rep.Anchor, true
+	}
+	return at, ok
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -171,6 +172,7 @@ type kernelView struct {
 	reader   *sockdiag.OptionsReader
 	nl       *os.File
 	interval time.Duration
+	table    string // how each sample reads the table, when not the tracker's default
 	why      string // why there is no view, if there is none
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -196,10 +198,18 @@ func startKernelView(ctx context.Context, ns *tun.Namespace, interval time.Durat
 	}
 	kv.nl = nl
 	kv.reader = sockdiag.NewOptionsReader(ino)
-	// Full dumps walk the host's whole TCP table: the tracker does one
-	// every 200 ms and single lookups in between, and a new connection on
-	// the link (rescan) makes the next one full.
+	// A full dump walks the namespace's whole TCP table. With a table of
+	// its own (tun.NewNamespace's default) that costs about 0.1 ms, so
+	// every poll is a full dump and sees every socket; sharing the host's
+	// (milliseconds a dump) the tracker does one every 200 ms and single
+	// lookups in between, and a new connection on the link (rescan) makes
+	// the next one full.
 	kv.tracker = sockdiag.NewTracker(sockdiag.NewDumper(nl))
+	if v, err := ns.Sysctl("net.ipv4.tcp_ehash_entries"); err == nil {
+		if n, _ := strconv.Atoi(v); n > 0 {
+			kv.tracker.FullEvery, kv.table = -1, fmt.Sprintf("a full dump each time (the namespace's own %d-bucket TCP table)", n)
+		}
+	}
 	kv.sampler = sockdiag.NewSampler(kv.tracker.Dump, kv.reader.Options, interval)
 	ctx, kv.cancel = context.WithCancel(ctx)
 	go func() {
@@ -260,7 +270,7 @@ func (kv *kernelView) conns(start time.Time) []KernelConn {
 		if opt, ok := c.LastOptions(); ok {
 			k.Settings = &TimeoutSettings{
 				KeepAlive: opt.KeepAlive, KeepIdle: opt.KeepIdle, KeepIntvl: opt.KeepIntvl, KeepCnt: opt.KeepCnt,
-				UserTimeout: opt.UserTimeout, Source: "getsockopt",
+				UserTimeout: opt.UserTimeout, SynRetries: opt.SynCnt, Source: "getsockopt",
 			}
 		}
 		out = append(out, k)
@@ -291,7 +301,11 @@ func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, ns *tu
 	var defaults TimeoutSettings
 	info.Sysctls, defaults = readSysctls(ns.Sysctl, "sysctl defaults")
 	if kv.sampler != nil {
-		info.KernelView = fmt.Sprintf("sock_diag every %s in the program's namespace; socket options read with pidfd_getfd + getsockopt", kv.interval)
+		info.KernelView = fmt.Sprintf("sock_diag every %s in the program's namespace", kv.interval)
+		if kv.table != "" {
+			info.KernelView += ", " + kv.table
+		}
+		info.KernelView += "; socket options read with pidfd_getfd + getsockopt"
 		if err := kv.reader.Err(); err != nil {
 			info.KernelView += fmt.Sprintf(" (options not readable: %v)", err)
 		}

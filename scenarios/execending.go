@@ -74,11 +74,15 @@ func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSe
 		}
 		switch {
 		case !c.hasEstablished:
-			add(at, EndTimeoutSyn, "kernel", "connect: SYN retransmissions exhausted (tcp_syn_retries)")
+			limit := fmt.Sprintf("%d SYN retries", s.SynRetries)
+			if s.UserTimeout > 0 {
+				limit = "TCP_USER_TIMEOUT " + shortSeconds(s.UserTimeout)
+			}
+			add(at, EndTimeoutSyn, "kernel", fmt.Sprintf("connect: SYN retransmissions exhausted (%s; ETIMEDOUT)", limit))
 		case lastTimer == "keepalive":
 			add(at, EndTimeoutKeep, "kernel", fmt.Sprintf("%d keepalive probes went unanswered (ETIMEDOUT)", lastSample.Probes))
 		case lastTimer == "on":
-			how, detail := c.retransTimeout(s, lastSample.Retransmits)
+			how, detail := c.retransTimeout(s, lastSample.Retransmits, "RTO retransmissions")
 			add(at, how, "kernel", detail)
 		case lastTimer == "persist":
 			// tcp_probe_timer: unanswered zero-window probes end it at
@@ -101,7 +105,7 @@ func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSe
 		}
 		if last > 0 && silence > 3*last {
 			at := c.lastIn + min(2*last, kernelRTOMax)
-			how, detail := c.retransTimeout(s, c.retrans[fault.In])
+			how, detail := c.retransTimeout(s, c.retrans[fault.In], "retransmissions")
 			if est, _ := InFlightTimeout(s); s.Source != "getsockopt" && c.hasFirstData && (at-c.firstData < est.Min || at-c.firstData > est.Max) {
 				how = EndTimeout
 				detail = fmt.Sprintf("the program's kernel gave up after %d retransmissions, by %s after the first drop (its retransmissions stopped); not the %s the sysctl defaults predict, so its own TCP_USER_TIMEOUT or tcp_retries2 ended it — read from the peer's side, its settings are unknown",
@@ -138,13 +142,15 @@ func evidenceOf(k *KernelConn) string {
 
 // retransTimeout tells which limit ended a connection whose
 // retransmissions timed out: TCP_USER_TIMEOUT if set and sooner than the
-// tcp_retries2 model, else tcp_retries2.
-func (c *connTrack) retransTimeout(s TimeoutSettings, n int) (how, detail string) {
+// tcp_retries2 model, else tcp_retries2. n counts what: the kernel's RTO
+// retransmissions (tcpi_retransmits: the tail-loss probe before them is
+// not one, so the wire shows one more), or the retransmissions on the wire.
+func (c *connTrack) retransTimeout(s TimeoutSettings, n int, what string) (how, detail string) {
 	est, by := InFlightTimeout(s)
 	if by == "TCP_USER_TIMEOUT" {
-		return EndTimeoutUser, fmt.Sprintf("TCP_USER_TIMEOUT %s ran out after %d retransmissions (ETIMEDOUT; theory %s)", shortSeconds(s.UserTimeout), n, est)
+		return EndTimeoutUser, fmt.Sprintf("TCP_USER_TIMEOUT %s ran out after %d %s (ETIMEDOUT; theory %s)", shortSeconds(s.UserTimeout), n, what, est)
 	}
-	return EndTimeoutRetries, fmt.Sprintf("retransmissions exhausted: tcp_retries2=%d after %d retransmissions (ETIMEDOUT; theory %s)", s.Retries2, n, est)
+	return EndTimeoutRetries, fmt.Sprintf("retransmissions exhausted: tcp_retries2=%d after %d %s (ETIMEDOUT; theory %s)", s.Retries2, n, what, est)
 }
 
 // verdict says whether the connection did better than its settings alone
@@ -183,7 +189,7 @@ func (c *connTrack) verdict(cr *ConnReport) string {
 
 func (c *connTrack) predictionSentence(cr *ConnReport) string {
 	if !c.hasEstablished || (cr.Established != nil && *cr.Established > *cr.FaultHit) {
-		return "connect() failing only after tcp_syn_retries SYN retransmissions (≈ 127 s at the default 6, FACTS)"
+		return connectPhrase(cr.Settings)
 	}
 	if c.hasFirstData || c.retrans[fault.In] > 0 {
 		return fmt.Sprintf("ETIMEDOUT %s after a request", cr.InFlight)

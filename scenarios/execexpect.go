@@ -131,6 +131,12 @@ func timeoutRow(c ConnReport) (Expectation, bool) {
 			return Expectation{}, false
 		}
 		est, from = c.InFlight, *c.FaultHit
+	case EndTimeoutSyn:
+		// connect() into the dead link: from its first SYN.
+		if c.Connect == nil {
+			return Expectation{}, false
+		}
+		est, from = *c.Connect, c.Opened
 	case EndTimeoutKeep:
 		if c.Idle == nil {
 			return Expectation{}, false

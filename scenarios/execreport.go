@@ -116,7 +116,11 @@ type ConnReport struct {
 	// an idle connection never notices).
 	InFlight Estimate  `json:"in_flight"`
 	Idle     *Estimate `json:"idle,omitempty"`
-	End      ConnEnd   `json:"end"`
+	// Connect is the prediction for a connect() the fault hit before the
+	// handshake completed, counted from the first SYN (absent: the fault
+	// hit an established connection, or none).
+	Connect *Estimate `json:"connect,omitempty"`
+	End     ConnEnd   `json:"end"`
 	// Noticed is how long after FaultHit the connection ended (absent if
 	// it was never hit or did not end).
 	Noticed *time.Duration `json:"noticed_ns,omitempty"`
@@ -205,7 +209,10 @@ func (ct *connTracker) buildConns(end, exited time.Duration, stopped string, ker
 			cr.Kernel = k.Samples
 			if k.Settings != nil {
 				s := *k.Settings
-				s.Retries2 = defaults.Retries2
+				s.Retries2, s.SynLinear = defaults.Retries2, defaults.SynLinear
+				if s.SynRetries == 0 { // TCP_SYNCNT not read
+					s.SynRetries = defaults.SynRetries
+				}
 				cr.Settings = s
 			}
 		}
@@ -215,6 +222,11 @@ func (ct *connTracker) buildConns(end, exited time.Duration, stopped string, ker
 			cr.Idle = &idle
 		}
 		cr.Theory = TheoryText(cr.Settings)
+		if cr.FaultHit != nil && (cr.Established == nil || *cr.Established > *cr.FaultHit) {
+			est, _ := ConnectTimeout(cr.Settings)
+			cr.Connect = &est
+			cr.Theory = connectPhrase(cr.Settings)
+		}
 		cr.End = c.ending(end, exited, k, cr.Settings)
 		if stopped != "" && c.dropped > 0 && !c.hasRecovered && (cr.End.How == EndClosed || cr.End.How == EndReset || cr.End.How == EndOpen) && cr.End.At >= exited-100*time.Millisecond {
 			cr.End = ConnEnd{How: EndHanging, At: exited, Evidence: cr.End.Evidence,
@@ -286,7 +298,7 @@ func joinArgv(argv []string) string {
 
 // execSysctls are the namespace sysctls the report shows.
 var execSysctls = []string{
-	"net.ipv4.tcp_retries2", "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_keepalive_time",
+	"net.ipv4.tcp_retries2", "net.ipv4.tcp_syn_retries", "net.ipv4.tcp_syn_linear_timeouts", "net.ipv4.tcp_keepalive_time",
 	"net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
 }
 
@@ -302,6 +314,7 @@ func readSysctls(get func(name string) (string, error), source string) ([]Sysctl
 	}
 	t, _ := sockdiag.ReadTCPSysctls(get)
 	return shown, TimeoutSettings{Source: source, Retries2: t.Retries2,
+		SynRetries: t.SynRetries, SynLinear: max(t.SynLinearTimeouts, 0),
 		KeepIdle: t.KeepaliveTime, KeepIntvl: t.KeepaliveIntvl, KeepCnt: t.KeepaliveProbes}
 }
 

@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -19,6 +20,12 @@ type TimeoutSettings struct {
 	UserTimeout time.Duration `json:"user_timeout_ns"`
 	// Retries2 is the namespace's net.ipv4.tcp_retries2.
 	Retries2 int `json:"tcp_retries2"`
+	// SynRetries is how many times connect() resends its SYN: TCP_SYNCNT
+	// (effective: the namespace's tcp_syn_retries unless set);
+	// SynLinear is the namespace's tcp_syn_linear_timeouts (0 on kernels
+	// without it: the classic backoff).
+	SynRetries int `json:"syn_retries"`
+	SynLinear  int `json:"syn_linear_timeouts"`
 	// RTO is the connection's retransmission timeout before any backoff
 	// (tcp_info's rto when the kernel view saw it, else the first
 	// retransmission interval on the wire; 0 when neither was seen, and the
@@ -49,8 +56,9 @@ func (e Estimate) String() string {
 // conditions are the precise model's starting points for a socket with
 // these settings: a kernel client on this machine's HZ with the socket's
 // own RTO and RTT when sock_diag read them; else every RTO a
-// sub-millisecond link can have (200 ms + its RTT in jiffies rounded up:
-// 200 ms for an RTT of zero, one jiffy more for any other).
+// sub-millisecond link can have (kernelRTO: 200 ms + its RTT in jiffies
+// rounded up): first the TUN's nominal one, 200 ms + one jiffy, then 200
+// ms for an RTT below a microsecond.
 func (s TimeoutSettings) conditions() []Conditions {
 	c := nominalConditions(true)
 	c.Virtual = false
@@ -58,10 +66,9 @@ func (s TimeoutSettings) conditions() []Conditions {
 		c.RTO, c.RTT, c.Measured = s.RTO, s.RTT, true
 		return []Conditions{c}
 	}
-	k := kernelClock{hz: c.hz()}
-	hi := c
-	hi.RTO = k.dur(k.jiffies(kernelRTOMin) + 1)
-	return []Conditions{hi, c}
+	lo := c
+	lo.RTT, lo.RTO = 0, kernelRTO(c.hz(), 0)
+	return []Conditions{c, lo}
 }
 
 // tolerance is how far a measured timeout may lie outside the model's
@@ -110,6 +117,57 @@ func inFlightPlan(s TimeoutSettings) (Estimate, string, dataPlan) {
 		est.Min, est.Max = min(est.Min, lo), max(est.Max, hi)
 	}
 	return est, by, first
+}
+
+// ConnectTimeout predicts when connect() into a dead link fails with
+// ETIMEDOUT, counted from the first SYN, with the kernel's SYN timer model
+// (predictSyn in ktimers.go): SynLinear+1 firings 1 s apart, then
+// doubling, each rounded by the timer wheel over every jiffies phase; the
+// firing that finds tcp_model_timeout(SynRetries, 1 s) — or
+// TCP_USER_TIMEOUT, which also clamps the timer — used up since the first
+// SYN ends it. The plan holds the firings behind the estimate.
+func ConnectTimeout(s TimeoutSettings) (Estimate, synPrediction) {
+	c := s.conditions()[0]
+	p := kernelClock{hz: c.hz()}.predictSyn(max(s.SynRetries, 1), max(s.SynLinear, 0), s.UserTimeout)
+	tol := s.tolerance(c)
+	return Estimate{Want: (p.End.Lo + p.End.Hi) / 2, Min: p.End.Lo - tol, Max: p.End.Hi + tol}, p
+}
+
+// connectPhrase says what decides a connect() into a dead link, with the
+// numbers the model used: "connect() failing with ETIMEDOUT ≈ 134 s (…)
+// after the first SYN: 6 SYN retries (the namespace's tcp_syn_retries),
+// tcp_syn_linear_timeouts=4, HZ 250: SYNs resent at 1, 2, 3, 4, 5, 7, 11,
+// 19, 35, 67 s (10 retransmissions), ending at the first firing at or
+// past tcp_model_timeout(6, 1 s) = 127 s after the first SYN" (the timer
+// wheel rounds the long steps up).
+func connectPhrase(s TimeoutSettings) string {
+	est, p := ConnectTimeout(s)
+	src := "the namespace's tcp_syn_retries"
+	if s.Source == "getsockopt" {
+		src = "TCP_SYNCNT, read from the socket"
+	}
+	var at []string
+	for _, f := range synFires(max(s.SynLinear, 0), p.MaxRetx) {
+		at = append(at, strconv.FormatFloat(f.Seconds(), 'f', -1, 64))
+	}
+	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + " s" }
+	limit := fmt.Sprintf("tcp_model_timeout(%d, 1 s) = %s", s.SynRetries, secs(p.Limit))
+	if p.UserTime {
+		limit = "TCP_USER_TIMEOUT " + secs(p.Limit) + " (it replaces the SYN retry limit and clamps the timer)"
+	}
+	resent := "no SYN resent"
+	if len(at) > 0 {
+		resent = "SYNs resent at " + strings.Join(at, ", ") + " s"
+	}
+	retx := fmt.Sprint(p.MinRetx) + " retransmission"
+	if p.MaxRetx != p.MinRetx {
+		retx = fmt.Sprintf("%d–%d retransmission", p.MinRetx, p.MaxRetx)
+	}
+	if p.MaxRetx != 1 {
+		retx += "s"
+	}
+	return fmt.Sprintf("connect() failing with ETIMEDOUT %s after the first SYN: %d SYN retries (%s), tcp_syn_linear_timeouts=%d, HZ %d: %s (%s), ending at the first firing at or past %s after the first SYN",
+		est, s.SynRetries, src, max(s.SynLinear, 0), s.conditions()[0].hz(), resent, retx, limit)
 }
 
 // IdleTimeout predicts when an idle connection on a dead link notices, from

@@ -70,15 +70,15 @@ type kernelSocket struct {
 	rto int64 // jiffies
 }
 
-// newKernelSocket builds the model from the conditions; an unmeasured socket
-// is a sub-millisecond link: RTO = 200 ms + RTT in jiffies, rounded up.
+// newKernelSocket builds the model from the conditions; without an RTO
+// it is the one the kernel derives from the RTT (kernelRTO).
 func newKernelSocket(c Conditions) kernelSocket {
 	k := kernelSocket{kernelClock: kernelClock{hz: c.hz()}, rtt: c.RTT}
-	if c.RTO > 0 {
-		k.rto = k.jiffies(c.RTO)
-	} else {
-		k.rto = k.jiffies(kernelRTOMin + k.rtt)
+	rto := c.RTO
+	if rto <= 0 {
+		rto = kernelRTO(c.hz(), c.RTT)
 	}
+	k.rto = k.jiffies(rto)
 	return k
 }
 
@@ -424,4 +424,134 @@ func (k kernelSocket) recoveryOdds(d time.Duration) map[int]float64 {
 		odds[i] /= n
 	}
 	return odds
+}
+
+// synSchedule simulates the SYN retransmission timer of a connect() into
+// a dead link, the first SYN sent in jiffy start (tcp_connect sets
+// retrans_stamp then and arms the timer at TCP_TIMEOUT_INIT, 1 s): the
+// timer stays at 1 s for the first linear+1 firings
+// (tcp_syn_linear_timeouts), then doubles up to 120 s
+// (tcp_retransmit_timer); with TCP_USER_TIMEOUT u each re-armed step is
+// clamped to what is left of it (tcp_clamp_rto_to_user_timeout). Every
+// firing after the first (retransmits_timed_out needs a retransmission)
+// compares the milliseconds since the first SYN with
+// tcp_model_timeout(retries, 1 s) — linear timeouts do not change it — or
+// with u when set; the firing that reaches it ends connect() with
+// ETIMEDOUT instead of resending. early decides the firings the SYN's
+// instant within its jiffy leaves undecided (the limit falls within that
+// jiffy): true ends them.
+func (k kernelClock) synSchedule(start, late int64, retries, linear int, u time.Duration, early bool) []dataFiring {
+	limit := synBoundary(retries)
+	if u > 0 {
+		limit = u
+	}
+	rto, rtoMax := k.jiffies(synRTO), k.jiffies(kernelRTOMax)
+	now := start
+	var out []dataFiring
+	for n := 1; n < 256; n++ {
+		step := rto
+		if u > 0 && n > 1 {
+			// tcp_clamp_rto_to_user_timeout, from the firing before.
+			left := u - k.dur(now-start)
+			if left <= 0 {
+				step = 1
+			} else {
+				step = min(step, k.jiffies(left))
+			}
+		}
+		now = wheelFire(now, step) + late
+		f := dataFiring{Kind: "SYN", N: n, At: now - start}
+		if n > 1 {
+			// The SYN went out somewhere in jiffy start: the time since
+			// it lies within one jiffy below At.
+			hi, lo := k.dur(f.At), k.dur(f.At-1)
+			f.Ends = lo >= limit || (early && hi >= limit)
+			f.Boundary = !f.Ends && hi >= limit
+		}
+		out = append(out, f)
+		if f.Ends {
+			return out
+		}
+		if n > linear {
+			rto = min(2*rto, rtoMax)
+		}
+	}
+	return out
+}
+
+// synPrediction is the kernel theory for connect() into a dead link.
+type synPrediction struct {
+	// Firings are the SYN timer's firings up to the last that may end it
+	// (times after the first SYN, over timer phases and late handlers).
+	Firings []firingRange
+	// End is the range of the firing that ends it; Retransmits the range
+	// of SYN retransmissions before it.
+	End              firingRange
+	MinRetx, MaxRetx int
+	// Limit is tcp_model_timeout(retries, 1 s) or the user timeout.
+	Limit    time.Duration
+	UserTime bool
+}
+
+// predictSyn runs synSchedule over every timer phase, handlers on time and
+// late, and both readings of an undecided firing.
+func (k kernelClock) predictSyn(retries, linear int, u time.Duration) synPrediction {
+	p := synPrediction{End: firingRange{Kind: "end", Lo: 1 << 62}, MinRetx: 1 << 30, Limit: synBoundary(retries), UserTime: u > 0}
+	if u > 0 {
+		p.Limit = u
+	}
+	for phase := int64(0); phase < wheelPhases; phase++ {
+		for _, late := range []int64{0, timerLate} {
+			for _, early := range []bool{true, false} {
+				sched := k.synSchedule(phase, late, retries, linear, u, early)
+				for i, f := range sched {
+					for len(p.Firings) <= i {
+						p.Firings = append(p.Firings, firingRange{Kind: "SYN", N: len(p.Firings) + 1, Lo: 1 << 62})
+					}
+					at := k.dur(f.At)
+					r := &p.Firings[i]
+					r.Lo, r.Hi = min(r.Lo, at-k.jiffy()), max(r.Hi, at)
+				}
+				last := sched[len(sched)-1]
+				at := k.dur(last.At)
+				p.End.Lo, p.End.Hi = min(p.End.Lo, at-k.jiffy()), max(p.End.Hi, at)
+				p.MinRetx, p.MaxRetx = min(p.MinRetx, len(sched)-1), max(p.MaxRetx, len(sched)-1)
+			}
+		}
+	}
+	return p
+}
+
+// probeUserTimeout simulates a zero-window sender with TCP_USER_TIMEOUT u
+// whose probes are not answered with an open window (tcp_probe_timer,
+// tcp_clamp_probe0_to_user_timeout): the persist timer fires base after
+// the window closed and stamps icsk_probes_tstamp; it is re-armed at twice
+// the previous step, clamped to what is left of u (at least
+// TCP_TIMEOUT_MIN, 2 jiffies), and the firing that finds u used up since
+// the stamp aborts instead of probing. It returns the range of the abort's
+// time after the window closed and of the number of probes before it, over
+// timer phases, handlers on time and late.
+func (k kernelClock) probeUserTimeout(base, u time.Duration) (lo, hi time.Duration, minProbes, maxProbes int) {
+	lo, minProbes = 1<<62, 1<<30
+	ju, rtoMax := k.jiffies(u), k.jiffies(kernelRTOMax)
+	for phase := int64(0); phase < wheelPhases; phase++ {
+		for _, late := range []int64{0, timerLate} {
+			step := k.jiffies(base)
+			now := wheelFire(phase, step) + late
+			stamp, probes := now, 1
+			for range 64 {
+				step = min(2*step, rtoMax)
+				when := min(max(ju-(now-stamp), 2), step)
+				now = wheelFire(now, when) + late
+				if now-stamp >= ju {
+					break
+				}
+				probes++
+			}
+			at := k.dur(now - phase)
+			lo, hi = min(lo, at-k.jiffy()), max(hi, at)
+			minProbes, maxProbes = min(minProbes, probes), max(maxProbes, probes)
+		}
+	}
+	return lo, hi, minProbes, maxProbes
 }

@@ -88,7 +88,11 @@ func (r *Report) writeHeader(w io.Writer) {
 	verdict := strings.ToUpper(r.Verdict)
 	switch r.Verdict {
 	case VerdictPass:
-		verdict += " — everything as the theory predicts"
+		if len(r.Expectations) == 0 {
+			verdict += " — nothing to check: no --expect gate, and no connection the kernel timed out to compare with its theory"
+		} else {
+			verdict += " — everything as the theory predicts"
+		}
 	case VerdictFail:
 		verdict += " — see the rows marked FAIL"
 	case VerdictError:

@@ -148,7 +148,14 @@ func preciseKeepalive(p Params, c Conditions) Theory {
 	var probes []firingRange
 	var end firingRange
 	from := c.LastReceived
-	basis := "the timer, armed when the connection was established, fires after TCP_KEEPIDLE and finds it idle that long since the last packet received: probe; every TCP_KEEPINTVL another; the firing after TCP_KEEPCNT unanswered probes ends it (tcp_keepalive_timer); timers in jiffies, rounded up by the timer wheel (a 1 s timer fires after 1.024 s); FACTS: 1/1/3 → 4.08–4.10 s after the last packet received"
+	basis := "the timer, armed when the connection was established, fires after TCP_KEEPIDLE and finds it idle that long since the last packet received: probe; every TCP_KEEPINTVL another; the firing after TCP_KEEPCNT unanswered probes ends it (tcp_keepalive_timer); timers in jiffies, rounded up by the timer wheel"
+	if c.Kernel {
+		one := kernelClock{hz: c.hz()}.timerChain([]time.Duration{time.Second})[0]
+		basis += fmt.Sprintf(" (at HZ %d a 1 s timer fires %s–%s after it was armed)", c.hz(), fmtSecs(one.Lo+kernelClock{hz: c.hz()}.jiffy()), fmtSecs(one.Hi))
+	}
+	if idle == time.Second && intvl == time.Second && cnt == 3 {
+		basis += "; FACTS (measured): 1/1/3 → 4.08–4.10 s after the last packet received"
+	}
 	if c.Kernel {
 		probes, end = kernelClock{hz: c.hz()}.keepaliveEnd(idle, intvl, cnt)
 	} else {
@@ -243,7 +250,7 @@ func preciseSynTimeout(p Params, c Conditions) Theory {
 		at, k = synTimeout(n, linear)
 		end = k // the firing after the last retransmission ends it
 		th = Theory{Outcome: "ETIMEDOUT", At: at,
-			AtBasis: fmt.Sprintf("tcp_syn_retries=%d: connect gives up when the SYN timer fires %s or more after the first SYN; FACTS: 6 → ≈ 127 s", n, synBoundary(n))}
+			AtBasis: fmt.Sprintf("tcp_syn_retries=%d: connect gives up when the SYN timer fires tcp_model_timeout(%d, 1 s) = %s or more after the first SYN", n, n, synBoundary(n))}
 		if !kernel {
 			th.AtBasis = "gVisor's handshake resends the SYN 6 times (1, 2, 4 … 32 s apart) and fails at 127 s; --syn-retries does not apply to it"
 		}

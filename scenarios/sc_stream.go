@@ -34,8 +34,14 @@ func zeroWindowScenario() Scenario {
 }
 
 // fillWait is how long a send may block without writing a byte before the
-// window counts as closed.
-const fillWait = 200 * time.Millisecond
+// window counts as closed: shorter than the first window probe (the RTO,
+// at least 200 ms after the window closed), so the client's RTO is read
+// before the persist timer doubles it.
+const fillWait = 150 * time.Millisecond
+
+// windowRTOName is the measurement of the client's RTO as the window
+// closed.
+const windowRTOName = "client RTO as the window closed"
 
 // fillLimit bounds the bytes written while filling the window.
 const fillLimit = 256 << 20
@@ -46,9 +52,13 @@ func runZeroWindow(ctx context.Context, env Env, p Params, r *Recorder) error {
 		return fmt.Errorf("connect to the peer's sink service: %w", err)
 	}
 	defer c.Close()
+	if rtt := c.Info().RTT; rtt >= fillWait/2 {
+		return fmt.Errorf("zero-window needs a round trip below %s to tell a closed window from a slow one (the handshake measured %s): use a --link-delay below %s", fillWait/2, rtt, fillWait/4)
+	}
 	chunk := bytes.Repeat([]byte("*"), 64<<10)
 	var filled int64
 	full, closed := time.Duration(-1), false
+	var rto time.Duration
 	for filled < fillLimit && !closed {
 		start := env.Now()
 		if err := c.SetDeadline(start + fillWait); err != nil {
@@ -56,6 +66,12 @@ func runZeroWindow(ctx context.Context, env Env, p Params, r *Recorder) error {
 		}
 		n, err := c.Write(chunk)
 		filled += int64(n)
+		if n > 0 {
+			// The last send that moved bytes returns within fillWait of
+			// the window closing: before the first probe, so its RTO is
+			// the one the persist timer starts from.
+			rto = c.Info().RTO
+		}
 		if n < len(chunk) && full < 0 {
 			full = start // the first send that found the buffer full
 		}
@@ -72,6 +88,9 @@ func runZeroWindow(ctx context.Context, env Env, p Params, r *Recorder) error {
 		return fmt.Errorf("wrote %s to the sink and its window never closed", formatBytes(float64(filled)))
 	}
 	r.Measure("written before the window closed", float64(filled), "bytes")
+	if rto > 0 {
+		r.Measure(windowRTOName, rto.Seconds(), "s")
+	}
 	r.AnchorAt(full, "send buffer full, the peer's window closed")
 	if d := p.Duration("outage"); d > 0 {
 		if _, err := env.AddFault(fmt.Sprintf("drop for=%s", d)); err != nil {
@@ -108,16 +127,15 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 	// The run ends watch after the fill loop noticed the closed window
 	// (one or two fillWait after the anchor).
 	endLo, endHi := watch+fillWait, watch+2*fillWait+100*time.Millisecond
-	if at := u + kernelRTOMin; u > 0 && at+time.Second <= watch {
-		th = Theory{Outcome: "ETIMEDOUT", At: at,
-			AtBasis: "with TCP_USER_TIMEOUT Linux gives up once the window has stayed closed that long after the first probe, answered or not (tcp_probe_timer)"}
-		endLo, endHi = at, at
-	}
 	// The closed window is probed with zero-window probes, or, when the
 	// last segment went out beyond the window, by retransmitting it: both
 	// on a timer from the RTO (at least 200 ms: tcp_probe0_base), doubling,
 	// from when the window closed (the anchor).
 	base := max(c.RTO, kernelRTOMin)
+	if !c.Kernel && c.WindowRTO > 0 {
+		base = max(c.WindowRTO, 200*time.Millisecond)
+	}
+	tol := c.tolerance()
 	var chain []firingRange
 	if c.Kernel {
 		var steps []time.Duration
@@ -131,7 +149,37 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 			chain = append(chain, firingRange{Kind: "timer", Lo: t, Hi: t})
 		}
 	}
-	tol := c.tolerance()
+	probesLo, probesHi := -1, -1
+	if u > 0 {
+		var at, lo, hi time.Duration
+		var basis string
+		if c.Kernel {
+			// tcp_probe_timer: the first firing stamps icsk_probes_tstamp;
+			// every later one is clamped to what is left of the user
+			// timeout (tcp_clamp_probe0_to_user_timeout), and the firing
+			// that finds it used up aborts, probes answered or not.
+			lo, hi, probesLo, probesHi = kernelClock{hz: c.hz()}.probeUserTimeout(base, u)
+			lo, hi = lo-tol, hi+tol
+			at = (lo + hi) / 2
+			basis = fmt.Sprintf("Linux: the first window probe (the persist timer at the RTO, %s) stamps the start; the timer, doubling, is clamped to what is left of TCP_USER_TIMEOUT (%s), and the firing that finds it used up ends the connection, probes answered or not (tcp_probe_timer); timers in jiffies (HZ %d), rounded up by the timer wheel", fmtDur(base), fmtDur(u), c.hz())
+		} else {
+			// gVisor: enableZeroWindowProbing starts the user timeout when
+			// the zero window reaches it; retransmitTimerExpired clamps the
+			// timer to it and times out exactly then.
+			start := time.Duration(0)
+			if c.HasWindowClosed {
+				start = c.WindowClosed + c.LinkDelay
+			}
+			at, lo, hi = start+u, start+u, start+u
+			basis = fmt.Sprintf("gVisor: TCP_USER_TIMEOUT (%s) counts from the zero-window ACK reaching the client (%s after the anchor), the persist timer is clamped to it and the connection times out exactly then (retransmitTimerExpired; virtual clock: exact)", fmtDur(u), fmtSecs(start))
+		}
+		if at+time.Second <= watch {
+			th = Theory{Outcome: "ETIMEDOUT", At: at, AtLo: max(lo, 0), AtHi: hi, AtBasis: basis}
+			endLo, endHi = lo, hi
+		} else {
+			probesLo = -1
+		}
+	}
 	lo, hi := 0, 0
 	for _, f := range chain {
 		if f.Hi+tol < endLo {
@@ -142,17 +190,69 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 		}
 	}
 	basis := fmt.Sprintf("the persist timer (or the RTO, if data went out beyond the window) starts at the RTO (%s, at least 200 ms) and doubles (RFC 1122 4.2.2.17); the window closed at the anchor and the run ends %s–%s after it", fmtDur(base), fmtSecs(endLo), fmtSecs(endHi))
-	if !c.Kernel {
-		// gVisor's client: not modelled as precisely; its probes follow
-		// the 200 ms minimum RTO.
-		lo, hi = max(lo-1, 1), hi+1
+	if probesLo >= 0 {
+		lo, hi = probesLo, probesHi
+		basis = fmt.Sprintf("the persist timer starts at the RTO (%s) and doubles, each step clamped to what is left of TCP_USER_TIMEOUT; one probe per firing before the one that ends it", fmtDur(base))
 	}
-	th.Checks = append(th.Checks, countCheck("window probes", "in", "zero-window-probe,retransmit", lo, lo, hi, basis))
+	want := lo
+	if !c.Kernel {
+		want, lo, hi, basis = gvisorWindowProbes(c, endLo, endHi)
+	}
+	th.Checks = append(th.Checks, countCheck("window probes", "in", "zero-window-probe,retransmit", want, lo, hi, basis))
 	if lo >= 3 {
 		th.Checks = append(th.Checks, backoffCheck("probe backoff ratio", "in", "zero-window-probe,retransmit", 0, 2, 1.6, 2.5,
 			"each probe the peer answers with a closed window doubles the interval"))
 	}
 	return th
+}
+
+// gvisorWindowProbes is the virtual clock's exact count of the gVisor
+// client's window probes: its persist timer (enableZeroWindowProbing,
+// retransmitTimerExpired) is armed at its RTO when the zero-window ACK
+// reaches it — one link delay after the fault layer passed that ACK — and
+// doubles up to 120 s; each probe reaches the fault layer one link delay
+// after it fires. The RTO is the one read when the last send that moved
+// bytes returned, before the timer first fired (fillWait is shorter than
+// the 200 ms minimum). The
+// probes the fault layer sees before the outcome are counted; one due at
+// the outcome's very instant may be seen on either side of it (both
+// timers fire in the same clock step), so it is the one case with a
+// range. Without a closed window or an outcome it falls back to the
+// nominal run end (endLo–endHi after the anchor).
+func gvisorWindowProbes(c Conditions, endLo, endHi time.Duration) (want, lo, hi int, basis string) {
+	rto, read := c.RTO, "read before the fault"
+	if c.WindowRTO > 0 {
+		rto, read = c.WindowRTO, "read as the window closed, before the timer first fired"
+	}
+	rto = max(rto, 200*time.Millisecond)
+	start, from := time.Duration(0), "the anchor (the window close was not seen)"
+	if c.HasWindowClosed {
+		start, from = c.WindowClosed+c.LinkDelay, fmt.Sprintf("the zero-window ACK reaching the client %s after the anchor (the fault layer passed it at %s, plus the %s link delay)", fmtSecs(c.WindowClosed+c.LinkDelay), fmtSecs(c.WindowClosed), fmtDur(c.LinkDelay))
+	}
+	end, ends := endHi, fmt.Sprintf("the run ends %s–%s after the anchor", fmtSecs(endLo), fmtSecs(endHi))
+	if c.OutcomeAt > 0 {
+		endLo, end, ends = c.OutcomeAt, c.OutcomeAt, fmt.Sprintf("the outcome came %s after the anchor", fmtSecs(c.OutcomeAt))
+	}
+	var at []string
+	fire, step := start, rto
+	for {
+		fire += step
+		seen := fire + c.LinkDelay
+		if seen > end {
+			break
+		}
+		if seen < endLo {
+			lo++
+		}
+		hi++
+		at = append(at, strings.TrimSuffix(fmtSecs(seen), " s"))
+		step = min(2*step, gvisorRTOMax)
+	}
+	if len(at) == 0 {
+		at = append(at, "none")
+	}
+	basis = fmt.Sprintf("gVisor's persist timer: armed at its RTO (%s, %s) from %s, doubling; probes seen at %s s after the anchor, counted until %s (virtual clock: exact; a probe at that very instant may fall on either side)", fmtDur(rto), read, from, strings.Join(at, ", "), ends)
+	return lo, lo, hi, basis
 }
 
 // lossScenario uploads over a lossy link: the client is the sender, so on
@@ -291,6 +391,10 @@ func lossRTOCost(x Retransmission) time.Duration {
 const lossCleanTime = 100 * time.Millisecond
 
 func expectLoss(p Params, kernel bool) Theory {
+	rtoNote := "gVisor's minimum is 200 ms"
+	if kernel {
+		rtoNote = "the kernel's over the TUN is " + fmtDur(nominalConditions(true).RTO)
+	}
 	pct, reqs, size := p.Percent("loss"), p.Int("requests"), p.Size("size")
 	q := pct / 100
 	total := float64(int64(reqs) * size)
@@ -328,7 +432,7 @@ func expectLoss(p Params, kernel bool) Theory {
 			"every data segment or SYN the fault layer dropped is sent again (else its bytes could not have arrived)",
 			func(r *Report) (float64, bool) { return float64(lostNotResent(r)), true }),
 		{Name: "completion time over its RTO bound", Unit: "ratio", Want: 0, Min: 0, Max: 1, Timing: true,
-			Basis: fmt.Sprintf("the uploads take at most %s each without loss, plus one RTO (200 ms, doubling per retry of a segment; 1 s for a SYN) per retransmission of either side", lossCleanTime),
+			Basis: fmt.Sprintf("the uploads take at most %s each without loss, plus one RTO bound per retransmission of either side: %s (the 200 ms minimum plus timer rounding; %s), doubling per retry of a segment; %s for a SYN", lossCleanTime, fmtDur(lossRTOCost(Retransmission{N: 1})), rtoNote, fmtDur(lossRTOCost(Retransmission{N: 1, Flags: "S"}))),
 			measure: func(r *Report) (float64, bool) {
 				m, ok := r.Measurement("completion time")
 				if !ok {

@@ -182,6 +182,25 @@ func setRatios(dir string, v float64) func(*Report) {
 	}
 }
 
+// shiftWindowClose moves the peer's zero-window ACKs before the client's
+// first window probe by d.
+func shiftWindowClose(d time.Duration) func(*Report) {
+	return func(r *Report) {
+		for i, ev := range r.Timeline {
+			p := ev.Packet
+			if p == nil {
+				continue
+			}
+			if p.Dir == "in" && (p.Kind == "zero-window-probe" || p.Kind == "retransmit") {
+				return
+			}
+			if p.Dir == "out" && p.Win == 0 {
+				r.Timeline[i].T += d
+			}
+		}
+	}
+}
+
 // setMeasurement replaces a measurement's value.
 func setMeasurement(name string, v float64) func(*Report) {
 	return func(r *Report) {
@@ -400,6 +419,30 @@ var evidenceCases = []struct {
 				dropRetransKinds("in", "zero-window-probe,retransmit", 0)(r)
 			}
 		}, []string{"window probes"}},
+		{"probes not backing off", nil, setRatios("in", 1),
+			[]string{"probe backoff ratio"}},
+		{"ETIMEDOUT instead of surviving", nil, func(r *Report) { r.Outcome = "ETIMEDOUT" },
+			[]string{"outcome"}},
+	}},
+	// The user-timeout run's timeline is trimmed to the packets around
+	// the window close, like the virtual one's.
+	{"zero-window-user.json", []mutation{
+		{"user-timeout 2s instead of 1s", map[string]string{"user-timeout": "2s"}, nil,
+			[]string{"time to ETIMEDOUT", "window probes"}},
+		{"a probe lost from the list", nil, dropRetransKinds("in", "zero-window-probe,retransmit", 0),
+			[]string{"window probes"}},
+		{"survived instead of ETIMEDOUT", nil, func(r *Report) { r.Outcome = OutcomeSurvived },
+			[]string{"outcome", "time to ETIMEDOUT"}},
+	}},
+	// The virtual run's timeline is trimmed to the packets around the
+	// window close (the fill's 750 packets say nothing the theory reads).
+	{"zero-window-virtual.json", []mutation{
+		{"a probe lost from the list", nil, dropRetransKinds("in", "zero-window-probe,retransmit", 0),
+			[]string{"window probes"}},
+		{"the window closed 1 s later", nil, shiftWindowClose(time.Second),
+			[]string{"window probes"}},
+		{"RTO 400 ms as the window closed", nil, setMeasurement(windowRTOName, 0.4),
+			[]string{"window probes"}},
 		{"probes not backing off", nil, setRatios("in", 1),
 			[]string{"probe backoff ratio"}},
 		{"ETIMEDOUT instead of surviving", nil, func(r *Report) { r.Outcome = "ETIMEDOUT" },

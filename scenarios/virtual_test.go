@@ -3,6 +3,7 @@ package scenarios
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +143,43 @@ func BenchmarkVirtualSpeed(b *testing.B) {
 			}
 			b.ReportMetric(simulated.Seconds()/time.Since(start).Seconds(), "sim-s/wall-s")
 		})
+	}
+}
+
+// TestVirtualZeroWindowExact: on the virtual clock the window-probe count
+// is exact — one number, no ±1 — for link delays from 0 to 30 ms and
+// watch times that end between probes or just after one (1.25 s: the
+// third probe at 1.41 s falls after the outcome with 1 ms but before it
+// with 30 ms), because the theory starts gVisor's persist timer when the
+// zero-window ACK reached the client, at the RTO it had then; a round trip
+// the fill loop cannot tell from a closed window is refused in one line.
+func TestVirtualZeroWindowExact(t *testing.T) {
+	for _, tc := range []struct {
+		delay  time.Duration
+		watch  string
+		probes float64
+	}{
+		{0, "2s", 3},
+		{time.Millisecond, "1250ms", 2},
+		{10 * time.Millisecond, "5s", 4},
+		{30 * time.Millisecond, "1250ms", 3},
+		{30 * time.Millisecond, "2s", 3},
+	} {
+		t.Run(fmt.Sprintf("%v/%s", tc.delay, tc.watch), func(t *testing.T) {
+			rep := runVirtual(t, "zero-window", map[string]string{"watch": tc.watch}, Options{LinkDelay: tc.delay})
+			e, ok := rep.Expectation("window probes")
+			if !ok || e.Want == nil || e.Min == nil || e.Max == nil || e.Got == nil {
+				t.Fatalf("no numeric window probes row: %+v", rep.Expectations)
+			}
+			if *e.Min != *e.Max || *e.Want != tc.probes || *e.Got != tc.probes || !e.Pass {
+				t.Errorf("window probes: theory %s (%v–%v), measured %v, want exactly %v:\n%s", e.Theory, *e.Min, *e.Max, *e.Got, tc.probes, e.Basis)
+			}
+		})
+	}
+	sc, _ := Lookup("zero-window")
+	p, _ := ParseParams(sc, nil)
+	_, err := Run(context.Background(), "zero-window", p, Options{Clock: ClockVirtual, LinkDelay: 50 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "use a --link-delay below") {
+		t.Errorf("50 ms link delay: %v, want the round-trip refusal", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -22,8 +23,22 @@ func RunAgentIfRequested() {
 	os.Exit(runAgent())
 }
 
-// runAgent serves the parent until it closes the socket or dies.
+// runAgent serves the parent until it closes the socket or dies. Asked
+// for a namespace with its own TCP hash table, it first moves there
+// (ownTable); that re-executes it, same process, and it serves from there.
 func runAgent() int {
+	if os.Getenv(agentEhashEnv) != "" {
+		if err := ownTable(os.Getenv(agentEhashEnv)); err != nil {
+			// The parent's init request gets the error.
+			return failInit(err)
+		}
+	}
+	if tw := os.Getenv(agentStageEnv); tw != "" {
+		os.Unsetenv(agentStageEnv)
+		if err := settleOwnTable(tw); err != nil {
+			return failInit(err)
+		}
+	}
 	os.Unsetenv(agentEnv)
 	// Terminal signals go to the whole foreground process group; the agent
 	// lives exactly as long as its parent wants. Notify (not Ignore) so that
@@ -62,6 +77,10 @@ type agent struct {
 	inited bool
 }
 
+// testHookAnswered, set by tests, runs each time the agent has sent a
+// response.
+var testHookAnswered func()
+
 // serve answers requests until the parent closes the socket.
 func (a *agent) serve() error {
 	for {
@@ -74,10 +93,11 @@ func (a *agent) serve() error {
 			return fmt.Errorf("receive request: %w", err)
 		}
 		resp, out := a.handle(req, fds)
-		err = send(a.conn, resp, out...)
-		closeFDs(out)
-		if err != nil {
+		if err := sendResponse(a.conn, resp, out); err != nil {
 			return err
+		}
+		if testHookAnswered != nil {
+			testHookAnswered()
 		}
 	}
 }
@@ -141,6 +161,68 @@ func (a *agent) init(req request) (response, []int, error) {
 	}
 	_, offload := dev.(*offloadDevice)
 	return response{Name: dev.Name(), MTU: dev.MTU(), Offload: offload}, []int{fd}, nil
+}
+
+// ownTable moves the agent from the namespace the parent created (A) into
+// a child namespace (B) with a TCP hash table of its own: the kernel sizes
+// a new namespace's table from net.ipv4.tcp_child_ehash_entries of the
+// namespace that creates it, so the agent sets that in A — its own, never
+// the host's — unshares a network namespace on one locked thread and
+// re-executes itself from that thread: the same process, single-threaded
+// again, now entirely in B, where A's TIME_WAIT limit is restored (a table
+// of its own would get half its size) — and without the CAP_SYS_ADMIN a
+// rootless agent was given for the unshare. Where A's sysctls cannot be set (a
+// kernel before 6.1 has no tcp_child_ehash_entries; a container mounts
+// /proc/sys read-only) or the namespace cannot be created, it returns nil
+// and the agent stays in A, sharing the host's table as before; after the
+// unshare it returns only on failure.
+func ownTable(entries string) error {
+	os.Unsetenv(agentEhashEnv)
+	tw, err := readSysctl("net.ipv4.tcp_max_tw_buckets")
+	if err != nil {
+		return nil
+	}
+	if err := writeSysctl("net.ipv4.tcp_child_ehash_entries", entries); err != nil {
+		return nil
+	}
+	runtime.LockOSThread() // for good: the thread becomes the process
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil
+	}
+	// A rootless agent got CAP_SYS_ADMIN (ambient) only for the unshare:
+	// lower it on this thread, whose credentials the re-executed agent and
+	// every program it runs inherit (a root agent has no ambient set).
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_LOWER, unix.CAP_SYS_ADMIN, 0, 0); err != nil {
+		return fmt.Errorf("own TCP hash table: drop CAP_SYS_ADMIN: %w", err)
+	}
+	env := append(os.Environ(), agentStageEnv+"="+tw)
+	return fmt.Errorf("own TCP hash table: re-execute the agent: %w", syscall.Exec("/proc/self/exe", os.Args, env))
+}
+
+// settleOwnTable finishes ownTable in the new namespace: A's TIME_WAIT
+// limit.
+func settleOwnTable(tw string) error {
+	if err := writeSysctl("net.ipv4.tcp_max_tw_buckets", tw); err != nil {
+		return fmt.Errorf("own TCP hash table: %w", err)
+	}
+	return nil
+}
+
+// failInit answers the parent's init request with err (so NewNamespace
+// returns it) and returns the agent's exit status.
+func failInit(err error) int {
+	conn, cerr := agentConn()
+	if cerr != nil {
+		fmt.Fprintf(os.Stderr, "unplug netns agent: %v\n", err)
+		return 2
+	}
+	var req request
+	fds, _ := receive(conn, make([]byte, maxMessage), &req)
+	closeFDs(fds)
+	send(conn, response{Err: encodeError(err)})
+	conn.Close()
+	return 1
 }
 
 // newSocket creates a close-on-exec, non-blocking socket in the agent's

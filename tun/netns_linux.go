@@ -17,6 +17,11 @@ import (
 // Environment variables that mark a process as a namespace agent.
 const (
 	agentEnv = "UNPLUG_NS_AGENT"
+	// agentEhashEnv asks the agent for a namespace with its own TCP hash
+	// table of this many buckets; agentStageEnv marks the agent after it
+	// moved into that namespace, with the TIME_WAIT limit to restore.
+	agentEhashEnv = "UNPLUG_NS_AGENT_EHASH"
+	agentStageEnv = "UNPLUG_NS_AGENT_TW"
 	// agentFD is the agent's end of the socketpair (ExtraFiles[0]).
 	agentFD = 3
 )
@@ -77,7 +82,11 @@ func NewNamespace(ctx context.Context, cfg NamespaceConfig) (*Namespace, error) 
 			return nil, err
 		}
 	}
-	ns, err := startAgent(rootless)
+	ehash := cfg.EhashEntries
+	if ehash == 0 {
+		ehash = DefaultEhashEntries
+	}
+	ns, err := startAgent(rootless, max(ehash, 0))
 	if err != nil {
 		return nil, err
 	}
@@ -100,8 +109,10 @@ func rootlessInitError(err error, rootless bool) error {
 		os.Geteuid(), usernsHint(true))
 }
 
-// startAgent re-executes this program as the agent inside new namespaces.
-func startAgent(rootless bool) (*Namespace, error) {
+// startAgent re-executes this program as the agent inside new namespaces;
+// with ehash > 0 the agent moves on into a namespace with its own TCP hash
+// table of that size (see runAgent).
+func startAgent(rootless bool, ehash int) (*Namespace, error) {
 	conn, theirs, err := socketPair()
 	if err != nil {
 		return nil, err
@@ -113,7 +124,7 @@ func startAgent(rootless bool) (*Namespace, error) {
 		done:    make(chan struct{}),
 		closing: make(chan struct{}),
 	}
-	ns.cmd = agentCommand(theirs, rootless)
+	ns.cmd = agentCommand(theirs, rootless, ehash)
 	if err := spawnLocked(ns.cmd, ns.exited); err != nil {
 		conn.Close()
 		return nil, cloneError(err, rootless)
@@ -121,8 +132,11 @@ func startAgent(rootless bool) (*Namespace, error) {
 	return ns, nil
 }
 
-// agentCommand builds the agent's command line and namespace flags.
-func agentCommand(sock *os.File, rootless bool) *exec.Cmd {
+// agentCommand builds the agent's command line and namespace flags. An
+// agent that makes its own table (ehash > 0) needs CAP_SYS_ADMIN in its
+// user namespace to create the second network namespace; it drops it
+// before it serves (ownTable).
+func agentCommand(sock *os.File, rootless bool, ehash int) *exec.Cmd {
 	attr := &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNET,
 		Pdeathsig:  syscall.SIGKILL,
@@ -133,11 +147,18 @@ func agentCommand(sock *os.File, rootless bool) *exec.Cmd {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: os.Getegid(), HostID: os.Getegid(), Size: 1}}
 		attr.GidMappingsEnableSetgroups = false
 		attr.AmbientCaps = agentCaps
+		if ehash > 0 {
+			attr.AmbientCaps = append(append([]uintptr(nil), agentCaps...), unix.CAP_SYS_ADMIN)
+		}
+	}
+	env := append(os.Environ(), agentEnv+"=1")
+	if ehash > 0 {
+		env = append(env, fmt.Sprintf("%s=%d", agentEhashEnv, ehash))
 	}
 	return &exec.Cmd{
 		Path:        "/proc/self/exe",
 		Args:        []string{"unplug-netns-agent"},
-		Env:         append(os.Environ(), agentEnv+"=1"),
+		Env:         env,
 		ExtraFiles:  []*os.File{sock},
 		Stderr:      os.Stderr,
 		SysProcAttr: attr,
@@ -196,7 +217,7 @@ func (ns *Namespace) call(ctx context.Context, req request, fds ...int) (respons
 	err := send(ns.conn, req, fds...)
 	var files []int
 	if err == nil {
-		files, err = receive(ns.conn, ns.buf, &resp)
+		files, err = receiveResponse(ns.conn, ns.buf, &resp)
 	}
 	if err != nil {
 		return resp, nil, ns.callError(ctx, req.Op, err)

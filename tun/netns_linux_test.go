@@ -2,6 +2,7 @@ package tun
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -643,5 +644,63 @@ func TestNamespaceDialKeepsSocketOptions(t *testing.T) {
 				t.Errorf("SO_KEEPALIVE %d, TCP_KEEPIDLE %d, TCP_NODELAY %d; want %d, %d, %d", ka, idle, nd, tc.keepalive, tc.idle, tc.nodelay)
 			}
 		})
+	}
+}
+
+// TestNamespaceOwnEhash: a namespace gets a TCP hash table of its own
+// (tcp_ehash_entries positive inside it: DefaultEhashEntries, or the size
+// asked for), with the TIME_WAIT limit a namespace sharing the host's table
+// has; EhashEntries < 0 shares the host's (negative). The agent's PID is
+// the process in the namespace, and its sockets are there too.
+func TestNamespaceOwnEhash(t *testing.T) {
+	requireRoot(t)
+	tw := map[string]string{}
+	for _, tc := range []struct {
+		name    string
+		entries int
+		want    string
+	}{
+		{"default", 0, fmt.Sprint(DefaultEhashEntries)},
+		{"1024", 1024, "1024"},
+		{"shared", -1, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newTestNamespace(t, NamespaceConfig{TUN: DefaultConfig(), EhashEntries: tc.entries})
+			got, err := ns.Sysctl("net.ipv4.tcp_ehash_entries")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.want == "" && !strings.HasPrefix(got, "-") || tc.want != "" && got != tc.want {
+				t.Errorf("tcp_ehash_entries %s, want %s (negative: the host's)", got, cmp.Or(tc.want, "negative"))
+			}
+			if tw[tc.name], err = ns.Sysctl("net.ipv4.tcp_max_tw_buckets"); err != nil {
+				t.Fatal(err)
+			}
+			self, _ := os.Readlink("/proc/self/ns/net")
+			agent, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", ns.PID()))
+			if err != nil || agent == self {
+				t.Fatalf("agent namespace %q (%v), this process's %q", agent, err, self)
+			}
+			f, err := ns.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var nsOf string
+			rc, _ := f.SyscallConn()
+			rc.Control(func(fd uintptr) {
+				nfd, err := unix.IoctlRetInt(int(fd), unix.SIOCGSKNS)
+				if err == nil {
+					nsOf, _ = os.Readlink(fmt.Sprintf("/proc/self/fd/%d", nfd))
+					unix.Close(nfd)
+				}
+			})
+			if nsOf != agent {
+				t.Errorf("socket's namespace %q, agent's %q", nsOf, agent)
+			}
+		})
+	}
+	if tw["default"] != tw["shared"] || tw["1024"] != tw["shared"] {
+		t.Errorf("tcp_max_tw_buckets %v: an own table should keep the shared table's limit", tw)
 	}
 }

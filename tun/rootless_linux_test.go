@@ -3,12 +3,14 @@ package tun
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/unplug-dev/unplug/tun/tuntest"
+	"golang.org/x/sys/unix"
 )
 
 // nobody is the unprivileged user the rootless tests run as.
@@ -75,6 +77,18 @@ func checkRootlessNamespace(t *testing.T) {
 	}
 	if id := strings.TrimSpace(runOutput(t, ns, "id", "-u")); id != "65534" {
 		t.Fatalf("program runs as uid %s, want 65534", id)
+	}
+	// Rootless too, the namespace has a TCP hash table of its own; the
+	// CAP_SYS_ADMIN the agent needed to create it is gone before programs
+	// run (their effective set: NET_ADMIN, NET_RAW, NET_BIND_SERVICE).
+	if got, err := ns.Sysctl("net.ipv4.tcp_ehash_entries"); err != nil || got != fmt.Sprint(DefaultEhashEntries) {
+		t.Errorf("tcp_ehash_entries %q, %v; want %d (own table)", got, err, DefaultEhashEntries)
+	}
+	status := runOutput(t, ns, "grep", "^CapEff", "/proc/self/status")
+	var eff uint64
+	fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(status, "CapEff:")), "%x", &eff)
+	if eff&(1<<unix.CAP_SYS_ADMIN) != 0 || eff&(1<<unix.CAP_NET_ADMIN) == 0 {
+		t.Errorf("a program's %s: want CAP_NET_ADMIN without CAP_SYS_ADMIN", strings.TrimSpace(status))
 	}
 }
 

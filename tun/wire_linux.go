@@ -15,7 +15,12 @@ import (
 
 // The agent protocol: one JSON message per SOCK_SEQPACKET datagram,
 // descriptors alongside as SCM_RIGHTS. The parent sends a request and reads
-// exactly one response; requests are serialized.
+// exactly one response; requests are serialized. A response with
+// descriptors comes in two datagrams: the descriptors (a response with
+// More set), then — once the agent has closed its own copies — the
+// response itself. So when the parent has the response, no copy is left
+// in the agent: a socket the parent closes is closed at once, not kept
+// open (and its FIN held back) until the agent gets round to closing it.
 
 // Request operations.
 const (
@@ -58,6 +63,43 @@ type response struct {
 	Code  int        `json:"code,omitempty"`
 	// Offload says the TUN descriptor carries virtio-net headers.
 	Offload bool `json:"offload,omitempty"`
+	// More marks the first datagram of a response with descriptors: they
+	// belong to the response that follows.
+	More bool `json:"more,omitempty"`
+}
+
+// sendResponse sends resp with fds and closes fds: the descriptors first,
+// then this process's copies closed, then resp (see the protocol above).
+func sendResponse(c *net.UnixConn, resp response, fds []int) error {
+	if len(fds) == 0 {
+		return send(c, resp)
+	}
+	err := send(c, response{More: true}, fds...)
+	closeFDs(fds)
+	if err != nil {
+		return err
+	}
+	return send(c, resp)
+}
+
+// receiveResponse reads one response and the descriptors that came with
+// it (see sendResponse); the caller owns them.
+func receiveResponse(c *net.UnixConn, buf []byte, resp *response) ([]int, error) {
+	fds, err := receive(c, buf, resp)
+	if err != nil || !resp.More {
+		return fds, err
+	}
+	*resp = response{}
+	more, err := receive(c, buf, resp)
+	fds = append(fds, more...)
+	if err == nil && resp.More {
+		err = errors.New("receive response: two descriptor datagrams in a row")
+	}
+	if err != nil {
+		closeFDs(fds)
+		return nil, err
+	}
+	return fds, nil
 }
 
 // wireError carries an error across the socket keeping what errors.Is

@@ -164,7 +164,9 @@ except OSError as e:
 			`(?m)^c1 +198\.18\.0\.1:\d+ → 198\.18\.0\.2:80 +upstream the peer's http service$`,
 			`(?m)^ +fault +first drop \d+\.\d+ s, last \d+\.\d+ s, \d+ dropped; [1-9]\d* retransmissions`,
 			`(?m)^ +ended +CLOSED at \d+\.\d+ s: the program closed it \(FIN\)`,
-			`(?m)^ +theory +keepalive idle 60\.0 s, interval 60\.0 s, 9 probes, no TCP_USER_TIMEOUT, tcp_retries2=15: `,
+			// The fault met the handshake: the theory is connect()'s, from
+			// the socket's TCP_SYNCNT and the namespace's linear timeouts.
+			`(?m)^ +theory +connect\(\) failing with ETIMEDOUT ≈ 13\d s \(13\d s – 13\d s\) after the first SYN: 6 SYN retries \(TCP_SYNCNT, read from the socket\), tcp_syn_linear_timeouts=4, HZ \d+: SYNs resent at 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s \(10 retransmissions\)`,
 			`(?m)^ +verdict +recovered \d+\.\d+ s after the first drop`}},
 	// --timeout stops curl stuck in connect (SYNs dropped from 1 s on): its
 	// exit status (SIGTERM) is unplug's, its connection reported hanging.
@@ -172,7 +174,8 @@ except OSError as e:
 		want: []string{`(?m)^outcome +exit 143 at \d+\.\d+ s: the program exited with 143 \(--timeout 5s: SIGTERM\); 1 TCP connection: 1 hanging$`,
 			`(?m)^ +opened +\d+\.\d+ s, never established`,
 			`(?m)^ +ended +HANGING at \d+\.\d+ s: STILL HANGING: `,
-			`(?m)^ +theory +keepalive idle 60\.0 s, interval 60\.0 s, 9 probes, no TCP_USER_TIMEOUT, tcp_retries2=15: `}},
+			`(?m)^ +theory +connect\(\) failing with ETIMEDOUT ≈ 13\d s \(13\d s – 13\d s\) after the first SYN: 6 SYN retries \(TCP_SYNCNT, read from the socket\)`,
+			`(?m)^ +verdict +did not notice the dead link in \d+\.\d+ s; its settings predict connect\(\) failing with ETIMEDOUT ≈ 13\d s`}},
 	// "Does my program notice a dead connection?": dead.py is the
 	// README's own, written from its cat block. The gate decides the exit
 	// status; the timing row (and so the verdict) may miss on a loaded
@@ -183,7 +186,7 @@ except OSError as e:
 		want: []string{`(?m)^TimeoutError\(110, 'Connection timed out'\) after 1\d\.\d s$`,
 			`(?m)^detect<30s +every connection a fault hit ends or recovers within 30\.0 s +c1 timeout-retries in \d+\.\d+ s +ok$`,
 			`(?m)^verdict +(PASS|FAIL)`,
-			`(?m)^ +ended +TIMEOUT-RETRIES at \d+\.\d+ s: retransmissions exhausted: tcp_retries2=5 after 5 retransmissions \(ETIMEDOUT; theory ≈ 1\d\.\d s \(1\d\.\d s – 1\d\.\d s\)\) \[kernel\]$`,
+			`(?m)^ +ended +TIMEOUT-RETRIES at \d+\.\d+ s: retransmissions exhausted: tcp_retries2=5 after 5 RTO retransmissions \(ETIMEDOUT; theory ≈ 1\d\.\d s \(1\d\.\d s – 1\d\.\d s\)\) \[kernel\]$`,
 			`(?m)^ +theory +no keepalive, no TCP_USER_TIMEOUT, tcp_retries2=5: a request in flight would wait ≈ 1\d\.\d s \(tcp_retries2: RTO #\d+\); an idle pooled connection would never notice$`,
 			`(?m)^ +kernel +\d+ changes seen`}},
 	// "The same for a running serve": serve --record in the background,
@@ -200,7 +203,7 @@ except OSError as e:
 			`(?m)^detect<30s +every connection a fault hit ends or recovers within 30\.0 s +c1 timeout-user in \d+\.\d+ s +ok$`,
 			`(?m)^reconnected +a new connection to the same upstream succeeds after a fault hit one +c2 to 198\.18\.0\.2:7 after c1 was hit`,
 			`(?m)^ +settings +no keepalive, TCP_USER_TIMEOUT 1\.00 s, tcp_retries2=15, RTO \d+ms, RTT [\d.]+[µm]s \(getsockopt\)$`,
-			`(?m)^ +ended +TIMEOUT-USER at \d+\.\d+ s: TCP_USER_TIMEOUT 1\.00 s ran out after \d+ retransmissions \(ETIMEDOUT; theory ≈ 1\.\d+ s`,
+			`(?m)^ +ended +TIMEOUT-USER at \d+\.\d+ s: TCP_USER_TIMEOUT 1\.00 s ran out after \d+ RTO retransmissions \(ETIMEDOUT; theory ≈ 1\.\d+ s`,
 			`(?m)^ +theory +no keepalive, TCP_USER_TIMEOUT 1\.00 s, tcp_retries2=15: a request in flight would wait ≈ 1\.\d+ s \(TCP_USER_TIMEOUT: RTO #\d+\)`,
 			`(?m)^ +ended +CLOSED at \d+\.\d+ s: the program closed it \(FIN\)`}},
 	`README.md: ./unplug exec --forward 8080=127.0.0.1:8000 -- curl -s http://198.18.0.2:8080/`: {

@@ -216,9 +216,10 @@ func (d *Dumper) Lookup(s Socket) (_ Socket, found bool, err error) {
 }
 
 // lookupLocked runs one lookup with parser p. A miss is asked again once:
-// a socket entering TIME_WAIT is briefly invisible to lookups (the kernel
-// unhashes it before the TIME_WAIT entry that replaces it takes its
-// reference), which TestLookup's tight loop around close hits.
+// a socket entering TIME_WAIT is invisible to lookups for an instant
+// (inet_twsk_hashdance links the TIME_WAIT entry with a reference count of
+// 0 before it unlinks the full socket, and __inet_lookup_established gives
+// up on an entry it cannot take a reference on).
 func (d *Dumper) lookupLocked(p *parser, s *Socket) (Socket, bool, error) {
 	got, found, err := d.lookupOnce(p, s)
 	if err == nil && !found {

@@ -17,7 +17,7 @@ func BenchmarkDumpEhash(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
-	for _, tc := range []struct{ name, child string }{{"shared", ""}, {"private1024", "1024"}} {
+	for _, tc := range []struct{ name, child string }{{"shared", ""}, {"private1024", "1024"}, {"private4096", "4096"}, {"private16384", "16384"}} {
 		b.Run(tc.name, func(b *testing.B) {
 			done := make(chan struct{})
 			go func() {

@@ -68,6 +68,7 @@ type sockOpts struct {
 	userTimeoutMS    int
 	noDelay          bool
 	sndBuf, rcvBuf   int
+	synCnt           int // TCP_SYNCNT; 0 = tcp_syn_retries
 }
 
 // apply sets o on fd.
@@ -92,6 +93,9 @@ func (o sockOpts) apply(fd int) error {
 	if o.noDelay {
 		errs = append(errs, set(unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
 	}
+	if o.synCnt > 0 {
+		errs = append(errs, set(unix.IPPROTO_TCP, unix.TCP_SYNCNT, o.synCnt))
+	}
 	if o.sndBuf > 0 {
 		errs = append(errs, set(unix.SOL_SOCKET, unix.SO_SNDBUF, o.sndBuf))
 	}
@@ -101,7 +105,7 @@ func (o sockOpts) apply(fd int) error {
 	return errors.Join(errs...)
 }
 
-// String renders o for the helper's command line: k=IDLE/INTVL/CNT,u=MS,...
+// String renders o for the helper's command line: k=IDLE/INTVL/CNT,u=MS,syn=N,...
 func (o sockOpts) String() string {
 	var parts []string
 	if o.keepalive {
@@ -112,6 +116,9 @@ func (o sockOpts) String() string {
 	}
 	if o.noDelay {
 		parts = append(parts, "nodelay")
+	}
+	if o.synCnt > 0 {
+		parts = append(parts, "syn="+strconv.Itoa(o.synCnt))
 	}
 	if o.sndBuf > 0 {
 		parts = append(parts, "snd="+strconv.Itoa(o.sndBuf))
@@ -140,6 +147,8 @@ func parseSockOpts(s string) (sockOpts, error) {
 			o.userTimeoutMS, err = strconv.Atoi(v)
 		case "nodelay":
 			o.noDelay = true
+		case "syn":
+			o.synCnt, err = strconv.Atoi(v)
 		case "snd":
 			o.sndBuf, err = strconv.Atoi(v)
 		case "rcv":

@@ -150,6 +150,7 @@ func readOptions(fd int) (Options, error) {
 	o.KeepIntvl = time.Duration(get(unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, "TCP_KEEPINTVL")) * time.Second
 	o.KeepCnt = get(unix.IPPROTO_TCP, unix.TCP_KEEPCNT, "TCP_KEEPCNT")
 	o.UserTimeout = time.Duration(get(unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, "TCP_USER_TIMEOUT")) * time.Millisecond
+	o.SynCnt = get(unix.IPPROTO_TCP, unix.TCP_SYNCNT, "TCP_SYNCNT")
 	o.NoDelay = get(unix.IPPROTO_TCP, unix.TCP_NODELAY, "TCP_NODELAY") != 0
 	o.SndBuf = get(unix.SOL_SOCKET, unix.SO_SNDBUF, "SO_SNDBUF")
 	o.RcvBuf = get(unix.SOL_SOCKET, unix.SO_RCVBUF, "SO_RCVBUF")

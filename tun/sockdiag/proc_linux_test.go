@@ -15,12 +15,13 @@ import (
 	"github.com/unplug-dev/unplug/tun/tuntest"
 )
 
-// nsDefaults are keepalive defaults for test namespaces, unlike the
+// nsDefaults are keepalive and SYN retry defaults for test namespaces, unlike the
 // kernel's, so a test can tell them from values a socket set itself.
 var nsDefaults = map[string]string{
 	"net.ipv4.tcp_keepalive_time":   "600",
 	"net.ipv4.tcp_keepalive_intvl":  "30",
 	"net.ipv4.tcp_keepalive_probes": "5",
+	"net.ipv4.tcp_syn_retries":      "4",
 }
 
 // TestFindSocketsReadOptions: a program inside the namespace holds two
@@ -33,7 +34,7 @@ func TestFindSocketsReadOptions(t *testing.T) {
 	d := newDumper(t, ns)
 	l := listen(t, ns, "127.0.0.1:0")
 	dst := l.local(t).String()
-	h := startHelper(t, ns, dst+" k=7/3/4,u=1234", dst+" nodelay")
+	h := startHelper(t, ns, dst+" k=7/3/4,u=1234,syn=3", dst+" nodelay")
 
 	netns, err := NetnsInode(ns.PID())
 	if err != nil {
@@ -54,8 +55,9 @@ func TestFindSocketsReadOptions(t *testing.T) {
 	comm := filepath.Base(exe)
 	comm = comm[:min(len(comm), 15)]
 	want := []Options{
-		{KeepAlive: true, KeepIdle: 7 * time.Second, KeepIntvl: 3 * time.Second, KeepCnt: 4, UserTimeout: 1234 * time.Millisecond},
-		{KeepIdle: 600 * time.Second, KeepIntvl: 30 * time.Second, KeepCnt: 5, NoDelay: true},
+		{KeepAlive: true, KeepIdle: 7 * time.Second, KeepIntvl: 3 * time.Second, KeepCnt: 4, UserTimeout: 1234 * time.Millisecond, SynCnt: 3},
+		// TCP_SYNCNT unset reads as the namespace's tcp_syn_retries.
+		{KeepIdle: 600 * time.Second, KeepIntvl: 30 * time.Second, KeepCnt: 5, NoDelay: true, SynCnt: 4},
 	}
 	reader := NewOptionsReader(netns)
 	for i, hs := range h.socks {

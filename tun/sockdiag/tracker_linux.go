@@ -11,9 +11,11 @@ import (
 //
 // A dump walks the whole TCP socket table, which a network namespace
 // shares with the host unless it was created with its own
-// (net.ipv4.tcp_child_ehash_entries): with 262144 buckets that is about
-// 1.5 ms per address family even when the namespace has no sockets. A
-// lookup is one hash probe, a few microseconds. The price: a socket opened
+// (net.ipv4.tcp_child_ehash_entries; tun.NewNamespace's default): with
+// the host's 262144 buckets that is about 1.5 ms per address family even
+// when the namespace has no sockets, with an own 4096-bucket table about
+// 0.1 ms, less than looking up a hundred sockets. A lookup is one hash
+// probe, a few microseconds. The price: a socket opened
 // and gone between two full dumps is never seen; call Rescan when
 // something else (the peer accepting a connection) says a new one exists.
 type Tracker struct {

@@ -122,8 +122,11 @@ type Options struct {
 	KeepIdle, KeepIntvl time.Duration
 	KeepCnt             int
 	UserTimeout         time.Duration
-	NoDelay             bool
-	SndBuf, RcvBuf      int
+	// SynCnt is TCP_SYNCNT: how many SYN retransmissions connect() makes
+	// (effective: the namespace's tcp_syn_retries unless set).
+	SynCnt         int
+	NoDelay        bool
+	SndBuf, RcvBuf int
 	// Inode is the inode of the descriptor that was read (fstat), so a
 	// caller can check that the descriptor still is the socket it meant.
 	Inode uint64
