@@ -78,10 +78,10 @@ func runExecReference(ctx context.Context, o execRefOptions, eo scenarios.ExecOp
 		when := "never placed"
 		if a.Placed {
 			when = fmt.Sprintf("in place %.3f s", a.On.Seconds())
-			if a.Off > 0 {
-				when += fmt.Sprintf(" to %.3f s", a.Off.Seconds())
+			if a.AtEnd {
+				when += fmt.Sprintf(" to the end (%.3f s)", a.Off.Seconds())
 			} else {
-				when += " to the end"
+				when += fmt.Sprintf(" to %.3f s", a.Off.Seconds())
 			}
 		}
 		check := fmt.Sprintf("iptables counted %d", a.Counter)
@@ -90,7 +90,7 @@ func runExecReference(ctx context.Context, o execRefOptions, eo scenarios.ExecOp
 		}
 		fmt.Fprintf(out, "           rule %d  %s  %s; dropped %d, %s\n", a.Rule.Fault, a.Rule, when, a.Counted, check)
 	}
-	fmt.Fprintf(out, "           per connection, in the order they opened; times since the last packet before the first retransmission or probe\n")
+	fmt.Fprintf(out, "           per connection, in the order they opened; times since the program's last packet before its first retransmission or probe\n")
 	fmt.Fprintf(out, "           (since the first SYN without one); tolerance: timer-wheel rounding + 2 jiffies per firing (HZ=250)\n\n")
 	rows := reference.CompareExec(ref, got)
 	io.WriteString(out, reference.FormatRows(rows))

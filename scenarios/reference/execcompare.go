@@ -17,15 +17,20 @@ type Applied struct {
 	Rule    Rule
 	On, Off time.Duration
 	Placed  bool
+	// AtEnd: removed at the end of the run, not by its for=.
+	AtEnd   bool
 	Counted int
 	Counter int
 	on, off time.Time
 }
 
 // FromConn reduces connection c of an exec report to a Series with
-// FromReport's definitions: the client's retransmissions and probes of
-// that connection in the report's timeline, timed from the last packet
-// before the first of them; its ending (ConnEnd.How) as the outcome and
+// FromReport's definitions, on the program's packets only: its
+// retransmissions and probes of that connection in the report's
+// timeline, timed from its last packet before the first of them (the
+// original transmission; the peer's packets are left out because a
+// kernel server and gVisor answer at different moments, and with dir=out
+// rules those answers are on the link though dropped); its ending (ConnEnd.How) as the outcome and
 // when it ended as the outcome time; its base RTT and RTO. A connection
 // without retransmissions or probes is timed from its first packet (the
 // outcome time is then how long it lived).
@@ -33,7 +38,7 @@ func FromConn(r *scenarios.Report, c scenarios.ConnReport, source string) Series
 	s := Series{Source: source, Outcome: c.End.How, Measurements: map[string]float64{}}
 	var pkts []Packet
 	for _, ev := range r.Timeline {
-		if p := ev.Packet; p != nil && ev.Conn == c.ID && p.Proto == "tcp" && p.Kind != "injected" {
+		if p := ev.Packet; p != nil && ev.Conn == c.ID && p.Dir == "in" && p.Proto == "tcp" && p.Kind != "injected" {
 			pkts = append(pkts, Packet{T: ev.T, Dir: p.Dir, Kind: p.Kind, Seq: p.Seq, Len: p.Len})
 		}
 	}

@@ -419,7 +419,13 @@ func (l *ExecLab) End() error {
 		tp.close()
 	}
 	for i := range l.applied {
-		l.remove(i)
+		if l.remove(i) == nil && l.applied[i].Placed && l.applied[i].Off > 0 {
+			if _, dur := l.schedule(i); dur == 0 {
+				l.mu.Lock()
+				l.applied[i].AtEnd = true
+				l.mu.Unlock()
+			}
+		}
 		if !l.applied[i].Placed {
 			continue
 		}

@@ -121,19 +121,25 @@ func (r Rule) Matches(p *fault.Packet) bool {
 	return p.Flags&r.Mask == r.Comp
 }
 
-// flagClasses are the flags= and match= classes iptables' --tcp-flags
-// expresses exactly.
+// flagsTCP and matchTCP are the flags= and match= classes iptables'
+// --tcp-flags MASK COMP expresses exactly, in the grammar's order.
 var (
-	flagsTCP = map[fault.FlagClass][2]uint8{
-		fault.ClassSYN: {fault.FlagSYN, fault.FlagSYN},
-		fault.ClassFIN: {fault.FlagFIN, fault.FlagFIN},
-		fault.ClassRST: {fault.FlagRST, fault.FlagRST},
+	flagsTCP = []struct {
+		class      fault.FlagClass
+		mask, comp uint8
+	}{
+		{fault.ClassSYN, fault.FlagSYN, fault.FlagSYN},
+		{fault.ClassFIN, fault.FlagFIN, fault.FlagFIN},
+		{fault.ClassRST, fault.FlagRST, fault.FlagRST},
 	}
-	matchTCP = map[fault.MatchClass][2]uint8{
-		fault.MatchSYN:    {fault.FlagSYN | fault.FlagACK, fault.FlagSYN},
-		fault.MatchSYNACK: {fault.FlagSYN | fault.FlagACK, fault.FlagSYN | fault.FlagACK},
-		fault.MatchFIN:    {fault.FlagFIN, fault.FlagFIN},
-		fault.MatchRST:    {fault.FlagRST, fault.FlagRST},
+	matchTCP = []struct {
+		class      fault.MatchClass
+		mask, comp uint8
+	}{
+		{fault.MatchSYN, fault.FlagSYN | fault.FlagACK, fault.FlagSYN},
+		{fault.MatchSYNACK, fault.FlagSYN | fault.FlagACK, fault.FlagSYN | fault.FlagACK},
+		{fault.MatchFIN, fault.FlagFIN, fault.FlagFIN},
+		{fault.MatchRST, fault.FlagRST, fault.FlagRST},
 	}
 )
 
@@ -165,33 +171,22 @@ func translate(n int, sp fault.Spec) ([]Rule, string) {
 	}
 	type class struct{ mask, comp uint8 }
 	var classes []class
-	for c, f := range flagsTCP {
-		if sp.Flags&c != 0 {
-			classes = append(classes, class{f[0], f[1]})
+	for _, f := range flagsTCP {
+		if sp.Flags&f.class != 0 {
+			classes = append(classes, class{f.mask, f.comp})
 		}
 	}
 	if rest := sp.Flags &^ (fault.ClassSYN | fault.ClassFIN | fault.ClassRST); rest != 0 {
 		return nil, "flags=" + rest.String() + " needs the payload length"
 	}
-	for c, f := range matchTCP {
-		if sp.Match&c != 0 {
-			classes = append(classes, class{f[0], f[1]})
+	for _, f := range matchTCP {
+		if sp.Match&f.class != 0 {
+			classes = append(classes, class{f.mask, f.comp})
 		}
 	}
 	if rest := sp.Match &^ (fault.MatchSYN | fault.MatchSYNACK | fault.MatchFIN | fault.MatchRST); rest != 0 {
 		return nil, "match=" + rest.String() + " needs unplug's flow tracking"
 	}
-	// The same order every time: map iteration is random.
-	sortClasses := func(cs []class) {
-		for i := range cs {
-			for j := i + 1; j < len(cs); j++ {
-				if cs[j].comp < cs[i].comp || (cs[j].comp == cs[i].comp && cs[j].mask < cs[i].mask) {
-					cs[i], cs[j] = cs[j], cs[i]
-				}
-			}
-		}
-	}
-	sortClasses(classes)
 	protos := []string{""}
 	switch {
 	case len(classes) > 0:
