@@ -49,7 +49,13 @@ func assertGone(t *testing.T, names ...string) {
 // tolerance (the exact ones: endings, counts, kinds, exit codes) is ok;
 // timing rows (± tolerance) may differ only on a loaded machine, which
 // is logged. It returns the table.
-func mechanismRows(t *testing.T, out string) string {
+//
+// boundary names mechanism rows that may differ too: tcp_retries2=3 sits
+// on a boundary (FACTS.md: a base RTO ≥ 212 ms, or a firing delayed by
+// load, ends it at the 4th firing instead of the 5th), so the number of
+// retransmissions can differ by one between two runs of the same kernel;
+// the reference shows it, and the test logs it.
+func mechanismRows(t *testing.T, out string, boundary ...string) string {
 	t.Helper()
 	i := strings.Index(out, "\nrow ")
 	if i < 0 {
@@ -61,8 +67,12 @@ func mechanismRows(t *testing.T, out string) string {
 			break
 		}
 		if strings.HasSuffix(l, "DIFFERS") {
-			if strings.Contains(l, "± ") {
-				t.Logf("timing row outside its tolerance (load): %s", l)
+			onBoundary := false
+			for _, b := range boundary {
+				onBoundary = onBoundary || strings.HasPrefix(l, b)
+			}
+			if strings.Contains(l, "± ") || onBoundary {
+				t.Logf("differs (a timing row: load; or tcp_retries2=3's boundary): %s", l)
 			} else {
 				t.Errorf("mechanism row differs: %s", l)
 			}
@@ -80,42 +90,50 @@ func TestExecReference(t *testing.T) {
 	requireReference(t)
 	requireTools(t, "curl", "/usr/bin/python3")
 	echo := filepath.Join(t.TempDir(), "echo.py")
-	// A request answered, 1.5 s idle, then a request into the outage.
+	// A request answered, 4.5 s idle, then a request into the outage
+	// (which starts at 3 s: python may take a second or more to start on
+	// a loaded machine, and must connect before it in both runs).
 	os.WriteFile(echo, []byte(`import socket, sys, time
 s = socket.create_connection(("198.18.0.2", 7))
 s.sendall(b"a"); s.recv(1)
-time.sleep(1.5)
+time.sleep(4.5)
 s.sendall(b"b")
 try:
     s.recv(1)
 except OSError as e:
     print("recv:", e); sys.exit(3)
 `), 0o644)
+	retries3 := []string{"conn 1 retransmissions and probes", "conn 1 kinds", "conn 1 #"}
 	curl := []string{"curl", "-sS", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}\n", "http://198.18.0.2/"}
 	for _, tc := range []struct {
 		name string
 		args []string
 		argv []string
 		want []string // regexps on the table
+		// boundary: rows that may differ (tcp_retries2=3, see mechanismRows)
+		boundary []string
 	}{
 		{"curl -m 10, drop for=1500ms", []string{"--fault", "drop for=1500ms"}, curl, []string{
 			`(?m)^exit code +0 +0 +exact +ok$`, `(?m)^conn 1 ended +closed +closed +exact +ok$`,
-			`(?m)^conn 1 retransmissions and probes +2 +2 `, `(?m)^conn 1 kinds +retransmit ×2 +retransmit ×2 `}},
+			`(?m)^conn 1 retransmissions and probes +2 +2 `, `(?m)^conn 1 kinds +retransmit ×2 +retransmit ×2 `}, nil},
 		{"curl -m 10, only SYNs dropped", []string{"--fault", "drop dir=in match=syn for=1500ms"}, curl, []string{
-			`(?m)^conn 1 ended +closed +closed +exact +ok$`, `(?m)^conn 1 retransmissions and probes +2 +2 `}},
-		{"python3, tcp_retries2=3, drop after=1s", []string{"--retries2", "3", "--fault", "drop after=1s"}, []string{"/usr/bin/python3", echo}, []string{
+			`(?m)^conn 1 ended +closed +closed +exact +ok$`, `(?m)^conn 1 retransmissions and probes +2 +2 `}, nil},
+		{"python3, tcp_retries2=3, drop after=3s", []string{"--retries2", "3", "--fault", "drop after=3s"}, []string{"/usr/bin/python3", echo}, []string{
 			`(?m)^exit code +3 +3 +exact +ok$`, `(?m)^conn 1 ended +timeout-retries +timeout-retries +exact +ok$`,
-			`(?m)^conn 1 kinds +retransmit ×\d +retransmit ×\d `}},
-		{"python3, tcp_retries2=3, the echo's answers dropped", []string{"--sysctl", "net.ipv4.tcp_retries2=3", "--fault", "drop dir=out port=7 after=1s"}, []string{"/usr/bin/python3", echo}, []string{
+			`(?m)^conn 1 kinds +retransmit ×\d +retransmit ×\d `}, retries3},
+		{"python3, tcp_retries2=4, drop after=3s", []string{"--retries2", "4", "--fault", "drop after=3s"}, []string{"/usr/bin/python3", echo}, []string{
 			`(?m)^exit code +3 +3 +exact +ok$`, `(?m)^conn 1 ended +timeout-retries +timeout-retries +exact +ok$`,
-			`client: iptables(-nft|-legacy)? -A INPUT -p tcp --sport 7 -m comment --comment unplug-1.1 -j DROP +in place 1\.\d+ s to the end \(\d+\.\d+ s\); dropped [1-9]\d*, iptables counted [1-9]`}},
+			`(?m)^conn 1 retransmissions and probes +5 +5 `, `(?m)^conn 1 kinds +retransmit ×5 +retransmit ×5 `}, nil},
+		{"python3, tcp_retries2=3, the echo's answers dropped", []string{"--sysctl", "net.ipv4.tcp_retries2=3", "--fault", "drop dir=out port=7 after=3s"}, []string{"/usr/bin/python3", echo}, []string{
+			`(?m)^exit code +3 +3 +exact +ok$`, `(?m)^conn 1 ended +timeout-retries +timeout-retries +exact +ok$`,
+			`client: iptables(-nft|-legacy)? -A INPUT -p tcp --sport 7 -m comment --comment unplug-1.1 -j DROP +in place 3\.\d+ s to the end \(\d+\.\d+ s\); dropped [1-9]\d*, iptables counted [1-9]`}, retries3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append(append([]string{"exec", "--reference"}, tc.args...), "--")
 			code, stdout, stderr := runCLI(t, append(args, tc.argv...)...)
 			names := labNamespaces(t, stderr)
 			assertGone(t, names...)
-			table := mechanismRows(t, stderr)
+			table := mechanismRows(t, stderr, tc.boundary...)
 			for _, w := range tc.want {
 				if !regexp.MustCompile(w).MatchString(stderr) {
 					t.Errorf("output lacks %s:\n%s", w, table)
@@ -128,8 +146,8 @@ except OSError as e:
 			if strings.Contains(tc.name, "curl") && strings.Count(stdout, "404\n") != 1 {
 				t.Errorf("stdout %q: the first run's curl output once (the reference run's goes to stderr)", stdout)
 			}
-			if strings.Contains(tc.name, "retries2") && !strings.Contains(stderr, "tcp_retries2=3") {
-				t.Errorf("the report does not show tcp_retries2=3")
+			if m := regexp.MustCompile(`tcp_retries2=\d`).FindString(tc.name); m != "" && !strings.Contains(stderr, m) {
+				t.Errorf("the report does not show %s", m)
 			}
 		})
 	}
