@@ -133,7 +133,7 @@ var docCases = map[string]docCase{
 			return !strings.HasPrefix(l, "reference") && !strings.Contains(l, "± ") && !strings.Contains(l, "iptables") && !strings.Contains(l, "unplug-xref")
 		},
 		want: []string{
-			`unplug: --reference: running python3 again in namespaces unplug-xref-cli-[0-9a-f]+ and unplug-xref-srv-[0-9a-f]+`,
+			`unplug: --reference: running python3 again in namespaces unplug-xref-cli-\d+-[0-9a-f]+ and unplug-xref-srv-\d+-[0-9a-f]+`,
 			`(?m)^ +rule 1  server: iptables -A INPUT -m comment --comment unplug-1\.1 -j DROP  in place 3\.\d+ s to the end \(\d+\.\d+ s\); dropped [1-9]\d*, iptables counted [1-9]`,
 			`(?m)^exit code +1 +1 +exact +ok$`, `(?m)^conn 1 ended +timeout-retries +timeout-retries +exact +ok$`,
 			`(?m)^conn 1 retransmissions and probes +5 +5 +exact: the same firing ends it +ok$`,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -28,7 +29,7 @@ func requireReference(t *testing.T) {
 // --reference's output, failing if there are none.
 func labNamespaces(t *testing.T, out string) []string {
 	t.Helper()
-	m := regexp.MustCompile(`namespaces (unplug-xref-cli-[0-9a-f]+) and (unplug-xref-srv-[0-9a-f]+)`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`namespaces (unplug-xref-cli-\d+-[0-9a-f]+) and (unplug-xref-srv-\d+-[0-9a-f]+)`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no reference namespaces named in:\n%s", out)
 	}
@@ -253,4 +254,53 @@ func xrefNamespaces() []string {
 		}
 	}
 	return out
+}
+
+// TestExecReferenceStaleLab: an unplug killed with SIGKILL during the
+// reference run cannot clean up; the next exec --reference deletes the
+// namespaces it left (their creator's PID is in their names and gone),
+// and leaves those of a live unplug alone.
+func TestExecReferenceStaleLab(t *testing.T) {
+	requireReference(t)
+	before := strings.Join(xrefNamespaces(), " ")
+	p := startProc(t, procSpec{argv: []string{unplugBinary(t), "exec", "--reference", "--", "sleep", "3"}})
+	deadline := time.Now().Add(safetyTimeout)
+	for !strings.Contains(p.stderr.String(), "unplug: --reference: running sleep again") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the reference run never started: %s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	left := labNamespaces(t, p.stderr.String())
+	time.Sleep(200 * time.Millisecond) // the program started
+	kids := descendants(p.cmd.Process.Pid)
+	p.signal(t, syscall.SIGKILL)
+	p.wait(t)
+	for _, k := range kids { // the orphaned sleep: ours to end
+		syscall.Kill(k, syscall.SIGKILL)
+		awaitGone(t, k)
+	}
+	for _, n := range left {
+		if _, err := os.Stat("/run/netns/" + n); err != nil {
+			t.Fatalf("namespace %s is gone although unplug was killed: %v", n, err)
+		}
+	}
+	t.Cleanup(func() { // if the check below fails
+		for _, n := range left {
+			if _, err := os.Stat("/run/netns/" + n); err == nil {
+				exec.Command("ip", "netns", "del", n).Run()
+			}
+		}
+	})
+	code, _, stderr := runCLI(t, "exec", "--reference", "--", "true")
+	if code != 0 {
+		t.Errorf("exit %d:\n%s", code, stderr)
+	}
+	assertGone(t, left...)
+	assertGone(t, labNamespaces(t, stderr)...)
+	for _, n := range xrefNamespaces() {
+		if !strings.Contains(before, n) {
+			t.Errorf("namespace %s left behind", n)
+		}
+	}
 }

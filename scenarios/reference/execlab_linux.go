@@ -76,9 +76,12 @@ func NewExecLab(ctx context.Context, prefix string, specs []fault.Spec, sysctls 
 		return nil, err
 	}
 	ipt, _ := iptablesBinary()
+	removeStale(ctx, prefix)
 	var rb [3]byte
 	rand.Read(rb[:])
-	tag := hex.EncodeToString(rb[:])
+	// The creator's PID in the name lets a later lab remove this one if
+	// the creator was killed before it could (SIGKILL).
+	tag := fmt.Sprintf("%d-%s", os.Getpid(), hex.EncodeToString(rb[:]))
 	l := &ExecLab{Lab: Lab{Client: prefix + "-cli-" + tag, Server: prefix + "-srv-" + tag, Iptables: ipt, defaults: map[string]string{}},
 		specs: specs, rules: rules, srvDone: make(chan struct{})}
 	if err := l.setup(ctx, sysctls); err != nil {
@@ -196,6 +199,33 @@ func (l *ExecLab) listen(name string, port int) error {
 		}
 	}()
 	return nil
+}
+
+// removeStale deletes the namespaces PREFIX-cli-PID-TAG and
+// PREFIX-srv-PID-TAG of exec labs whose creating process PID is gone:
+// an unplug killed with SIGKILL, which could not clean up. A PID that
+// exists (its own lab, or a reused number) is left alone.
+func removeStale(ctx context.Context, prefix string) {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix+"-")
+		if !ok {
+			continue
+		}
+		rest, ok = strings.CutPrefix(rest, "cli-")
+		if !ok {
+			rest, ok = strings.CutPrefix(rest, "srv-")
+		}
+		pid, _, ok2 := strings.Cut(rest, "-")
+		n, err := strconv.Atoi(pid)
+		if !ok || !ok2 || err != nil || n <= 0 {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", n)); err == nil {
+			continue
+		}
+		run(ctx, "ip", "netns", "del", e.Name())
+	}
 }
 
 // Netns implements scenarios.ExecLab.
