@@ -63,7 +63,13 @@ func CompareExec(ref, got *scenarios.Report) []Row {
 		rows = append(rows, Row{Name: name, Reference: r, Unplug: g, Tolerance: tol, OK: ok})
 	}
 	rc, gc := conns(ref), conns(got)
-	add("exit code", fmt.Sprint(ref.Exec.ExitCode), fmt.Sprint(got.Exec.ExitCode), "exact", ref.Exec.ExitCode == got.Exec.ExitCode)
+	code := func(r *scenarios.Report) string {
+		if r == nil || r.Exec == nil {
+			return "-"
+		}
+		return fmt.Sprint(r.Exec.ExitCode)
+	}
+	add("exit code", code(ref), code(got), "exact", code(ref) == code(got) && code(ref) != "-")
 	add("TCP connections", fmt.Sprint(len(rc)), fmt.Sprint(len(gc)), "exact", len(rc) == len(gc))
 	for i := range max(len(rc), len(gc)) {
 		prefix := fmt.Sprintf("conn %d ", i+1)
