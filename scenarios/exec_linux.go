@@ -95,7 +95,7 @@ func Exec(ctx context.Context, o ExecOptions) (ExecResult, error) {
 		// those FINs and RSTs cross the link and the sampler see them.
 		time.Sleep(max(4*kv.interval, 200*time.Millisecond))
 		kv.stop()
-		res.Report = buildExecReport(rec, tracker, kv, ns, o, code, exited, stopped)
+		res.Report = buildExecReport(rec, tracker, kv, ns.Sysctl, o, code, exited, stopped)
 	}
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -103,10 +103,18 @@ func Exec(ctx context.Context, o ExecOptions) (ExecResult, error) {
 	return res, nil
 }
 
+// supervised is a running program as supervise needs it: a
+// *tun.Program, or the reference run's process (execref_linux.go).
+type supervised interface {
+	Done() <-chan struct{}
+	Signal(sig syscall.Signal) error
+	Kill()
+}
+
 // supervise waits for the program to exit, passing signals on, stopping
 // it at o.Timeout and killing it when a grace period runs out or ctx is
 // cancelled. It returns why unplug stopped it ("" if it exited itself).
-func supervise(ctx context.Context, prog *tun.Program, o ExecOptions) string {
+func supervise(ctx context.Context, prog supervised, o ExecOptions) string {
 	grace := o.Grace
 	if grace <= 0 {
 		grace = DefaultGrace
@@ -286,7 +294,7 @@ func kernelChanged(a, b KernelSample) bool {
 		a.Backoff != b.Backoff || a.Probes != b.Probes || a.RTO != b.RTO || a.Closed != b.Closed
 }
 
-func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, ns *tun.Namespace, o ExecOptions, code int, exited time.Duration, stopped string) *Report {
+func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, sysctl func(string) (string, error), o ExecOptions, code int, exited time.Duration, stopped string) *Report {
 	rep := &Report{
 		Scenario: "exec", Description: joinArgv(o.Argv), Clock: "real", Client: "kernel", Seed: o.Seed,
 		Wall: Wall{Start: rec.start},
@@ -299,7 +307,7 @@ func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, ns *tu
 	rep.AnchorLabel = "the program starts"
 	info := &ExecInfo{Argv: o.Argv, ExitCode: code, ExitedAt: exited, Stopped: stopped}
 	var defaults TimeoutSettings
-	info.Sysctls, defaults = readSysctls(ns.Sysctl, "sysctl defaults")
+	info.Sysctls, defaults = readSysctls(sysctl, "sysctl defaults")
 	if kv.sampler != nil {
 		info.KernelView = fmt.Sprintf("sock_diag every %s in the program's namespace", kv.interval)
 		if kv.table != "" {

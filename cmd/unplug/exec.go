@@ -101,6 +101,7 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		reportFile  string
 		timeout     time.Duration
 		grace       time.Duration
+		withRef     bool
 	)
 	fs.Var(&faults, "fault", "fault rule on the link (repeatable; after= and for= count from the program's start)")
 	fs.Var(&forwards, "forward", "splice connections to PORT on the peer to HOST:PORT in your namespace (repeatable)")
@@ -117,6 +118,7 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(&expects, "expect", "gate for CI: detect<DURATION or reconnected (repeatable, implies --report; exit 0 met, 1 not)")
 	fs.DurationVar(&timeout, "timeout", 0, "stop the program after this long (SIGTERM, then SIGKILL after --grace); its hanging connections are reported")
 	fs.DurationVar(&grace, "grace", scenarios.DefaultGrace, "how long the program may take to exit after SIGTERM/SIGINT before it is killed")
+	fs.BoolVar(&withRef, "reference", false, "(root) run the program again with iptables in two namespaces instead of unplug, and compare the reports per connection (exit 0 agree, 1 differ)")
 	fs.SetInterspersed(false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -125,7 +127,13 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(argv) == 0 {
 		return usagef("exec needs a program: unplug exec [FLAGS] -- CMD [ARGS...]")
 	}
-	report = report || asJSON || svgPath != "" || reportFile != "" || len(expects) > 0
+	refOpts := execRefOptions{faults: faults, forwards: forwards, transparent: transparent, json: asJSON, sysctls: sysctls}
+	if withRef {
+		if err := checkExecReference(refOpts); err != nil {
+			return err
+		}
+	}
+	report = report || asJSON || svgPath != "" || reportFile != "" || len(expects) > 0 || withRef
 	out := stderr
 	if reportFile != "" {
 		f, err := os.Create(reportFile)
@@ -159,14 +167,17 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
-	res, err := scenarios.Exec(ctx, scenarios.ExecOptions{
+	defer func() { // after the reference run too: it gets them as well
+		signal.Stop(signals)
+		close(signals)
+	}()
+	eo := scenarios.ExecOptions{
 		Argv: argv, Faults: faults, Forwards: forwards, Transparent: transparent, Seed: seed,
 		Observer: fault.Join(obs...), Stdin: os.Stdin, Stdout: stdout, Stderr: stderr,
 		Sysctls: sysctls, Signals: passOn(signals), Grace: grace, Timeout: timeout,
 		Report: report, Expect: expects,
-	})
-	signal.Stop(signals)
-	close(signals)
+	}
+	res, err := scenarios.Exec(ctx, eo)
 	if err != nil {
 		if res.Code != 0 && res.Report == nil { // the program could not start (127: not found)
 			return exitCodeError{code: res.Code, msg: err.Error()}
@@ -176,6 +187,14 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if rep := res.Report; rep != nil {
 		if err := writeReport(out, rep, asJSON, svg, svgPath, scenarios.SVGOptions{}); err != nil {
 			return err
+		}
+		if withRef {
+			if stoppedBySignal(rep) {
+				return exitCodeError{code: exitFail, msg: "the program was stopped by a signal: no reference run"}
+			}
+			if err := runExecReference(ctx, refOpts, eo, rep, out, stderr); err != nil {
+				return err
+			}
 		}
 		if len(expects) > 0 {
 			if rep.Verdict != scenarios.VerdictPass {
@@ -190,7 +209,7 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return nil
 		}
 	}
-	if res.Code != 0 {
+	if res.Code != 0 && !withRef {
 		return exitCodeError{code: res.Code}
 	}
 	return nil

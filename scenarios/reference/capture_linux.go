@@ -22,6 +22,7 @@ type tap struct {
 	start   time.Time
 	stop    atomic.Bool
 	done    chan struct{}
+	sink    func(ts time.Time, b []byte, size int) // each packet, in order
 	mu      sync.Mutex
 	packets []Packet
 	tracker *flow.Tracker
@@ -32,9 +33,20 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // startTap opens the packet socket in the client namespace.
 func (l *Lab) startTap(start time.Time) (*tap, error) {
-	t := &tap{start: start, done: make(chan struct{}), tracker: flow.NewTracker(16)}
-	err := inNetns(l.Client, func() error {
-		ifi, err := net.InterfaceByName(clientIf)
+	t := &tap{start: start, tracker: flow.NewTracker(16)}
+	t.sink = t.record
+	if err := t.open(l.Client, clientIf); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// open binds the packet socket to interface ifname in namespace ns and
+// starts handing each packet's headers to t.sink.
+func (t *tap) open(ns, ifname string) error {
+	t.done = make(chan struct{})
+	err := inNetns(ns, func() error {
+		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
 		}
@@ -50,16 +62,16 @@ func (l *Lab) startTap(start time.Time) (*tap, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("packet socket on %s: %w", clientIf, err)
+		return fmt.Errorf("packet socket on %s: %w", ifname, err)
 	}
 	if err := unix.SetsockoptInt(t.fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		unix.Close(t.fd)
-		return nil, fmt.Errorf("packet socket timestamps: %w", err)
+		return fmt.Errorf("packet socket timestamps: %w", err)
 	}
 	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
 	unix.SetsockoptTimeval(t.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	go t.loop()
-	return t, nil
+	return nil
 }
 
 func (t *tap) loop() {
@@ -79,7 +91,7 @@ func (t *tap) loop() {
 				}
 			}
 		}
-		t.record(ts, buf[:min(n, len(buf))], n)
+		t.sink(ts, buf[:min(n, len(buf))], n)
 	}
 }
 
