@@ -7,6 +7,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // BenchmarkDecideTenRules is the fault decision for one bulk segment with
@@ -19,7 +20,7 @@ func BenchmarkDecideTenRules(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	p := fault.Packet{
+	p := packet.Packet{
 		Dir: fault.In, Version: 4, Proto: fault.ProtoTCP,
 		Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"),
 		SrcPort: 40000, DstPort: 9, Flags: fault.FlagACK, PayloadLen: 1448, Len: 1500,

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // TestExecJSONSchema checks an exec report with every optional field set
@@ -31,7 +32,7 @@ func TestExecJSONSchema(t *testing.T) {
 // seg builds a TCP packet event for the tracker tests.
 func seg(t time.Duration, dir fault.Direction, flags uint8, seq uint32, n int, v fault.Verdict) *fault.Event {
 	cl, pe := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
-	p := &fault.Packet{Dir: dir, Version: 4, Proto: fault.ProtoTCP, Flags: flags, Seq: seq, PayloadLen: n, Src: cl, Dst: pe, SrcPort: 4000, DstPort: 7}
+	p := &packet.Packet{Dir: dir, Version: 4, Proto: fault.ProtoTCP, Flags: flags, Seq: seq, PayloadLen: n, Src: cl, Dst: pe, SrcPort: 4000, DstPort: 7}
 	if dir == fault.Out {
 		p.Src, p.Dst, p.SrcPort, p.DstPort = pe, cl, 7, 4000
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // connTracker follows every TCP connection the recorder numbers, with what
@@ -65,7 +66,7 @@ func (ct *connTracker) Observe(ev *fault.Event) {
 	if p == nil || p.Version == 0 || !p.IsTCP() {
 		return
 	}
-	seg := p.Segment()
+	seg := flow.SegmentOf(p)
 	key := flow.KeyOf(&seg)
 	ct.rec.mu.Lock()
 	cr := ct.rec.conns[key]
@@ -93,7 +94,7 @@ func (ct *connTracker) Observe(ev *fault.Event) {
 	c.observe(t, p, ev.Decision.Verdict, pk)
 }
 
-func (c *connTrack) observe(t time.Duration, p *fault.Packet, verdict fault.Verdict, pk Packet) {
+func (c *connTrack) observe(t time.Duration, p *packet.Packet, verdict fault.Verdict, pk Packet) {
 	d := p.Dir
 	passed := verdict != fault.Dropped
 	syn := p.Flags&fault.FlagSYN != 0

@@ -143,7 +143,7 @@ func (r *Recorder) Observe(ev *fault.Event) {
 	// analysis, which would count a duplicate as a retransmission.
 	var info flow.Info // KindOther unless p is TCP
 	if p.IsTCP() && p.Version != 0 {
-		seg := p.Segment()
+		seg := flow.SegmentOf(p)
 		if ev.Decision.Verdict != fault.Injected {
 			info = r.tracker.Track(&seg, 0)
 		} else {
@@ -186,7 +186,7 @@ func (r *Recorder) Observe(ev *fault.Event) {
 
 // tcpLocked fills in the TCP fields of pk, updates counters and records
 // retransmissions and probes.
-func (r *Recorder) tcpLocked(t time.Duration, p *fault.Packet, pk *Packet, info *flow.Info) {
+func (r *Recorder) tcpLocked(t time.Duration, p *packet.Packet, pk *Packet, info *flow.Info) {
 	in := p.Dir == fault.In
 	kind := info.Kind
 	syn := p.Flags&fault.FlagSYN != 0
@@ -289,7 +289,7 @@ func newFlowRec() *flowRec {
 	return &flowRec{segs: make(map[uint32]*segTx), probes: make(map[uint32]*segTx)}
 }
 
-func protoName(p *fault.Packet) string {
+func protoName(p *packet.Packet) string {
 	switch {
 	case p.Version == 0:
 		return "other"

@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 var (
@@ -67,8 +68,8 @@ func (h *recorderHarness) send(in bool, verdict fault.Verdict, flags uint8, seq,
 		src, dst, dir = peer, client, fault.Out
 	}
 	data := tcpPacket(src, dst, flags, seq, ack, win, payload)
-	var p fault.Packet
-	if err := fault.Parse(dir, data, &p); err != nil {
+	var p packet.Packet
+	if err := packet.Parse(dir, data, &p); err != nil {
 		h.t.Fatal(err)
 	}
 	h.rec.Observe(&fault.Event{Time: h.clock.Now(), Packet: &p, Data: data, Decision: fault.Decision{Verdict: verdict}})

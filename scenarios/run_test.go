@@ -17,6 +17,7 @@ import (
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // fakeEnv is an environment without a network: time is a manual clock
@@ -75,8 +76,8 @@ type fakeConn struct{ env *fakeEnv }
 
 func (c *fakeConn) emit(retransmit bool) {
 	data := tcpPacket(client, peer, fault.FlagPSH|fault.FlagACK, 1001, 5001, 502, 21)
-	var p fault.Packet
-	fault.Parse(fault.In, data, &p)
+	var p packet.Packet
+	packet.Parse(fault.In, data, &p)
 	d := c.env.ctl.Decide(&p)
 	c.env.obs.Observe(&fault.Event{Time: c.env.clock.Now(), Packet: &p, Data: data, Decision: d, Comment: c.env.ctl.Comment(d)})
 }

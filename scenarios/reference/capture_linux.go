@@ -11,6 +11,7 @@ import (
 
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // tap records every IPv4 packet on the client's veth, both directions (an
@@ -94,14 +95,14 @@ func native64(b []byte) uint64 {
 }
 
 func (t *tap) record(ts time.Time, b []byte, size int) {
-	var p fault.Packet
-	if err := fault.ParsePrefix(fault.In, b, size, &p); err != nil || !p.IsTCP() {
+	var p packet.Packet
+	if err := packet.ParsePrefix(fault.In, b, size, &p); err != nil || !p.IsTCP() {
 		return
 	}
 	if p.Src != ClientAddr {
 		p.Dir = fault.Out
 	}
-	seg := p.Segment()
+	seg := flow.SegmentOf(&p)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	info := t.tracker.Track(&seg, 0)

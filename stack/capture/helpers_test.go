@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -100,18 +101,18 @@ func icmpEcho4(src, dst netip.Addr, n int) []byte {
 	return pkt
 }
 
-// packet parses data as the fault layer would.
-func packet(t testing.TB, dir fault.Direction, data []byte) *fault.Packet {
+// parsed parses data as the fault layer would.
+func parsed(t testing.TB, dir fault.Direction, data []byte) *packet.Packet {
 	t.Helper()
-	p := new(fault.Packet)
-	_ = fault.Parse(dir, data, p) // unparseable packets keep Version 0
+	p := new(packet.Packet)
+	_ = packet.Parse(dir, data, p) // unparseable packets keep Version 0
 	return p
 }
 
 // event builds the fault layer's event for data.
 func event(t testing.TB, at time.Time, dir fault.Direction, data []byte, d fault.Decision, comment string) *fault.Event {
 	t.Helper()
-	return &fault.Event{Time: at, Packet: packet(t, dir, data), Data: data, Decision: d, Comment: comment}
+	return &fault.Event{Time: at, Packet: parsed(t, dir, data), Data: data, Decision: d, Comment: comment}
 }
 
 // base is the start time used across tests.

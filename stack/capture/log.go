@@ -9,6 +9,7 @@ import (
 
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/stack/packet"
 	pkt "github.com/unplug-dev/unplug/stack/packet"
 )
 
@@ -182,7 +183,7 @@ func (l *Logger) format(b []byte, ev *fault.Event) []byte {
 
 // formatTCP appends the addresses, flags, sequence numbers, window and length
 // of a TCP segment.
-func (l *Logger) formatTCP(b []byte, p *fault.Packet) []byte {
+func (l *Logger) formatTCP(b []byte, p *packet.Packet) []byte {
 	src := netip.AddrPortFrom(p.Src, p.SrcPort)
 	dst := netip.AddrPortFrom(p.Dst, p.DstPort)
 	b = src.AppendTo(b)
@@ -210,7 +211,7 @@ func (l *Logger) formatTCP(b []byte, p *fault.Packet) []byte {
 
 // relative returns the seq and ack to print for p, updating the
 // connection's ISNs.
-func (l *Logger) relative(src, dst netip.AddrPort, p *fault.Packet) (seq, ack uint32) {
+func (l *Logger) relative(src, dst netip.AddrPort, p *packet.Packet) (seq, ack uint32) {
 	k, self := connKey{a: src, b: dst}, 0
 	if src.Compare(dst) > 0 {
 		k, self = connKey{a: dst, b: src}, 1

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // pcapngBuilder crafts pcapng streams by hand, in either byte order, so the
@@ -337,7 +338,7 @@ func FuzzRoundTrip(f *testing.F) {
 		sec %= 1 << 34 // up to year 2514: representable in nanoseconds
 		at := time.Unix(sec, nsec%1e9)
 		ev := &fault.Event{Time: at, Data: data, Comment: comment,
-			Packet: &fault.Packet{Dir: fault.Direction(dir)}}
+			Packet: &packet.Packet{Dir: fault.Direction(dir)}}
 		next := &fault.Event{Time: at, Data: []byte{0x45}}
 		recs := readAll(t, writeAll(t, []*fault.Event{ev, next}, opts...))
 		if len(recs) != 2 {

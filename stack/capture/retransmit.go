@@ -3,6 +3,7 @@ package capture
 import (
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // Kind is what a TCP segment is relative to what its flow sent before. It is
@@ -43,7 +44,7 @@ func newRetransmitTracker(limit int) *RetransmitTracker {
 // Check records p and reports whether it is a retransmission
 // (KindRetransmit). Probes are not retransmissions. Show each packet once,
 // to either Check or Classify.
-func (t *RetransmitTracker) Check(p *fault.Packet) bool {
+func (t *RetransmitTracker) Check(p *packet.Packet) bool {
 	return t.Classify(p) == KindRetransmit
 }
 
@@ -51,10 +52,10 @@ func (t *RetransmitTracker) Check(p *fault.Packet) bool {
 // is KindNew, since nothing is known of what came before it. Sequence
 // numbers compare in serial arithmetic, so flows crossing 2^32 work. Show each
 // packet once, to either Check or Classify.
-func (t *RetransmitTracker) Classify(p *fault.Packet) Kind {
+func (t *RetransmitTracker) Classify(p *packet.Packet) Kind {
 	if p == nil || p.Version == 0 || p.Proto != fault.ProtoTCP {
 		return KindOther
 	}
-	s := p.Segment()
+	s := flow.SegmentOf(p)
 	return t.flows.Classify(&s)
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -130,7 +131,7 @@ func TestClassify(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			classify, check := NewRetransmitTracker(), NewRetransmitTracker()
 			for i, st := range tt.steps {
-				p := packet(t, st.dir, st.s.build())
+				p := parsed(t, st.dir, st.s.build())
 				if got := classify.Classify(p); got != st.want {
 					t.Errorf("step %d (%s seq %d len %d): %v, want %v", i, st.dir, st.s.seq, st.s.payload, got, st.want)
 				}
@@ -148,13 +149,13 @@ func TestClassifyOther(t *testing.T) {
 	tr := NewRetransmitTracker()
 	tests := []struct {
 		name string
-		p    *fault.Packet
+		p    *packet.Packet
 	}{
 		{"nil", nil},
-		{"udp", packet(t, fault.In, udpPacket(app4, peer4, 5353, 53, 10))},
-		{"icmp", packet(t, fault.Out, icmpEcho4(peer4, app4, 8))},
-		{"unparseable", packet(t, fault.In, []byte{0x45, 0})},
-		{"fragment", packet(t, fault.In, frag)},
+		{"udp", parsed(t, fault.In, udpPacket(app4, peer4, 5353, 53, 10))},
+		{"icmp", parsed(t, fault.Out, icmpEcho4(peer4, app4, 8))},
+		{"unparseable", parsed(t, fault.In, []byte{0x45, 0})},
+		{"fragment", parsed(t, fault.In, frag)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -184,11 +185,11 @@ func TestKindString(t *testing.T) {
 // forgets idle flows, and keeps a flow that stays active.
 func TestTrackerBounded(t *testing.T) {
 	const limit = 8
-	other := func(i int) *fault.Packet {
-		return packet(t, fault.In, seg{src: app4, dst: peer4, sport: uint16(1000 + i), dport: 80, seq: 1, flags: ack, payload: 10}.build())
+	other := func(i int) *packet.Packet {
+		return parsed(t, fault.In, seg{src: app4, dst: peer4, sport: uint16(1000 + i), dport: 80, seq: 1, flags: ack, payload: 10}.build())
 	}
-	active := packet(t, fault.In, client(1, 1, ack, 10).build())
-	idle := packet(t, fault.In, client(1, 1, ack, 10).build())
+	active := parsed(t, fault.In, client(1, 1, ack, 10).build())
+	idle := parsed(t, fault.In, client(1, 1, ack, 10).build())
 	idle.SrcPort = 50000
 
 	tr := newRetransmitTracker(limit)
@@ -198,7 +199,7 @@ func TestTrackerBounded(t *testing.T) {
 		tr.Classify(other(i))
 		if i%2 == 0 {
 			// Touch the active flow with a new segment.
-			p := packet(t, fault.In, client(uint32(11+i*10), 1, ack, 10).build())
+			p := parsed(t, fault.In, client(uint32(11+i*10), 1, ack, 10).build())
 			tr.Classify(p)
 			active = p
 		}
@@ -219,11 +220,11 @@ func TestClassifyDoesNotAllocate(t *testing.T) {
 		t.Skip("the race detector allocates")
 	}
 	tr := NewRetransmitTracker()
-	var pkts []*fault.Packet
+	var pkts []*packet.Packet
 	for i := range 8 {
 		s := client(uint32(1+i*100), 1, ack, 100)
 		s.sport = uint16(40000 + i%4)
-		pkts = append(pkts, packet(t, fault.In, s.build()))
+		pkts = append(pkts, parsed(t, fault.In, s.build()))
 	}
 	for _, p := range pkts { // warm up: create the flows
 		tr.Classify(p)
@@ -241,7 +242,7 @@ func TestClassifyDoesNotAllocate(t *testing.T) {
 func ExampleRetransmitTracker() {
 	tr := NewRetransmitTracker()
 	for _, seq := range []uint32{1, 101, 1, 201} {
-		p := &fault.Packet{Dir: fault.In, Version: 4, Proto: fault.ProtoTCP, SrcPort: 40000, DstPort: 80,
+		p := &packet.Packet{Dir: fault.In, Version: 4, Proto: fault.ProtoTCP, SrcPort: 40000, DstPort: 80,
 			Seq: seq, Flags: fault.FlagACK | fault.FlagPSH, PayloadLen: 100}
 		fmt.Println(seq, tr.Classify(p))
 	}

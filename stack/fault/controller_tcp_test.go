@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
+
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // convStep is one segment of the scripted test connection.
@@ -236,10 +238,10 @@ func TestFlowsExisting(t *testing.T) {
 func TestConnN(t *testing.T) {
 	c := NewController(faketime.NewManualClock(), 1)
 	c.AddString("drop conn=2 port=80 dir=out")
-	synOf := func(port uint16) *Packet {
+	synOf := func(port uint16) *packet.Packet {
 		return parsed(t, In, seg{app4, peer4, port, 80, FlagSYN, 1, 0, 500, 0}.build())
 	}
-	synackOf := func(port uint16) *Packet {
+	synackOf := func(port uint16) *packet.Packet {
 		return parsed(t, Out, seg{peer4, app4, 80, port, FlagSYN | FlagACK, 9, 2, 500, 0}.build())
 	}
 	c.Decide(synOf(1000))
@@ -371,10 +373,10 @@ func BenchmarkDecideNoMatchTCP(b *testing.B) {
 		}
 	}
 	pkt := tcp4(40000, 9, FlagACK, 0, 1400)
-	var p Packet
+	var p packet.Packet
 	b.ReportAllocs()
 	for b.Loop() {
-		Parse(In, pkt, &p)
+		packet.Parse(In, pkt, &p)
 		if c.Decide(&p).Verdict != Pass {
 			b.Fatal("matched")
 		}

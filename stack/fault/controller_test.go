@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
+
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
-func parsed(t *testing.T, dir Direction, b []byte) *Packet {
+func parsed(t *testing.T, dir Direction, b []byte) *packet.Packet {
 	t.Helper()
-	var p Packet
-	if err := Parse(dir, b, &p); err != nil {
+	var p packet.Packet
+	if err := packet.Parse(dir, b, &p); err != nil {
 		t.Fatalf("parse: %v", err)
 	}
 	return &p
@@ -27,12 +29,12 @@ func TestParsePacket(t *testing.T) {
 		t.Fatalf("ipv6 parse: %+v", p)
 	}
 	full := tcp4(1, 2, FlagACK, 0, 1000)
-	var q Packet
-	if err := ParsePrefix(In, full[:60], len(full), &q); err != nil || q.PayloadLen != 1000 {
+	var q packet.Packet
+	if err := packet.ParsePrefix(In, full[:60], len(full), &q); err != nil || q.PayloadLen != 1000 {
 		t.Fatalf("prefix parse: %+v %v", q, err)
 	}
 	for _, bad := range [][]byte{nil, {0x45}, {0x4f, 0, 0, 10}, {0x20, 1, 2}, tcp4(1, 2, 0, 0, 0)[:30]} {
-		if err := Parse(In, bad, &q); err == nil {
+		if err := packet.Parse(In, bad, &q); err == nil {
 			t.Errorf("Parse(%x) succeeded", bad)
 		}
 	}
@@ -207,10 +209,10 @@ func BenchmarkDecideNoMatch(b *testing.B) {
 		c.Add(Spec{Action: ActDrop, Dir: Both, Port: uint16(1000 + port)})
 	}
 	pkt := tcp4(40000, 9, FlagACK, 0, 1400)
-	var p Packet
+	var p packet.Packet
 	b.ReportAllocs()
 	for b.Loop() {
-		Parse(In, pkt, &p)
+		packet.Parse(In, pkt, &p)
 		if c.Decide(&p).Verdict != Pass {
 			b.Fatal("matched")
 		}
@@ -222,8 +224,8 @@ func BenchmarkDecideNoMatch(b *testing.B) {
 func BenchmarkDecideLoss(b *testing.B) {
 	c := NewController(faketime.NewManualClock(), 1)
 	c.AddString("loss 5%")
-	var p Packet
-	Parse(In, tcp4(40000, 9, FlagACK, 1, 1448), &p)
+	var p packet.Packet
+	packet.Parse(In, tcp4(40000, 9, FlagACK, 1, 1448), &p)
 	b.ReportAllocs()
 	for b.Loop() {
 		c.Decide(&p)

@@ -11,6 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // MaxDelayed bounds the packets delay, rate and reorder rules may hold at
@@ -277,11 +279,11 @@ func (e *Endpoint) writeOne(pkt *stack.PacketBuffer) {
 
 // decide classifies pkt, asks the controller and tells the observer.
 func (e *Endpoint) decide(dir Direction, pkt *stack.PacketBuffer) Decision {
-	var p Packet
+	var p packet.Packet
 	var d Decision
 	if err := parsePkt(dir, pkt, &p); err != nil {
 		e.stats.Unparseable.Add(1)
-		if dir == In && p.Fragment == FirstFragment {
+		if dir == In && p.Fragment == packet.FirstFragment {
 			// A first fragment too short to hold the transport header
 			// (RFC 1858, RFC 7112) would let the datagram past every
 			// rule that looks at ports or flags: the rest of the header
@@ -307,21 +309,21 @@ func (e *Endpoint) decide(dir Direction, pkt *stack.PacketBuffer) Decision {
 }
 
 // parsePkt classifies the packet's headers without allocating.
-func parsePkt(dir Direction, pkt *stack.PacketBuffer, p *Packet) error {
+func parsePkt(dir Direction, pkt *stack.PacketBuffer, p *packet.Packet) error {
 	var head [headerPeek]byte
-	return ParsePrefix(dir, head[:peek(pkt, head[:])], pkt.Size(), p)
+	return packet.ParsePrefix(dir, head[:peek(pkt, head[:])], pkt.Size(), p)
 }
 
 // scratch is the memory of one event: the observer gets pointers into it,
 // valid during Observe, so the packet path does not allocate.
 type scratch struct {
 	ev   Event
-	pkt  Packet
+	pkt  packet.Packet
 	data []byte
 }
 
 // observe hands one event to the observer.
-func (e *Endpoint) observe(p *Packet, pkt *stack.PacketBuffer, d Decision) {
+func (e *Endpoint) observe(p *packet.Packet, pkt *stack.PacketBuffer, d Decision) {
 	sc := e.scratch.Get().(*scratch)
 	sc.pkt = *p
 	sc.data = flatten(pkt, sc.data[:0])
@@ -337,7 +339,7 @@ func (e *Endpoint) injected(dir Direction, pkt *stack.PacketBuffer, d Decision) 
 	if e.obs == nil {
 		return
 	}
-	var p Packet
+	var p packet.Packet
 	parsePkt(dir, pkt, &p)
 	d.Verdict, d.Delay = Injected, 0
 	e.observe(&p, pkt, d)
@@ -346,8 +348,8 @@ func (e *Endpoint) injected(dir Direction, pkt *stack.PacketBuffer, d Decision) 
 // forged makes the packet build returns for the segment pkt travelling dir
 // (a RST travelling to), reports it, and returns it with one reference the
 // caller owns; nil when there is nothing to send.
-func (e *Endpoint) forged(dir Direction, pkt *stack.PacketBuffer, d Decision, build func(*Packet) []byte, to Direction) *stack.PacketBuffer {
-	var p Packet
+func (e *Endpoint) forged(dir Direction, pkt *stack.PacketBuffer, d Decision, build func(*packet.Packet) []byte, to Direction) *stack.PacketBuffer {
+	var p packet.Packet
 	if parsePkt(dir, pkt, &p) != nil {
 		return nil
 	}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // Packets the fault layer makes up: RSTs for reject and rst-at-seq rules,
@@ -23,7 +25,7 @@ const (
 // p's receiver to p's sender; seq = p's ack if p carries one, otherwise an
 // ACK of everything p occupied. It returns nil for anything but a TCP
 // segment without RST (a RST is never answered).
-func resetReply(p *Packet) []byte {
+func resetReply(p *packet.Packet) []byte {
 	if p.Proto != ProtoTCP || p.Version == 0 || p.Flags&FlagRST != 0 {
 		return nil
 	}
@@ -44,7 +46,7 @@ func resetReply(p *Packet) []byte {
 // sequence number, so that a receiver that got everything before p accepts
 // it (RFC 5961 wants seq == rcv.nxt exactly). It returns nil for anything
 // but a TCP segment.
-func resetInPlace(p *Packet) []byte {
+func resetInPlace(p *packet.Packet) []byte {
 	if p.Proto != ProtoTCP || p.Version == 0 {
 		return nil
 	}

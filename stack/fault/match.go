@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // MatchClass is a set of TCP segment meanings for the match= selector. A
@@ -72,7 +73,7 @@ names:
 
 // Meaning returns the meanings of the TCP segment p that need no connection
 // state (0 for anything but a parsed TCP segment).
-func Meaning(p *Packet) MatchClass {
+func Meaning(p *packet.Packet) MatchClass {
 	if p.Proto != ProtoTCP || p.Version == 0 {
 		return 0
 	}

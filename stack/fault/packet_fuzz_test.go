@@ -6,6 +6,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
 	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // FuzzParse feeds the classifier arbitrary bytes (truncated IP headers, bad
@@ -31,11 +32,11 @@ func FuzzParse(f *testing.F) {
 	tr := flow.NewTracker(16)
 	f.Fuzz(func(t *testing.T, b []byte, dir uint8, cut uint16) {
 		d := Direction(dir%2 + 1)
-		var p Packet
-		err := Parse(d, b, &p)
+		var p packet.Packet
+		err := packet.Parse(d, b, &p)
 		size := len(b) + int(cut)
-		var q Packet
-		if ParsePrefix(d, b, size, &q) == nil && q.PayloadLen < 0 {
+		var q packet.Packet
+		if packet.ParsePrefix(d, b, size, &q) == nil && q.PayloadLen < 0 {
 			t.Fatalf("negative payload length %d", q.PayloadLen)
 		}
 		if err != nil {
@@ -53,13 +54,13 @@ func FuzzParse(f *testing.F) {
 		Meaning(&p)
 		ctl.Decide(&p)
 		if p.IsTCP() {
-			s := p.Segment()
+			s := flow.SegmentOf(&p)
 			tr.Track(&s, 1)
 		}
-		for _, build := range []func(*Packet) []byte{resetReply, resetInPlace} {
+		for _, build := range []func(*packet.Packet) []byte{resetReply, resetInPlace} {
 			if rst := build(&p); rst != nil {
-				var r Packet
-				if err := Parse(Both&^d, rst, &r); err != nil || r.Flags&FlagRST == 0 {
+				var r packet.Packet
+				if err := packet.Parse(Both&^d, rst, &r); err != nil || r.Flags&FlagRST == 0 {
 					t.Fatalf("forged RST %x does not parse as one: %v", rst, err)
 				}
 			}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/unplug-dev/unplug/stack/packet"
 	"github.com/unplug-dev/unplug/stack/units"
 )
 
@@ -78,7 +79,7 @@ var classNames = []struct {
 }
 
 // Classes returns the classes the TCP segment p belongs to (0 for non-TCP).
-func Classes(p *Packet) FlagClass {
+func Classes(p *packet.Packet) FlagClass {
 	if p.Proto != ProtoTCP {
 		return 0
 	}

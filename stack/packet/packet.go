@@ -1,8 +1,9 @@
 // Package packet holds the vocabulary every layer of unplug's data path
 // shares about an IP packet: which way it travels relative to the peer, the
-// TCP flag bits and the IP protocol numbers. It depends on nothing but the
-// standard library, so the fault layer, its flow tracker and the capture can
-// all use it without importing one another; each of them used to define
+// TCP flag bits, the IP protocol numbers, and the parsed view of a packet
+// (Packet, filled by Parse without allocating). It depends on nothing but
+// the standard library, so the fault layer, its flow tracker and the capture
+// can all use it without importing one another; each of them used to define
 // these values on its own.
 package packet
 

@@ -34,8 +34,8 @@ const (
 // probeMask are the flags that must be ACK alone on a probe.
 const probeMask = packet.FlagSYN | packet.FlagFIN | packet.FlagRST | packet.FlagPSH | packet.FlagURG | packet.FlagACK
 
-// Segment is what the tracker needs of one TCP segment. fault.Packet.Segment
-// fills it from a parsed packet.
+// Segment is what the tracker needs of one TCP segment. SegmentOf fills it
+// from a parsed packet.
 type Segment struct {
 	Dir              Dir
 	Src, Dst         netip.Addr
@@ -44,6 +44,15 @@ type Segment struct {
 	Seq, Ack         uint32
 	Window           uint16
 	Len              int // payload bytes
+}
+
+// SegmentOf returns the part of the parsed packet p the tracker needs. It is
+// meaningful for parsed TCP packets only (p.IsTCP()).
+func SegmentOf(p *packet.Packet) Segment {
+	return Segment{
+		Dir: p.Dir, Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort,
+		Flags: p.Flags, Seq: p.Seq, Ack: p.Ack, Window: p.Window, Len: p.PayloadLen,
+	}
 }
 
 // Kind is what a TCP segment is relative to what its flow sent before.
