@@ -41,7 +41,7 @@ func Exec(ctx context.Context, o ExecOptions) (ExecResult, error) {
 	var kv *kernelView
 	obs := o.Observer
 	if o.Report {
-		kv = startKernelView(ctx, ns, o.SampleInterval)
+		kv = startKernelView(ns, o.SampleInterval)
 		defer kv.stop()
 		tracker = newConnTracker(rec)
 		tracker.onNew = kv.rescan
@@ -176,7 +176,7 @@ type kernelView struct {
 	done     chan struct{}
 }
 
-func startKernelView(ctx context.Context, ns *tun.Namespace, interval time.Duration) *kernelView {
+func startKernelView(ns *tun.Namespace, interval time.Duration) *kernelView {
 	if interval <= 0 {
 		interval = sockdiag.DefaultInterval
 	}
@@ -201,7 +201,9 @@ func startKernelView(ctx context.Context, ns *tun.Namespace, interval time.Durat
 	// the link (rescan) makes the next one full.
 	kv.tracker = sockdiag.NewTracker(sockdiag.NewDumper(nl))
 	kv.sampler = sockdiag.NewSampler(kv.tracker.Dump, kv.reader.Options, interval)
-	ctx, kv.cancel = context.WithCancel(ctx)
+	// The sampling runs until stop (its lifetime), not until a context ends.
+	ctx, cancel := context.WithCancel(context.Background())
+	kv.cancel = cancel
 	go func() {
 		defer close(kv.done)
 		kv.sampler.Run(ctx)

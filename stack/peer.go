@@ -87,9 +87,9 @@ func AddAddress(s *gstack.Stack, nic tcpip.NICID, addr netip.Addr) error {
 
 // New builds the peer on opts.Link (or the device link on opts.Device) and
 // starts its services. On error nothing is left running; the link or device
-// is closed. The peer runs until Close: ctx
-// bounds the start (and, with Transparent, the re-dials of intercepted
-// connections), not the services' lifetime.
+// is closed. The peer runs until Close: ctx bounds the start only, not the
+// services' lifetime (Close ends them and cancels the re-dials of
+// intercepted connections under Transparent).
 func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	if (opts.Link == nil) == (opts.Device == nil) {
 		if opts.Device != nil {
@@ -180,7 +180,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 		return nil, err
 	}
 	if opts.Transparent {
-		if err := p.enableTransparent(ctx, opts.Services.Dial, opts.Services.Logf); err != nil {
+		if err := p.enableTransparent(opts.Services.Dial, opts.Services.Logf); err != nil {
 			return nil, err
 		}
 	}

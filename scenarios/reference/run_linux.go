@@ -32,7 +32,7 @@ func (l *Lab) Run(ctx context.Context, name string, params scenarios.Params) (Se
 			l.setSysctl(l.Client, k, v)
 		}
 	}()
-	r := &refRun{lab: l, ctx: ctx, p: params, s: Series{Source: "iptables reference", Outcome: "none", Measurements: map[string]float64{}}}
+	r := &refRun{lab: l, p: params, s: Series{Source: "iptables reference", Outcome: "none", Measurements: map[string]float64{}}}
 	sink := name == "sendbuf-full"
 	srv, err := l.startServer(sink)
 	if err != nil {
@@ -48,15 +48,15 @@ func (l *Lab) Run(ctx context.Context, name string, params scenarios.Params) (Se
 	var runErr error
 	switch name {
 	case "timeout":
-		runErr = r.timeout()
+		runErr = r.timeout(ctx)
 	case "brief-outage":
-		runErr = r.briefOutage()
+		runErr = r.briefOutage(ctx)
 	case "sendbuf-full":
-		runErr = r.sendbufFull()
+		runErr = r.sendbufFull(ctx)
 	case "keepalive":
-		runErr = r.keepalive()
+		runErr = r.keepalive(ctx)
 	case "syn-timeout":
-		runErr = r.synTimeout()
+		runErr = r.synTimeout(ctx)
 	default:
 		runErr = fmt.Errorf("the reference has no client for scenario %q (it covers %v)", name, Scenarios)
 	}
@@ -81,7 +81,6 @@ func (l *Lab) Run(ctx context.Context, name string, params scenarios.Params) (Se
 // refRun is one reference run's state.
 type refRun struct {
 	lab       *Lab
-	ctx       context.Context
 	p         scenarios.Params
 	srv       *server
 	fd        int
@@ -107,8 +106,8 @@ func (r *refRun) errno(err error) string {
 }
 
 // dropAll installs the seed's iptables rule.
-func (r *refRun) dropAll() error {
-	if err := r.lab.drop(r.ctx, true); err != nil {
+func (r *refRun) dropAll(ctx context.Context) error {
+	if err := r.lab.drop(ctx, true); err != nil {
 		return err
 	}
 	r.dropOn = true
@@ -125,7 +124,7 @@ type sockOpts struct {
 // dial connects a blocking client socket to the server, with opts set
 // before connect, and (unless noWait) waits until the server accepted,
 // like the scenarios' Dial.
-func (r *refRun) dial(o sockOpts, noWait bool) error {
+func (r *refRun) dial(ctx context.Context, o sockOpts, noWait bool) error {
 	fd, err := socket(r.lab.Client, false)
 	if err != nil {
 		return fmt.Errorf("client socket: %w", err)
@@ -160,7 +159,7 @@ func (r *refRun) dial(o sockOpts, noWait bool) error {
 	if noWait {
 		return nil
 	}
-	if err := r.srv.waitAccepted(r.ctx, before); err != nil {
+	if err := r.srv.waitAccepted(ctx, before); err != nil {
 		return err
 	}
 	if ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
@@ -213,14 +212,14 @@ func (r *refRun) ended(err error) error {
 	return nil
 }
 
-func (r *refRun) timeout() error {
+func (r *refRun) timeout(ctx context.Context) error {
 	if err := r.lab.setSysctl(r.lab.Client, "net.ipv4.tcp_retries2", strconv.Itoa(r.p.Int("retries2"))); err != nil {
 		return err
 	}
-	if err := r.dial(sockOpts{userTimeout: r.p.Duration("user-timeout")}, false); err != nil {
+	if err := r.dial(ctx, sockOpts{userTimeout: r.p.Duration("user-timeout")}, false); err != nil {
 		return err
 	}
-	if err := r.dropAll(); err != nil {
+	if err := r.dropAll(ctx); err != nil {
 		return err
 	}
 	if _, err := r.send(request404); err != nil {
@@ -234,12 +233,12 @@ func (r *refRun) timeout() error {
 	return fmt.Errorf("recv returned %d bytes although the server drops everything", n)
 }
 
-func (r *refRun) briefOutage() error {
+func (r *refRun) briefOutage(ctx context.Context) error {
 	d := r.p.Duration("outage")
-	if err := r.dial(sockOpts{}, false); err != nil {
+	if err := r.dial(ctx, sockOpts{}, false); err != nil {
 		return err
 	}
-	if err := r.dropAll(); err != nil {
+	if err := r.dropAll(ctx); err != nil {
 		return err
 	}
 	lift := time.Now().Add(d)
@@ -285,12 +284,12 @@ func (r *refRun) briefOutage() error {
 	return nil
 }
 
-func (r *refRun) sendbufFull() error {
+func (r *refRun) sendbufFull(ctx context.Context) error {
 	chunk := bytes.Repeat([]byte("*"), int(r.p.Size("chunk")))
-	if err := r.dial(sockOpts{userTimeout: r.p.Duration("user-timeout")}, false); err != nil {
+	if err := r.dial(ctx, sockOpts{userTimeout: r.p.Duration("user-timeout")}, false); err != nil {
 		return err
 	}
-	if err := r.dropAll(); err != nil {
+	if err := r.dropAll(ctx); err != nil {
 		return err
 	}
 	var accepted, total int64
@@ -331,12 +330,12 @@ func (r *refRun) sendbufFull() error {
 	return nil
 }
 
-func (r *refRun) keepalive() error {
+func (r *refRun) keepalive(ctx context.Context) error {
 	o := sockOpts{keepIdle: r.p.Duration("idle"), keepIntvl: r.p.Duration("intvl"), keepCnt: r.p.Int("count")}
-	if err := r.dial(o, false); err != nil {
+	if err := r.dial(ctx, o, false); err != nil {
 		return err
 	}
-	if err := r.dropAll(); err != nil {
+	if err := r.dropAll(ctx); err != nil {
 		return err
 	}
 	buf := make([]byte, 64)
@@ -347,7 +346,7 @@ func (r *refRun) keepalive() error {
 	return fmt.Errorf("recv returned %d bytes although the server drops everything", n)
 }
 
-func (r *refRun) synTimeout() error {
+func (r *refRun) synTimeout(ctx context.Context) error {
 	if err := r.lab.setSysctl(r.lab.Client, "net.ipv4.tcp_syn_retries", strconv.Itoa(r.p.Int("syn-retries"))); err != nil {
 		return err
 	}
@@ -362,10 +361,10 @@ func (r *refRun) synTimeout() error {
 	if d := r.p.Duration("outage"); d > 0 {
 		return errors.New("the reference runs syn-timeout with the link down for good (--outage 0)")
 	}
-	if err := r.dropAll(); err != nil {
+	if err := r.dropAll(ctx); err != nil {
 		return err
 	}
-	if err := r.dial(sockOpts{}, true); err != nil {
+	if err := r.dial(ctx, sockOpts{}, true); err != nil {
 		return r.ended(err)
 	}
 	r.s.Outcome, r.outcomeAt = scenarios.OutcomeConnected, r.now()
