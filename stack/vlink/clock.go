@@ -68,6 +68,13 @@ func (c *Clock) Elapsed() time.Duration {
 func (c *Clock) AfterFunc(d time.Duration, f func()) tcpip.Timer {
 	t := &timer{clock: c, f: f, index: -1}
 	c.mu.Lock()
+	if c.onFire != nil {
+		// Named now, from who is arming it (creationName), only when a
+		// hook will read the name: it costs a walk of the stack.
+		c.mu.Unlock()
+		t.name = creationName(f)
+		c.mu.Lock()
+	}
 	c.armLocked(t, d)
 	c.mu.Unlock()
 	return t
@@ -109,8 +116,11 @@ func (c *Clock) Fired() uint64 {
 }
 
 // OnFire registers fn to be called just before each timer fires, with the
-// name of the timer's function (see TimerName), on the goroutine that
-// advances the clock. nil removes the hook. Steppers and debuggers use it to
+// name of the timer's function (see TimerName; for gVisor's TCP timers the
+// method it runs, such as tcp.(*sender).retransmitTimerExpired), on the
+// goroutine that advances the clock. Timers are named when they are
+// created, so register the hook before the connections it should name
+// exist; earlier timers are named by their function. nil removes the hook. Steppers and debuggers use it to
 // show which of gVisor's timers moved the connection.
 func (c *Clock) OnFire(fn func(name string)) {
 	c.mu.Lock()
@@ -133,7 +143,11 @@ func (c *Clock) FireNext(until time.Duration) bool {
 	hook := c.onFire
 	c.mu.Unlock()
 	if hook != nil {
-		hook(TimerName(t.f))
+		name := t.name
+		if name == "" {
+			name = TimerName(t.f)
+		}
+		hook(name)
 	}
 	t.f()
 	return true
@@ -158,6 +172,7 @@ func (c *Clock) AdvanceTo(t time.Duration) {
 type timer struct {
 	clock *Clock
 	f     func()
+	name  string // set at creation while an OnFire hook is registered
 	at    time.Duration
 	seq   uint64
 	index int // position in the clock's heap; -1 when not armed

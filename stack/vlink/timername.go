@@ -1,64 +1,82 @@
 package vlink
 
 import (
+	"reflect"
 	"runtime"
 	"strings"
-	"unsafe"
 )
 
-// The closure gVisor's TCP endpoint wraps around each of its timer functions
-// (connect.go: timerHandler(e, f) locks the endpoint, calls f and records its
-// error) is named tcp.timerHandler.func1, or, where the compiler inlined
-// timerHandler, after the caller: tcp.initSender.timerHandler.func3.
-const (
-	tcpPackage      = "gvisor.dev/gvisor/pkg/tcpip/transport/tcp."
-	tcpTimerHandler = "timerHandler.func"
-)
+// tcpPackage prefixes the names of gVisor TCP's functions.
+const tcpPackage = "gvisor.dev/gvisor/pkg/tcpip/transport/tcp."
 
-// TimerName returns the name of the function f runs, as the debugger and
+// TimerName returns the name of the function f is, as the debugger and the
 // runtime know it, without the "-fm" suffix of method values: for example
-// "gvisor.dev/gvisor/pkg/tcpip/transport/tcp.(*sender).retransmitTimerExpired".
-//
-// gVisor's TCP endpoint never hands the clock its timer methods directly: it
-// arms tcp.timerHandler(e, f), a closure that takes the endpoint's lock and
-// calls f. For that closure TimerName looks one level in: the closure's
-// captured variables are the endpoint and f, so it reads both words after the
-// code pointer and reports the one that is a method value. This depends on
-// the closure's layout in the pinned gVisor version (a test checks that the
-// retransmit timer still resolves); if the layout does not match, the
-// closure's own name is returned.
+// "github.com/unplug-dev/unplug/stack/vlink.(*Link).deliver". It reads only
+// the func value's code pointer (reflect), never the closure's memory.
 func TimerName(f func()) string {
 	if f == nil {
 		return ""
 	}
-	// A func value is a pointer to a funcval: the code pointer followed by
-	// the closure's captured variables.
-	fv := *(*unsafe.Pointer)(unsafe.Pointer(&f))
-	name := codeName(*(*uintptr)(fv))
-	if strings.HasPrefix(name, tcpPackage) && strings.Contains(name, tcpTimerHandler) {
-		for i := 1; i <= 2; i++ {
-			captured := *(*unsafe.Pointer)(unsafe.Add(fv, i*int(unsafe.Sizeof(uintptr(0)))))
-			if captured == nil {
-				continue
-			}
-			// Each captured word is a pointer (the *Endpoint or the
-			// func value); reading its first word is in bounds either
-			// way, and only a method value's code pointer resolves to a
-			// function name ending in -fm.
-			if inner := codeName(*(*uintptr)(captured)); strings.HasSuffix(inner, "-fm") {
-				name = inner
-				break
-			}
-		}
-	}
-	return strings.TrimSuffix(name, "-fm")
-}
-
-// codeName names the function whose code starts at pc, or "" if none does.
-func codeName(pc uintptr) string {
-	fn := runtime.FuncForPC(pc)
+	fn := runtime.FuncForPC(reflect.ValueOf(f).Pointer())
 	if fn == nil {
 		return ""
 	}
-	return fn.Name()
+	return strings.TrimSuffix(fn.Name(), "-fm")
+}
+
+// tcpTimerArmers name gVisor TCP's timers by the function that arms one.
+// The endpoint never hands the clock its timer methods: every timer's
+// function is timerHandler(e, f) (connect.go), one closure for all of them,
+// which takes the endpoint's lock and calls f. What tells the timers apart
+// safely is where they are armed: tcp.(*timer).enable creates the clock's
+// timer on its first call, and each function calling enable arms exactly
+// one of the endpoint's timers (the resend, probe, cork, reorder and
+// keepalive timers); newBackoffTimer creates the handshake's. Keys and
+// values are relative to tcpPackage. TestTCPTimerArmers derives this table
+// from the pinned gVisor's source and fails when it no longer matches.
+var tcpTimerArmers = map[string]string{
+	"(*sender).sendZeroWindowProbe":     "(*sender).retransmitTimerExpired",
+	"(*sender).enableZeroWindowProbing": "(*sender).retransmitTimerExpired",
+	"(*sender).postXmit":                "(*sender).retransmitTimerExpired",
+	"(*sender).handleRcvdSegment":       "(*sender).retransmitTimerExpired",
+	"(*sender).sendSegment":             "(*sender).retransmitTimerExpired",
+	"(*sender).schedulePTO":             "(*sender).probeTimerExpired",
+	"(*sender).maybeSendSegment":        "(*sender).corkTimerExpired",
+	"(*Endpoint).Restore":               "(*sender).corkTimerExpired",
+	"(*rackControl).detectLoss":         "(*rackControl).reorderTimerExpired",
+	"(*Endpoint).resetKeepaliveTimer":   "(*Endpoint).keepaliveTimerExpired",
+	"newBackoffTimer":                   "(*handshake).retransmitHandlerLocked",
+}
+
+// creationName names the timer f that the caller of Clock.AfterFunc is
+// creating: TimerName(f), or, for one of gVisor TCP's timers, the method it
+// runs, found from who is arming it on this goroutine's stack (see
+// tcpTimerArmers). It falls back to TimerName when the stack shows no armer
+// it knows.
+func creationName(f func()) string {
+	name := TimerName(f)
+	if !strings.HasPrefix(name, tcpPackage) || !strings.Contains(name, "timerHandler") {
+		return name
+	}
+	var pcs [24]uintptr
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(1, pcs[:])])
+	enabling := false
+	for {
+		fr, more := frames.Next()
+		fn, ok := strings.CutPrefix(fr.Function, tcpPackage)
+		switch {
+		case !ok:
+		case fn == "(*timer).enable":
+			enabling = true
+		case fn == "(*timer).resetOrStart":
+		case enabling || fn == "newBackoffTimer":
+			if m, known := tcpTimerArmers[fn]; known {
+				return tcpPackage + m
+			}
+			return name
+		}
+		if !more {
+			return name
+		}
+	}
 }
