@@ -21,9 +21,9 @@ func BenchmarkDecideTenRules(b *testing.B) {
 		}
 	}
 	p := packet.Packet{
-		Dir: fault.In, Version: 4, Proto: fault.ProtoTCP,
+		Dir: packet.In, Version: 4, Proto: packet.ProtoTCP,
 		Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"),
-		SrcPort: 40000, DstPort: 9, Flags: fault.FlagACK, PayloadLen: 1448, Len: 1500,
+		SrcPort: 40000, DstPort: 9, Flags: packet.FlagACK, PayloadLen: 1448, Len: 1500,
 	}
 	b.ReportAllocs()
 	for b.Loop() {

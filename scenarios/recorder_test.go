@@ -63,9 +63,9 @@ func (h *recorderHarness) at(d time.Duration) {
 // send shows the recorder one packet; in is client to peer.
 func (h *recorderHarness) send(in bool, verdict fault.Verdict, flags uint8, seq, ack uint32, win uint16, payload int) {
 	h.t.Helper()
-	src, dst, dir := client, peer, fault.In
+	src, dst, dir := client, peer, packet.In
 	if !in {
-		src, dst, dir = peer, client, fault.Out
+		src, dst, dir = peer, client, packet.Out
 	}
 	data := tcpPacket(src, dst, flags, seq, ack, win, payload)
 	var p packet.Packet
@@ -76,10 +76,10 @@ func (h *recorderHarness) send(in bool, verdict fault.Verdict, flags uint8, seq,
 }
 
 const (
-	syn    = fault.FlagSYN
-	ackf   = fault.FlagACK
-	psh    = fault.FlagPSH
-	rst    = fault.FlagRST
+	syn    = packet.FlagSYN
+	ackf   = packet.FlagACK
+	psh    = packet.FlagPSH
+	rst    = packet.FlagRST
 	ms     = time.Millisecond
 	isnC   = 1000
 	isnP   = 5000

@@ -15,6 +15,7 @@ import (
 
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/stack/vlink"
 )
@@ -356,7 +357,7 @@ func (s *virtualServices) close() { s.Poller.Close() }
 // Forget implements PeerControl like the real peer: the RSTs of the aborted
 // connections are eaten by a temporary drop rule.
 func (s *virtualServices) Forget() (int, error) {
-	id := s.pair.Faults.Add(fault.Spec{Action: fault.ActDrop, Dir: fault.Out})
+	id := s.pair.Faults.Add(fault.Spec{Action: fault.ActDrop, Dir: packet.Out})
 	n := s.Abort()
 	s.pair.Settle()
 	return n, s.pair.Faults.Remove(id)

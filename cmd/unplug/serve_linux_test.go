@@ -21,7 +21,6 @@ import (
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/control"
-	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/packet"
 )
 
@@ -293,7 +292,7 @@ func TestServeCapture(t *testing.T) {
 			t.Fatal(err)
 		}
 		var p packet.Packet
-		if packet.Parse(rec.Dir, rec.Data, &p) != nil || p.Dir != fault.In || p.PayloadLen == 0 {
+		if packet.Parse(rec.Dir, rec.Data, &p) != nil || p.Dir != packet.In || p.PayloadLen == 0 {
 			continue
 		}
 		if !strings.Contains(rec.Comment, "dropped by rule 1") {

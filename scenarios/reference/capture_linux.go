@@ -9,7 +9,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/fault/flow"
 	"github.com/unplug-dev/unplug/stack/packet"
 )
@@ -96,11 +95,11 @@ func native64(b []byte) uint64 {
 
 func (t *tap) record(ts time.Time, b []byte, size int) {
 	var p packet.Packet
-	if err := packet.ParsePrefix(fault.In, b, size, &p); err != nil || !p.IsTCP() {
+	if err := packet.ParsePrefix(packet.In, b, size, &p); err != nil || !p.IsTCP() {
 		return
 	}
 	if p.Src != ClientAddr {
-		p.Dir = fault.Out
+		p.Dir = packet.Out
 	}
 	seg := flow.SegmentOf(&p)
 	t.mu.Lock()

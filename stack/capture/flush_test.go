@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // blockWriter records every Write and checks that each one is a run of
@@ -57,7 +58,7 @@ func TestWriterWritesWholeBlocks(t *testing.T) {
 	sizes := []int{0, 1, 100, 1400, 3000, 4000, 5000, 9000, 20000}
 	for i := range 200 {
 		n := sizes[i%len(sizes)]
-		w.Observe(event(t, at, fault.In, udpPacket(app4, peer4, 1000, 9, n), fault.Decision{}, ""))
+		w.Observe(event(t, at, packet.In, udpPacket(app4, peer4, 1000, 9, n), fault.Decision{}, ""))
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -83,7 +84,7 @@ func TestWriterFlushesByItself(t *testing.T) {
 	defer w.Close()
 	_, headerWrites := out.snapshot()
 	for round := range 3 {
-		w.Observe(event(t, time.Unix(1700000000, 0), fault.Out, udpPacket(peer4, app4, 9, 1000, 10), fault.Decision{}, ""))
+		w.Observe(event(t, time.Unix(1700000000, 0), packet.Out, udpPacket(peer4, app4, 9, 1000, 10), fault.Decision{}, ""))
 		deadline := time.Now().Add(10 * time.Second) // a guard against hangs, not the assertion
 		for {
 			b, writes := out.snapshot()

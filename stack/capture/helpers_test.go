@@ -102,7 +102,7 @@ func icmpEcho4(src, dst netip.Addr, n int) []byte {
 }
 
 // parsed parses data as the fault layer would.
-func parsed(t testing.TB, dir fault.Direction, data []byte) *packet.Packet {
+func parsed(t testing.TB, dir packet.Direction, data []byte) *packet.Packet {
 	t.Helper()
 	p := new(packet.Packet)
 	_ = packet.Parse(dir, data, p) // unparseable packets keep Version 0
@@ -110,7 +110,7 @@ func parsed(t testing.TB, dir fault.Direction, data []byte) *packet.Packet {
 }
 
 // event builds the fault layer's event for data.
-func event(t testing.TB, at time.Time, dir fault.Direction, data []byte, d fault.Decision, comment string) *fault.Event {
+func event(t testing.TB, at time.Time, dir packet.Direction, data []byte, d fault.Decision, comment string) *fault.Event {
 	t.Helper()
 	return &fault.Event{Time: at, Packet: parsed(t, dir, data), Data: data, Decision: d, Comment: comment}
 }

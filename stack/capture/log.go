@@ -10,7 +10,6 @@ import (
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/fault/flow"
 	"github.com/unplug-dev/unplug/stack/packet"
-	pkt "github.com/unplug-dev/unplug/stack/packet"
 )
 
 // Logger writes one line per packet for --log-packets, in a tcpdump-like
@@ -115,14 +114,14 @@ func (l *Logger) Err() error {
 func (l *Logger) format(b []byte, ev *fault.Event) []byte {
 	b = appendRelTime(b, ev.Time.Sub(l.start))
 	p := ev.Packet
-	var dir fault.Direction
+	var dir packet.Direction
 	if p != nil {
 		dir = p.Dir
 	}
 	switch dir {
-	case fault.In:
+	case packet.In:
 		b = append(b, " in  "...)
-	case fault.Out:
+	case packet.Out:
 		b = append(b, " out "...)
 	default:
 		b = append(b, " ?   "...)
@@ -132,7 +131,7 @@ func (l *Logger) format(b []byte, ev *fault.Event) []byte {
 	case p == nil || p.Version == 0:
 		b = append(b, "unparseable, length "...)
 		b = strconv.AppendInt(b, int64(len(ev.Data)), 10)
-	case (p.Proto == fault.ProtoTCP || p.Proto == fault.ProtoUDP) && p.SrcPort == 0 && p.DstPort == 0:
+	case (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP) && p.SrcPort == 0 && p.DstPort == 0:
 		// A non-first IP fragment: no transport header to show.
 		b = p.Src.AppendTo(b)
 		b = append(b, " > "...)
@@ -141,9 +140,9 @@ func (l *Logger) format(b []byte, ev *fault.Event) []byte {
 		b = strconv.AppendUint(b, uint64(p.Proto), 10)
 		b = append(b, ", length "...)
 		b = strconv.AppendInt(b, int64(p.Len), 10)
-	case p.Proto == fault.ProtoTCP:
+	case p.Proto == packet.ProtoTCP:
 		b = l.formatTCP(b, p)
-	case p.Proto == fault.ProtoUDP:
+	case p.Proto == packet.ProtoUDP:
 		b = netip.AddrPortFrom(p.Src, p.SrcPort).AppendTo(b)
 		b = append(b, " > "...)
 		b = netip.AddrPortFrom(p.Dst, p.DstPort).AppendTo(b)
@@ -154,9 +153,9 @@ func (l *Logger) format(b []byte, ev *fault.Event) []byte {
 		b = append(b, " > "...)
 		b = p.Dst.AppendTo(b)
 		switch p.Proto {
-		case fault.ProtoICMP:
+		case packet.ProtoICMP:
 			b = append(b, " ICMP"...)
-		case fault.ProtoICMPv6:
+		case packet.ProtoICMPv6:
 			b = append(b, " ICMP6"...)
 		default:
 			b = append(b, " proto "...)
@@ -170,11 +169,11 @@ func (l *Logger) format(b []byte, ev *fault.Event) []byte {
 	b = appendDecision(b, ev.Decision)
 	if p != nil {
 		switch l.tracker.Classify(p) {
-		case KindRetransmit:
+		case flow.KindRetransmit:
 			b = append(b, " RETRANSMIT"...)
-		case KindKeepaliveProbe:
+		case flow.KindKeepaliveProbe:
 			b = append(b, " KEEPALIVE"...)
-		case KindZeroWindowProbe:
+		case flow.KindZeroWindowProbe:
 			b = append(b, " ZERO-WINDOW-PROBE"...)
 		}
 	}
@@ -199,7 +198,7 @@ func (l *Logger) formatTCP(b []byte, p *packet.Packet) []byte {
 		b = append(b, ':')
 		b = strconv.AppendUint(b, uint64(seq+uint32(p.PayloadLen)), 10)
 	}
-	if p.Flags&fault.FlagACK != 0 {
+	if p.Flags&packet.FlagACK != 0 {
 		b = append(b, ", ack "...)
 		b = strconv.AppendUint(b, uint64(ack), 10)
 	}
@@ -218,8 +217,8 @@ func (l *Logger) relative(src, dst netip.AddrPort, p *packet.Packet) (seq, ack u
 	}
 	other := 1 - self
 	c, _ := l.conns.Get(k)
-	hasACK := p.Flags&fault.FlagACK != 0
-	if p.Flags&fault.FlagSYN != 0 {
+	hasACK := p.Flags&packet.FlagACK != 0
+	if p.Flags&packet.FlagSYN != 0 {
 		c.isn[self], c.known[self] = p.Seq, true
 		if hasACK {
 			c.isn[other], c.known[other] = p.Ack-1, true
@@ -244,7 +243,7 @@ func (l *Logger) relative(src, dst netip.AddrPort, p *packet.Packet) (seq, ack u
 func appendFlags(b []byte, f uint8) []byte {
 	b = append(b, '[')
 	n := len(b)
-	b = pkt.AppendFlags(b, f)
+	b = packet.AppendFlags(b, f)
 	if len(b) == n {
 		b = append(b, "none"...)
 	}

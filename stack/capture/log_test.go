@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -29,68 +30,68 @@ func TestLoggerLines(t *testing.T) {
 
 	tests := []struct {
 		at   time.Time
-		dir  fault.Direction
+		dir  packet.Direction
 		data []byte
 		d    fault.Decision
 		want string
 	}{
 		// IPv4 handshake, absolute numbers on SYNs.
-		{ms(0), fault.In, client(1000, 0, syn, 0).build(), pass,
+		{ms(0), packet.In, client(1000, 0, syn, 0).build(), pass,
 			"0.000000 in  198.18.0.1:40000 > 198.18.0.2:80 [S] seq 1000, win 502, length 0, pass"},
-		{ms(0.12), fault.Out, server(5000, 1001, syn|ack, 0, 65535).build(), pass,
+		{ms(0.12), packet.Out, server(5000, 1001, syn|ack, 0, 65535).build(), pass,
 			"0.000120 out 198.18.0.2:80 > 198.18.0.1:40000 [S.] seq 5000, ack 1001, win 65535, length 0, pass"},
 		// Relative from here on.
-		{ms(0.2), fault.In, client(1001, 5001, ack, 0).build(), pass,
+		{ms(0.2), packet.In, client(1001, 5001, ack, 0).build(), pass,
 			"0.000200 in  198.18.0.1:40000 > 198.18.0.2:80 [.] seq 1, ack 1, win 502, length 0, pass"},
-		{ms(0.3), fault.In, client(1001, 5001, psh|ack, 100).build(), drop1,
+		{ms(0.3), packet.In, client(1001, 5001, psh|ack, 100).build(), drop1,
 			"0.000300 in  198.18.0.1:40000 > 198.18.0.2:80 [P.] seq 1:101, ack 1, win 502, length 100, drop rule 1"},
-		{ms(200.3), fault.In, client(1001, 5001, psh|ack, 100).build(), drop1,
+		{ms(200.3), packet.In, client(1001, 5001, psh|ack, 100).build(), drop1,
 			"0.200300 in  198.18.0.1:40000 > 198.18.0.2:80 [P.] seq 1:101, ack 1, win 502, length 100, drop rule 1 RETRANSMIT"},
-		{ms(1500), fault.Out, server(5001, 1101, ack, 0, 65535).build(),
+		{ms(1500), packet.Out, server(5001, 1101, ack, 0, 65535).build(),
 			fault.Decision{Verdict: fault.Delayed, Rule: 2, Delay: 250 * time.Millisecond},
 			"1.500000 out 198.18.0.2:80 > 198.18.0.1:40000 [.] seq 1, ack 101, win 65535, length 0, delay 250ms rule 2"},
-		{ms(2000), fault.In, client(1100, 5001, ack, 0).build(), pass,
+		{ms(2000), packet.In, client(1100, 5001, ack, 0).build(), pass,
 			"2.000000 in  198.18.0.1:40000 > 198.18.0.2:80 [.] seq 100, ack 1, win 502, length 0, pass KEEPALIVE"},
-		{ms(2100), fault.In, client(1101, 5001, rst|ack, 0).build(), pass,
+		{ms(2100), packet.In, client(1101, 5001, rst|ack, 0).build(), pass,
 			"2.100000 in  198.18.0.1:40000 > 198.18.0.2:80 [R.] seq 101, ack 1, win 502, length 0, pass"},
 		// IPv6, ECN flags, a zero window and its probe.
-		{ms(3000), fault.In, v6(7, 0, syn|header.TCPFlagEce|header.TCPFlagCwr, 0).build(), pass,
+		{ms(3000), packet.In, v6(7, 0, syn|header.TCPFlagEce|header.TCPFlagCwr, 0).build(), pass,
 			"3.000000 in  [fd00:198:18::1]:40001 > [fd00:198:18::2]:443 [SEW] seq 7, win 65535, length 0, pass"},
-		{ms(3100), fault.Out, v6peer(100, 8, syn|ack, 0).build(), pass,
+		{ms(3100), packet.Out, v6peer(100, 8, syn|ack, 0).build(), pass,
 			"3.100000 out [fd00:198:18::2]:443 > [fd00:198:18::1]:40001 [S.] seq 100, ack 8, win 0, length 0, pass"},
-		{ms(3200), fault.In, v6(8, 101, ack, 1).build(), pass,
+		{ms(3200), packet.In, v6(8, 101, ack, 1).build(), pass,
 			"3.200000 in  [fd00:198:18::1]:40001 > [fd00:198:18::2]:443 [.] seq 1:2, ack 1, win 65535, length 1, pass"},
-		{ms(3300), fault.In, v6(8, 101, ack, 1).build(), pass,
+		{ms(3300), packet.In, v6(8, 101, ack, 1).build(), pass,
 			"3.300000 in  [fd00:198:18::1]:40001 > [fd00:198:18::2]:443 [.] seq 1:2, ack 1, win 65535, length 1, pass ZERO-WINDOW-PROBE"},
-		{ms(3400), fault.Out, v6peer(101, 8, fin|psh|ack, 0).build(), fault.Decision{Verdict: fault.Dropped},
+		{ms(3400), packet.Out, v6peer(101, 8, fin|psh|ack, 0).build(), fault.Decision{Verdict: fault.Dropped},
 			"3.400000 out [fd00:198:18::2]:443 > [fd00:198:18::1]:40001 [FP.] seq 1, ack 1, win 0, length 0, drop"},
 		// Joined mid-stream: the first seq seen is 1.
-		{ms(3500), fault.Out, seg{src: peer4, dst: app4, sport: 80, dport: 40002, seq: 900000, ack: 77, flags: psh | ack, win: 100, payload: 10}.build(), pass,
+		{ms(3500), packet.Out, seg{src: peer4, dst: app4, sport: 80, dport: 40002, seq: 900000, ack: 77, flags: psh | ack, win: 100, payload: 10}.build(), pass,
 			"3.500000 out 198.18.0.2:80 > 198.18.0.1:40002 [P.] seq 1:11, ack 1, win 100, length 10, pass"},
-		{ms(3600), fault.Out, seg{src: peer4, dst: app4, sport: 80, dport: 40002, seq: 900010, flags: 0, win: 100}.build(), pass,
+		{ms(3600), packet.Out, seg{src: peer4, dst: app4, sport: 80, dport: 40002, seq: 900010, flags: 0, win: 100}.build(), pass,
 			"3.600000 out 198.18.0.2:80 > 198.18.0.1:40002 [none] seq 11, win 100, length 0, pass"},
 		// Other protocols and oddities.
-		{ms(4000), fault.In, udpPacket(app4, peer4, 5353, 53, 20), pass,
+		{ms(4000), packet.In, udpPacket(app4, peer4, 5353, 53, 20), pass,
 			"4.000000 in  198.18.0.1:5353 > 198.18.0.2:53 UDP, length 20, pass"},
-		{ms(4500), fault.Out, icmpEcho4(peer4, app4, 56), fault.Decision{Verdict: fault.Dropped, Rule: 3},
+		{ms(4500), packet.Out, icmpEcho4(peer4, app4, 56), fault.Decision{Verdict: fault.Dropped, Rule: 3},
 			"4.500000 out 198.18.0.2 > 198.18.0.1 ICMP, length 84, drop rule 3"},
-		{ms(4600), fault.Out, func() []byte {
+		{ms(4600), packet.Out, func() []byte {
 			p, _ := ipHeader(peer6, app6, header.ICMPv6ProtocolNumber, 8)
 			return p
 		}(), pass,
 			"4.600000 out fd00:198:18::2 > fd00:198:18::1 ICMP6, length 48, pass"},
-		{ms(4700), fault.In, func() []byte {
+		{ms(4700), packet.In, func() []byte {
 			p, _ := ipHeader(app4, peer4, 47, 4) // GRE
 			return p
 		}(), pass,
 			"4.700000 in  198.18.0.1 > 198.18.0.2 proto 47, length 24, pass"},
-		{ms(4800), fault.In, frag, pass,
+		{ms(4800), packet.In, frag, pass,
 			"4.800000 in  198.18.0.1 > 198.18.0.2 fragment, proto 6, length 48, pass"},
-		{ms(5000), fault.In, []byte{0x00, 1, 2}, pass,
+		{ms(5000), packet.In, []byte{0x00, 1, 2}, pass,
 			"5.000000 in  unparseable, length 3, pass"},
-		{ms(-1500), fault.In, udpPacket(app4, peer4, 1, 2, 0), pass,
+		{ms(-1500), packet.In, udpPacket(app4, peer4, 1, 2, 0), pass,
 			"-1.500000 in  198.18.0.1:1 > 198.18.0.2:2 UDP, length 0, pass"},
-		{base.Add(3723*time.Second + time.Microsecond + 999*time.Nanosecond), fault.Out, udpPacket(peer4, app4, 2, 1, 1), pass,
+		{base.Add(3723*time.Second + time.Microsecond + 999*time.Nanosecond), packet.Out, udpPacket(peer4, app4, 2, 1, 1), pass,
 			"3723.000001 out 198.18.0.2:2 > 198.18.0.1:1 UDP, length 1, pass"},
 	}
 	var buf bytes.Buffer
@@ -199,7 +200,7 @@ func TestLoggerDoesNotAllocate(t *testing.T) {
 	buf.Grow(1 << 20)
 	l := NewLogger(&buf, base)
 	evs := sampleEvents(t)
-	v6 := event(t, base, fault.In, seg{src: app6, dst: peer6, sport: 1, dport: 2, seq: 1, flags: ack | psh, win: 1, payload: 10}.build(),
+	v6 := event(t, base, packet.In, seg{src: app6, dst: peer6, sport: 1, dport: 2, seq: 1, flags: ack | psh, win: 1, payload: 10}.build(),
 		fault.Decision{Verdict: fault.Delayed, Rule: 4, Delay: 1500 * time.Microsecond}, "")
 	evs = append(evs, v6)
 	for _, ev := range evs { // warm up: flows and line buffer

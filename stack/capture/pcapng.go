@@ -24,6 +24,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // pcapng constants (draft-ietf-opsawg-pcapng).
@@ -311,14 +312,14 @@ func (w *Writer) writeEPB(ev *fault.Event) error {
 	if len(comment) > maxOptLen {
 		comment = truncateUTF8(comment, maxOptLen)
 	}
-	var dir fault.Direction
+	var dir packet.Direction
 	if ev.Packet != nil {
 		dir = ev.Packet.Dir
 	}
-	// epb_flags bits 0-1: 01 inbound, 10 outbound; fault.In and fault.Out
+	// epb_flags bits 0-1: 01 inbound, 10 outbound; packet.In and packet.Out
 	// have exactly these values.
 	var flags uint32
-	if dir == fault.In || dir == fault.Out {
+	if dir == packet.In || dir == packet.Out {
 		flags = uint32(dir)
 	}
 

@@ -9,7 +9,7 @@ import (
 	"math/bits"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // maxBlockLen bounds the size of one block the Reader accepts, so corrupt
@@ -22,11 +22,11 @@ var ErrFormat = errors.New("pcapng: malformed capture")
 // Record is one packet read back from a capture.
 type Record struct {
 	Time     time.Time
-	Data     []byte          // captured bytes (raw IP for unplug's captures); owned by the caller
-	Dir      fault.Direction // from epb_flags: fault.In (inbound), fault.Out (outbound), or 0
-	Comment  string          // first opt_comment, "" when absent
-	LinkType uint16          // the interface's link type (LinkTypeRaw for unplug's captures)
-	OrigLen  int             // length of the packet on the wire, >= len(Data)
+	Data     []byte           // captured bytes (raw IP for unplug's captures); owned by the caller
+	Dir      packet.Direction // from epb_flags: packet.In (inbound), packet.Out (outbound), or 0
+	Comment  string           // first opt_comment, "" when absent
+	LinkType uint16           // the interface's link type (LinkTypeRaw for unplug's captures)
+	OrigLen  int              // length of the packet on the wire, >= len(Data)
 }
 
 // Reader reads the Enhanced Packet Blocks of a pcapng stream, in either byte
@@ -291,9 +291,9 @@ func (rd *Reader) parseEPB(body []byte) (Record, error) {
 			}
 			switch rd.order.Uint32(v) & 3 {
 			case 1:
-				rec.Dir = fault.In
+				rec.Dir = packet.In
 			case 2:
-				rec.Dir = fault.Out
+				rec.Dir = packet.Out
 			}
 		}
 		return nil

@@ -99,8 +99,8 @@ func TestReaderByteOrders(t *testing.T) {
 				b
 			recs := readAll(t, b)
 			want := []Record{
-				{Time: time.UnixMicro(1_700_000_000_123_456), Data: []byte{0x45, 1, 2, 3, 4}, Dir: fault.Out, Comment: "hello", LinkType: LinkTypeRaw, OrigLen: 5},
-				{Time: time.UnixMicro(1_700_000_001_000_000), Data: []byte{0x60}, Dir: fault.In, LinkType: LinkTypeRaw, OrigLen: 1},
+				{Time: time.UnixMicro(1_700_000_000_123_456), Data: []byte{0x45, 1, 2, 3, 4}, Dir: packet.Out, Comment: "hello", LinkType: LinkTypeRaw, OrigLen: 5},
+				{Time: time.UnixMicro(1_700_000_001_000_000), Data: []byte{0x60}, Dir: packet.In, LinkType: LinkTypeRaw, OrigLen: 1},
 			}
 			if len(recs) != len(want) {
 				t.Fatalf("read %d records, want %d", len(recs), len(want))
@@ -338,7 +338,7 @@ func FuzzRoundTrip(f *testing.F) {
 		sec %= 1 << 34 // up to year 2514: representable in nanoseconds
 		at := time.Unix(sec, nsec%1e9)
 		ev := &fault.Event{Time: at, Data: data, Comment: comment,
-			Packet: &packet.Packet{Dir: fault.Direction(dir)}}
+			Packet: &packet.Packet{Dir: packet.Direction(dir)}}
 		next := &fault.Event{Time: at, Data: []byte{0x45}}
 		recs := readAll(t, writeAll(t, []*fault.Event{ev, next}, opts...))
 		if len(recs) != 2 {
@@ -353,8 +353,8 @@ func FuzzRoundTrip(f *testing.F) {
 		if at.Unix() < 0 {
 			wantTime = time.Unix(0, 0)
 		}
-		var wantDir fault.Direction
-		if d := fault.Direction(dir); d == fault.In || d == fault.Out {
+		var wantDir packet.Direction
+		if d := packet.Direction(dir); d == packet.In || d == packet.Out {
 			wantDir = d
 		}
 		wantComment := comment

@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 	"go.uber.org/goleak"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -33,11 +34,11 @@ func sampleEvents(t testing.TB) []*fault.Event {
 	data := seg{src: app4, dst: peer4, sport: 40000, dport: 80, seq: 1001, ack: 5001, flags: header.TCPFlagPsh | header.TCPFlagAck, win: 502, payload: 101}
 	ack := seg{src: peer4, dst: app4, sport: 80, dport: 40000, seq: 5001, ack: 1102, flags: header.TCPFlagAck, win: 65535}
 	return []*fault.Event{
-		event(t, at(0), fault.In, syn.build(), fault.Decision{}, ""),
-		event(t, at(120), fault.Out, synack.build(), fault.Decision{}, ""),
-		event(t, at(300), fault.In, data.build(), fault.Decision{Verdict: fault.Dropped, Rule: 1}, "dropped by rule 1: drop dir=in"),
-		event(t, at(400), fault.Out, ack.build(), fault.Decision{Verdict: fault.Delayed, Rule: 2, Delay: 200 * time.Millisecond}, "delayed 200ms by rule 2: delay 200ms dir=out"),
-		event(t, at(500), fault.In, []byte{0xff, 1, 2}, fault.Decision{}, ""),
+		event(t, at(0), packet.In, syn.build(), fault.Decision{}, ""),
+		event(t, at(120), packet.Out, synack.build(), fault.Decision{}, ""),
+		event(t, at(300), packet.In, data.build(), fault.Decision{Verdict: fault.Dropped, Rule: 1}, "dropped by rule 1: drop dir=in"),
+		event(t, at(400), packet.Out, ack.build(), fault.Decision{Verdict: fault.Delayed, Rule: 2, Delay: 200 * time.Millisecond}, "delayed 200ms by rule 2: delay 200ms dir=out"),
+		event(t, at(500), packet.In, []byte{0xff, 1, 2}, fault.Decision{}, ""),
 		{Time: at(600), Data: []byte{0x45}, Comment: "no parsed view"},
 	}
 }
@@ -95,7 +96,7 @@ func TestRoundTrip(t *testing.T) {
 			}
 			for i, ev := range evs {
 				rec := recs[i]
-				var dir fault.Direction
+				var dir packet.Direction
 				if ev.Packet != nil {
 					dir = ev.Packet.Dir
 				}
@@ -501,7 +502,7 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 func BenchmarkObserve(b *testing.B) {
 	data := seg{src: app4, dst: peer4, sport: 40000, dport: 80, seq: 1, ack: 1,
 		flags: header.TCPFlagAck | header.TCPFlagPsh, win: 502, payload: 1400}.build()
-	ev := event(b, base, fault.In, data, fault.Decision{Verdict: fault.Dropped, Rule: 1}, "dropped by rule 1: drop dir=in")
+	ev := event(b, base, packet.In, data, fault.Decision{Verdict: fault.Dropped, Rule: 1}, "dropped by rule 1: drop dir=in")
 	w, err := NewWriter(io.Discard)
 	if err != nil {
 		b.Fatal(err)

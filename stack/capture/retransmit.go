@@ -1,23 +1,8 @@
 package capture
 
 import (
-	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/fault/flow"
 	"github.com/unplug-dev/unplug/stack/packet"
-)
-
-// Kind is what a TCP segment is relative to what its flow sent before. It is
-// flow.Kind; the tracking logic lives in package flow, shared with the fault
-// rules that select segments by it.
-type Kind = flow.Kind
-
-// Kinds of segment, as told by RetransmitTracker.Classify (see flow.Kind).
-const (
-	KindOther           = flow.KindOther
-	KindNew             = flow.KindNew
-	KindRetransmit      = flow.KindRetransmit
-	KindKeepaliveProbe  = flow.KindKeepaliveProbe
-	KindZeroWindowProbe = flow.KindZeroWindowProbe
 )
 
 // RetransmitTracker tells retransmitted TCP segments from new ones, per flow
@@ -45,16 +30,16 @@ func newRetransmitTracker(limit int) *RetransmitTracker {
 // (KindRetransmit). Probes are not retransmissions. Show each packet once,
 // to either Check or Classify.
 func (t *RetransmitTracker) Check(p *packet.Packet) bool {
-	return t.Classify(p) == KindRetransmit
+	return t.Classify(p) == flow.KindRetransmit
 }
 
 // Classify records p and returns its kind. The first segment seen of a flow
 // is KindNew, since nothing is known of what came before it. Sequence
 // numbers compare in serial arithmetic, so flows crossing 2^32 work. Show each
 // packet once, to either Check or Classify.
-func (t *RetransmitTracker) Classify(p *packet.Packet) Kind {
-	if p == nil || p.Version == 0 || p.Proto != fault.ProtoTCP {
-		return KindOther
+func (t *RetransmitTracker) Classify(p *packet.Packet) flow.Kind {
+	if p == nil || p.Version == 0 || p.Proto != packet.ProtoTCP {
+		return flow.KindOther
 	}
 	s := flow.SegmentOf(p)
 	return t.flows.Classify(&s)

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/fault/flow"
 	"github.com/unplug-dev/unplug/stack/packet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -19,9 +19,9 @@ const (
 
 // step is one segment shown to a tracker and the kind it must get.
 type step struct {
-	dir  fault.Direction
+	dir  packet.Direction
 	s    seg
-	want Kind
+	want flow.Kind
 }
 
 // client and server build segments of one IPv4 connection.
@@ -33,8 +33,8 @@ func server(seq, ackn uint32, flags header.TCPFlags, n int, win uint16) seg {
 	return seg{src: peer4, dst: app4, sport: 80, dport: 40000, seq: seq, ack: ackn, flags: flags, win: win, payload: n}
 }
 
-func in(s seg, want Kind) step  { return step{fault.In, s, want} }
-func out(s seg, want Kind) step { return step{fault.Out, s, want} }
+func in(s seg, want flow.Kind) step  { return step{packet.In, s, want} }
+func out(s seg, want flow.Kind) step { return step{packet.Out, s, want} }
 
 func TestClassify(t *testing.T) {
 	tests := []struct {
@@ -44,86 +44,86 @@ func TestClassify(t *testing.T) {
 		{
 			name: "connection lifetime",
 			steps: []step{
-				in(client(1000, 0, syn, 0), KindNew),
-				in(client(1000, 0, syn, 0), KindRetransmit), // SYN resent
-				out(server(5000, 1001, syn|ack, 0, 65535), KindNew),
-				out(server(5000, 1001, syn|ack, 0, 65535), KindRetransmit), // SYN-ACK resent
-				in(client(1001, 5001, ack, 0), KindNew),                    // handshake ACK
-				in(client(1001, 5001, ack, 0), KindNew),                    // duplicate pure ACK
-				in(client(1001, 5001, psh|ack, 100), KindNew),
-				in(client(1101, 5001, psh|ack, 100), KindNew),
-				in(client(1001, 5001, psh|ack, 100), KindRetransmit), // RTO
-				in(client(1051, 5001, ack, 200), KindRetransmit),     // overlaps, then extends
-				in(client(1251, 5001, ack, 0), KindNew),
-				out(server(5001, 1251, ack, 0, 65535), KindNew),
-				in(client(1250, 5001, ack, 0), KindKeepaliveProbe),          // Linux keepalive
-				in(client(1250, 5001, ack, 1), KindKeepaliveProbe),          // BSD-style keepalive
-				in(client(1250, 5001, psh|ack, 1), KindRetransmit),          // last byte resent
-				in(client(1249, 5001, ack, 0), KindNew),                     // odd, but no data
-				in(client(1251, 5001, fin|ack, 0), KindNew),                 // FIN
-				in(client(1251, 5001, fin|ack, 0), KindRetransmit),          // FIN resent
-				in(client(1252, 5002, ack, 0), KindNew),                     // ACK after FIN
-				out(server(5001, 1252, fin|ack, 0, 65535), KindNew),         // peer's FIN
-				in(client(1252, 5002, rst, 0), KindNew),                     // RST never retransmits
-				in(client(1252, 5002, rst, 0), KindNew),                     // not even twice
-				out(server(5001, 1252, fin|ack, 10, 65535), KindRetransmit), // FIN resent with data
+				in(client(1000, 0, syn, 0), flow.KindNew),
+				in(client(1000, 0, syn, 0), flow.KindRetransmit),
+				out(server(5000, 1001, syn|ack, 0, 65535), flow.KindNew),
+				out(server(5000, 1001, syn|ack, 0, 65535), flow.KindRetransmit),
+				in(client(1001, 5001, ack, 0), flow.KindNew),
+				in(client(1001, 5001, ack, 0), flow.KindNew),
+				in(client(1001, 5001, psh|ack, 100), flow.KindNew),
+				in(client(1101, 5001, psh|ack, 100), flow.KindNew),
+				in(client(1001, 5001, psh|ack, 100), flow.KindRetransmit),
+				in(client(1051, 5001, ack, 200), flow.KindRetransmit),
+				in(client(1251, 5001, ack, 0), flow.KindNew),
+				out(server(5001, 1251, ack, 0, 65535), flow.KindNew),
+				in(client(1250, 5001, ack, 0), flow.KindKeepaliveProbe),
+				in(client(1250, 5001, ack, 1), flow.KindKeepaliveProbe),
+				in(client(1250, 5001, psh|ack, 1), flow.KindRetransmit),
+				in(client(1249, 5001, ack, 0), flow.KindNew),
+				in(client(1251, 5001, fin|ack, 0), flow.KindNew),
+				in(client(1251, 5001, fin|ack, 0), flow.KindRetransmit),
+				in(client(1252, 5002, ack, 0), flow.KindNew),
+				out(server(5001, 1252, fin|ack, 0, 65535), flow.KindNew),
+				in(client(1252, 5002, rst, 0), flow.KindNew),
+				in(client(1252, 5002, rst, 0), flow.KindNew),
+				out(server(5001, 1252, fin|ack, 10, 65535), flow.KindRetransmit),
 			},
 		},
 		{
 			name: "sequence wraparound",
 			steps: []step{
-				in(client(0xffffff00, 0, syn, 0), KindNew),
-				in(client(0xffffff01, 1, ack, 0x200), KindNew), // crosses 2^32: ends at 0x101
-				in(client(0x101, 1, ack, 100), KindNew),
-				in(client(0xfffffff0, 1, ack, 16), KindRetransmit), // before the wrap
-				in(client(0x50, 1, ack, 10), KindRetransmit),       // after the wrap
-				in(client(0x164, 1, ack, 0), KindKeepaliveProbe),   // 0x165 - 1
-				in(client(0x165, 1, ack, 1), KindNew),
+				in(client(0xffffff00, 0, syn, 0), flow.KindNew),
+				in(client(0xffffff01, 1, ack, 0x200), flow.KindNew),
+				in(client(0x101, 1, ack, 100), flow.KindNew),
+				in(client(0xfffffff0, 1, ack, 16), flow.KindRetransmit),
+				in(client(0x50, 1, ack, 10), flow.KindRetransmit),
+				in(client(0x164, 1, ack, 0), flow.KindKeepaliveProbe),
+				in(client(0x165, 1, ack, 1), flow.KindNew),
 			},
 		},
 		{
 			name: "zero-window probe",
 			steps: []step{
-				in(client(1, 1, ack, 100), KindNew),
-				out(server(1, 101, ack, 0, 0), KindNew),         // window closes
-				in(client(100, 1, ack, 1), KindZeroWindowProbe), // gVisor/Linux probe: una-1
-				in(client(100, 1, ack, 0), KindZeroWindowProbe),
-				out(server(1, 101, ack, 0, 4096), KindNew),     // window opens
-				in(client(100, 1, ack, 0), KindKeepaliveProbe), // now it is a keepalive
-				in(client(101, 1, ack, 100), KindNew),
+				in(client(1, 1, ack, 100), flow.KindNew),
+				out(server(1, 101, ack, 0, 0), flow.KindNew),
+				in(client(100, 1, ack, 1), flow.KindZeroWindowProbe),
+				in(client(100, 1, ack, 0), flow.KindZeroWindowProbe),
+				out(server(1, 101, ack, 0, 4096), flow.KindNew),
+				in(client(100, 1, ack, 0), flow.KindKeepaliveProbe),
+				in(client(101, 1, ack, 100), flow.KindNew),
 			},
 		},
 		{
 			name: "flow first seen mid-stream",
 			steps: []step{
-				out(server(777, 1, psh|ack, 50, 100), KindNew),
-				out(server(827, 1, psh|ack, 50, 100), KindNew),
-				out(server(777, 1, psh|ack, 50, 100), KindRetransmit),
-				out(server(900, 1, ack, 0, 100), KindNew), // pure ACK ahead: segments were missed
-				out(server(877, 1, ack, 10, 100), KindRetransmit),
+				out(server(777, 1, psh|ack, 50, 100), flow.KindNew),
+				out(server(827, 1, psh|ack, 50, 100), flow.KindNew),
+				out(server(777, 1, psh|ack, 50, 100), flow.KindRetransmit),
+				out(server(900, 1, ack, 0, 100), flow.KindNew),
+				out(server(877, 1, ack, 10, 100), flow.KindRetransmit),
 			},
 		},
 		{
 			name: "new connection on the same 4-tuple",
 			steps: []step{
-				in(client(1000, 0, syn, 0), KindNew),
-				in(client(1001, 1, ack, 100), KindNew),
-				in(client(9000, 0, syn, 0), KindNew), // different ISN: port reuse
-				in(client(9001, 1, ack, 100), KindNew),
-				in(client(1001, 1, ack, 100), KindRetransmit), // old data is behind the new ISN
+				in(client(1000, 0, syn, 0), flow.KindNew),
+				in(client(1001, 1, ack, 100), flow.KindNew),
+				in(client(9000, 0, syn, 0), flow.KindNew),
+				in(client(9001, 1, ack, 100), flow.KindNew),
+				in(client(1001, 1, ack, 100), flow.KindRetransmit),
 			},
 		},
 		{
 			name: "flows are separate",
 			steps: []step{
-				in(client(1, 1, ack, 100), KindNew),
-				out(server(1, 1, ack, 100, 100), KindNew),
-				in(seg{src: app6, dst: peer6, sport: 40000, dport: 80, seq: 1, flags: ack, payload: 100}, KindNew),
-				in(seg{src: app4, dst: peer4, sport: 40001, dport: 80, seq: 1, flags: ack, payload: 100}, KindNew),
-				in(seg{src: app4, dst: peer4, sport: 40000, dport: 81, seq: 1, flags: ack, payload: 100}, KindNew),
+				in(client(1, 1, ack, 100), flow.KindNew),
+				out(server(1, 1, ack, 100, 100), flow.KindNew),
+				in(seg{src: app6, dst: peer6, sport: 40000, dport: 80, seq: 1, flags: ack, payload: 100}, flow.KindNew),
+				in(seg{src: app4, dst: peer4, sport: 40001, dport: 80, seq: 1, flags: ack, payload: 100}, flow.KindNew),
+				in(seg{src: app4, dst: peer4, sport: 40000, dport: 81, seq: 1, flags: ack, payload: 100}, flow.KindNew),
 				// Same 4-tuple seen in the other direction is another flow.
-				out(client(1, 1, ack, 100), KindNew),
-				in(client(1, 1, ack, 100), KindRetransmit),
+				out(client(1, 1, ack, 100), flow.KindNew),
+				in(client(1, 1, ack, 100), flow.KindRetransmit),
 			},
 		},
 	}
@@ -135,8 +135,8 @@ func TestClassify(t *testing.T) {
 				if got := classify.Classify(p); got != st.want {
 					t.Errorf("step %d (%s seq %d len %d): %v, want %v", i, st.dir, st.s.seq, st.s.payload, got, st.want)
 				}
-				if got := check.Check(p); got != (st.want == KindRetransmit) {
-					t.Errorf("step %d: Check = %v, want %v", i, got, st.want == KindRetransmit)
+				if got := check.Check(p); got != (st.want == flow.KindRetransmit) {
+					t.Errorf("step %d: Check = %v, want %v", i, got, st.want == flow.KindRetransmit)
 				}
 			}
 		})
@@ -152,16 +152,16 @@ func TestClassifyOther(t *testing.T) {
 		p    *packet.Packet
 	}{
 		{"nil", nil},
-		{"udp", parsed(t, fault.In, udpPacket(app4, peer4, 5353, 53, 10))},
-		{"icmp", parsed(t, fault.Out, icmpEcho4(peer4, app4, 8))},
-		{"unparseable", parsed(t, fault.In, []byte{0x45, 0})},
-		{"fragment", parsed(t, fault.In, frag)},
+		{"udp", parsed(t, packet.In, udpPacket(app4, peer4, 5353, 53, 10))},
+		{"icmp", parsed(t, packet.Out, icmpEcho4(peer4, app4, 8))},
+		{"unparseable", parsed(t, packet.In, []byte{0x45, 0})},
+		{"fragment", parsed(t, packet.In, frag)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for range 2 {
-				if got := tr.Classify(tt.p); got != KindOther {
-					t.Fatalf("Classify = %v, want %v", got, KindOther)
+				if got := tr.Classify(tt.p); got != flow.KindOther {
+					t.Fatalf("Classify = %v, want %v", got, flow.KindOther)
 				}
 			}
 		})
@@ -172,8 +172,8 @@ func TestClassifyOther(t *testing.T) {
 }
 
 func TestKindString(t *testing.T) {
-	want := map[Kind]string{KindOther: "other", KindNew: "new", KindRetransmit: "retransmit",
-		KindKeepaliveProbe: "keepalive-probe", KindZeroWindowProbe: "zero-window-probe", Kind(99): "other"}
+	want := map[flow.Kind]string{flow.KindOther: "other", flow.KindNew: "new", flow.KindRetransmit: "retransmit",
+		flow.KindKeepaliveProbe: "keepalive-probe", flow.KindZeroWindowProbe: "zero-window-probe", flow.Kind(99): "other"}
 	for k, s := range want {
 		if k.String() != s {
 			t.Errorf("Kind(%d).String() = %q, want %q", k, k.String(), s)
@@ -186,10 +186,10 @@ func TestKindString(t *testing.T) {
 func TestTrackerBounded(t *testing.T) {
 	const limit = 8
 	other := func(i int) *packet.Packet {
-		return parsed(t, fault.In, seg{src: app4, dst: peer4, sport: uint16(1000 + i), dport: 80, seq: 1, flags: ack, payload: 10}.build())
+		return parsed(t, packet.In, seg{src: app4, dst: peer4, sport: uint16(1000 + i), dport: 80, seq: 1, flags: ack, payload: 10}.build())
 	}
-	active := parsed(t, fault.In, client(1, 1, ack, 10).build())
-	idle := parsed(t, fault.In, client(1, 1, ack, 10).build())
+	active := parsed(t, packet.In, client(1, 1, ack, 10).build())
+	idle := parsed(t, packet.In, client(1, 1, ack, 10).build())
 	idle.SrcPort = 50000
 
 	tr := newRetransmitTracker(limit)
@@ -199,7 +199,7 @@ func TestTrackerBounded(t *testing.T) {
 		tr.Classify(other(i))
 		if i%2 == 0 {
 			// Touch the active flow with a new segment.
-			p := parsed(t, fault.In, client(uint32(11+i*10), 1, ack, 10).build())
+			p := parsed(t, packet.In, client(uint32(11+i*10), 1, ack, 10).build())
 			tr.Classify(p)
 			active = p
 		}
@@ -207,10 +207,10 @@ func TestTrackerBounded(t *testing.T) {
 			t.Fatalf("tracker holds %d flows, limit %d", n, limit)
 		}
 	}
-	if got := tr.Classify(active); got != KindRetransmit {
+	if got := tr.Classify(active); got != flow.KindRetransmit {
 		t.Errorf("active flow forgotten: repeat classified %v", got)
 	}
-	if got := tr.Classify(idle); got != KindNew {
+	if got := tr.Classify(idle); got != flow.KindNew {
 		t.Errorf("idle flow kept beyond the limit: repeat classified %v", got)
 	}
 }
@@ -224,7 +224,7 @@ func TestClassifyDoesNotAllocate(t *testing.T) {
 	for i := range 8 {
 		s := client(uint32(1+i*100), 1, ack, 100)
 		s.sport = uint16(40000 + i%4)
-		pkts = append(pkts, parsed(t, fault.In, s.build()))
+		pkts = append(pkts, parsed(t, packet.In, s.build()))
 	}
 	for _, p := range pkts { // warm up: create the flows
 		tr.Classify(p)
@@ -242,8 +242,8 @@ func TestClassifyDoesNotAllocate(t *testing.T) {
 func ExampleRetransmitTracker() {
 	tr := NewRetransmitTracker()
 	for _, seq := range []uint32{1, 101, 1, 201} {
-		p := &packet.Packet{Dir: fault.In, Version: 4, Proto: fault.ProtoTCP, SrcPort: 40000, DstPort: 80,
-			Seq: seq, Flags: fault.FlagACK | fault.FlagPSH, PayloadLen: 100}
+		p := &packet.Packet{Dir: packet.In, Version: 4, Proto: packet.ProtoTCP, SrcPort: 40000, DstPort: 80,
+			Seq: seq, Flags: packet.FlagACK | packet.FlagPSH, PayloadLen: 100}
 		fmt.Println(seq, tr.Classify(p))
 	}
 	// Output:

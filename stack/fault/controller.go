@@ -149,7 +149,7 @@ func stamp(t tcpip.MonotonicTime) int64 { return int64(t.Sub(tcpip.MonotonicTime
 // drops everything, as the zero selectors promise.
 func (c *Controller) Add(sp Spec) int {
 	if sp.Dir == 0 {
-		sp.Dir = Both
+		sp.Dir = packet.Both
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -349,7 +349,7 @@ func (r *Rule) expired(now tcpip.MonotonicTime) bool {
 // a TCP segment on its port and flow, whatever its direction and flags.
 func (r *Rule) inScope(p *packet.Packet) bool {
 	sp := &r.Spec
-	if p.Proto != ProtoTCP || p.Version == 0 {
+	if p.Proto != packet.ProtoTCP || p.Version == 0 {
 		return false
 	}
 	if sp.Port != 0 && p.Port() != sp.Port {
@@ -376,7 +376,7 @@ func (r *Rule) matches(p *packet.Packet) bool {
 	if p.Fragment == packet.LaterFragment && (r.tcpOnly || sp.Port != 0 || sp.Flow.IsValid() || sp.Flags != 0 || sp.Match != 0) {
 		return false
 	}
-	if r.tcpOnly && (p.Proto != ProtoTCP || p.Version == 0) {
+	if r.tcpOnly && (p.Proto != packet.ProtoTCP || p.Version == 0) {
 		return false
 	}
 	if sp.Port != 0 && (p.Version == 0 || p.Port() != sp.Port) {
@@ -392,16 +392,16 @@ func (r *Rule) matches(p *packet.Packet) bool {
 }
 
 // inDirs reports whether d is among the rule's directions.
-func (r *Rule) inDirs(d Direction) bool { return r.Spec.Dir&d != 0 }
+func (r *Rule) inDirs(d packet.Direction) bool { return r.Spec.Dir&d != 0 }
 
 // sumDirs adds up per-direction counts (indexed Dir-1) over the rule's
 // directions.
 func sumDirs[T uint32 | uint64](r *Rule, v [2]T) T {
 	var n T
-	if r.inDirs(In) {
+	if r.inDirs(packet.In) {
 		n += v[0]
 	}
-	if r.inDirs(Out) {
+	if r.inDirs(packet.Out) {
 		n += v[1]
 	}
 	return n
@@ -493,12 +493,12 @@ func reaches(p *packet.Packet, fi *flow.Info, n uint32) bool {
 	if p.PayloadLen > 0 && rel+uint64(p.PayloadLen)-1 >= uint64(n) {
 		return true
 	}
-	return p.Flags&FlagFIN != 0 && rel >= uint64(n)
+	return p.Flags&packet.FlagFIN != 0 && rel >= uint64(n)
 }
 
 // dirIndex maps In to 0 and Out to 1.
-func dirIndex(d Direction) int {
-	if d == Out {
+func dirIndex(d packet.Direction) int {
+	if d == packet.Out {
 		return 1
 	}
 	return 0
@@ -517,7 +517,7 @@ func (c *Controller) Decide(p *packet.Packet) Decision {
 	// connections in their scope, whichever rule decides it.
 	var fi *flow.Info
 	var info flow.Info
-	if c.stateful.Load() > 0 && p.Proto == ProtoTCP && p.Version != 0 && p.Fragment != packet.LaterFragment {
+	if c.stateful.Load() > 0 && p.Proto == packet.ProtoTCP && p.Version != 0 && p.Fragment != packet.LaterFragment {
 		for _, r := range rules {
 			if r.tracks && !r.expired(now) && r.inScope(p) {
 				info, fi = c.track(p, now), &info
@@ -661,7 +661,7 @@ func (c *Controller) lossDraw(r *Rule, p *packet.Packet, fi *flow.Info) float64 
 		r.flows.Put(fi.Key, rf)
 	}
 	k := mix(c.seed ^ uint64(r.ID)<<48)
-	k = mix(k ^ uint64(rf.ordinal)<<8 ^ uint64(p.Dir) ^ uint64(p.Flags&(FlagSYN|FlagFIN|FlagRST))<<4)
+	k = mix(k ^ uint64(rf.ordinal)<<8 ^ uint64(p.Dir) ^ uint64(p.Flags&(packet.FlagSYN|packet.FlagFIN|packet.FlagRST))<<4)
 	k = mix(k ^ uint64(fi.RelSeq)<<20 ^ uint64(p.PayloadLen))
 	n, _ := r.seen.Get(k)
 	r.seen.Put(k, n+1)
@@ -689,7 +689,7 @@ func (r *Rule) take() bool {
 }
 
 // fire claims the rule's one reset for a connection's direction.
-func (r *Rule) fire(k flow.Key, d Direction) bool {
+func (r *Rule) fire(k flow.Key, d packet.Direction) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rf, _ := r.flows.Get(k)
@@ -732,7 +732,7 @@ func (r *Rule) pace(p *packet.Packet, now tcpip.MonotonicTime) (time.Duration, b
 // burstLost runs one step of the rule's Gilbert–Elliott chain for
 // direction d: whether this packet is lost in the current state, then the
 // state transition.
-func (r *Rule) burstLost(c *Controller, d Direction) bool {
+func (r *Rule) burstLost(c *Controller, d packet.Direction) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	i := dirIndex(d)

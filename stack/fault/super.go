@@ -44,7 +44,7 @@ func (e *Endpoint) WriteSuper(s *Super) tcpip.Error {
 	plain := true
 	for i, h := range s.Heads {
 		var p packet.Packet
-		if packet.ParsePrefix(Out, h, s.Lens[i], &p) != nil {
+		if packet.ParsePrefix(packet.Out, h, s.Lens[i], &p) != nil {
 			e.stats.Unparseable.Add(1)
 		}
 		d := e.ctl.Decide(&p)

@@ -10,7 +10,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
-	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // TestConnFates drives each way a connection can end and checks the errno
@@ -52,7 +52,7 @@ func TestConnFates(t *testing.T) {
 			check: func(t *testing.T, recs []packetRecord, start time.Duration) {
 				var syns []time.Duration
 				for _, r := range recs {
-					if r.Flags&fault.FlagSYN != 0 {
+					if r.Flags&packet.FlagSYN != 0 {
 						syns = append(syns, r.At-start)
 					}
 				}
@@ -77,7 +77,7 @@ func TestConnFates(t *testing.T) {
 			check: func(t *testing.T, recs []packetRecord, start time.Duration) {
 				var probes []time.Duration
 				for _, r := range recs {
-					if r.At > start && r.Dir == fault.In { // the handshake was at start
+					if r.At > start && r.Dir == packet.In { // the handshake was at start
 
 						probes = append(probes, r.At-start)
 					}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // The TCP-aware fault rules (match=, after-bytes=, conn=, flow=, flows=,
@@ -28,7 +30,7 @@ const dly = 10 * time.Millisecond
 // (the capture's) gives each segment as its sender sent it.
 type faultEv struct {
 	At       time.Duration
-	Dir      fault.Direction
+	Dir      packet.Direction
 	Verdict  fault.Verdict
 	Rule     int
 	Action   fault.Action
@@ -40,7 +42,7 @@ type faultEv struct {
 	Delay    time.Duration // hold time of a Delayed packet
 	Sport    uint16
 	Dport    uint16
-	Kind     capture.Kind
+	Kind     flow.Kind
 }
 
 func (e faultEv) String() string {
@@ -50,7 +52,7 @@ func (e faultEv) String() string {
 
 // appPort is the client-side port of the segment.
 func (e faultEv) appPort() uint16 {
-	if e.Dir == fault.In {
+	if e.Dir == packet.In {
 		return e.Sport
 	}
 	return e.Dport
@@ -213,11 +215,11 @@ func (e *env) waitErr(c *Conn, limit time.Duration) (time.Duration, error) {
 }
 
 const (
-	fS = fault.FlagSYN
-	fA = fault.FlagACK
-	fF = fault.FlagFIN
-	fR = fault.FlagRST
-	fP = fault.FlagPSH
+	fS = packet.FlagSYN
+	fA = packet.FlagACK
+	fF = packet.FlagFIN
+	fR = packet.FlagRST
+	fP = packet.FlagPSH
 )
 
 func TestMatchHandshake(t *testing.T) {
@@ -227,8 +229,8 @@ func TestMatchHandshake(t *testing.T) {
 		c, _ := e.p.Dial(PeerAddr4.String(), 80)
 		_, err := e.waitErr(c, 10*time.Minute)
 		mustErrno(t, "connect", err, ETIMEDOUT)
-		all(t, "dropped", e.log.acted(id), 3, func(x faultEv) bool { return x.Dir == fault.In && x.Flags == fS })
-		if out := e.log.where(func(x faultEv) bool { return x.Dir == fault.Out }); len(out) != 0 {
+		all(t, "dropped", e.log.acted(id), 3, func(x faultEv) bool { return x.Dir == packet.In && x.Flags == fS })
+		if out := e.log.where(func(x faultEv) bool { return x.Dir == packet.Out }); len(out) != 0 {
 			t.Errorf("the peer answered: %v", out)
 		}
 	})
@@ -238,10 +240,10 @@ func TestMatchHandshake(t *testing.T) {
 		c, _ := e.p.Dial(PeerAddr4.String(), 80)
 		_, err := e.waitErr(c, 10*time.Minute)
 		mustErrno(t, "connect", err, ETIMEDOUT)
-		all(t, "dropped", e.log.acted(id), 2, func(x faultEv) bool { return x.Dir == fault.Out && x.Flags == fS|fA })
-		syns := e.log.where(func(x faultEv) bool { return x.Dir == fault.In && x.Flags == fS })
+		all(t, "dropped", e.log.acted(id), 2, func(x faultEv) bool { return x.Dir == packet.Out && x.Flags == fS|fA })
+		syns := e.log.where(func(x faultEv) bool { return x.Dir == packet.In && x.Flags == fS })
 		all(t, "client SYNs", syns, 3, func(x faultEv) bool { return x.Verdict == fault.Pass })
-		if rtx := e.log.where(func(x faultEv) bool { return x.Flags == fS && x.Kind == capture.KindRetransmit }); len(rtx) != len(syns)-1 {
+		if rtx := e.log.where(func(x faultEv) bool { return x.Flags == fS && x.Kind == flow.KindRetransmit }); len(rtx) != len(syns)-1 {
 			t.Errorf("%d SYN retransmissions of %d SYNs", len(rtx), len(syns))
 		}
 	})
@@ -249,12 +251,12 @@ func TestMatchHandshake(t *testing.T) {
 		e := newEnv(t, 1)
 		id := e.add("drop match=handshake-ack count=1")
 		e.establish()
-		all(t, "dropped", e.log.acted(id), 1, func(x faultEv) bool { return x.Dir == fault.In && x.Flags == fA && x.Len == 0 })
+		all(t, "dropped", e.log.acted(id), 1, func(x faultEv) bool { return x.Dir == packet.In && x.Flags == fA && x.Len == 0 })
 		if n := len(e.log.acted(id)); n != 1 {
 			t.Errorf("%d handshake ACKs dropped, want 1", n)
 		}
 		synacks := e.log.where(func(x faultEv) bool { return x.Flags == fS|fA })
-		if len(synacks) != 2 || synacks[1].Kind != capture.KindRetransmit {
+		if len(synacks) != 2 || synacks[1].Kind != flow.KindRetransmit {
 			t.Errorf("SYN-ACKs %v: want the original and one retransmission", synacks)
 		}
 		e.exchange(e.c, e.srv, []byte(request), []byte("ok"), time.Minute)
@@ -268,7 +270,7 @@ func TestMatchHandshake(t *testing.T) {
 		if n, _ := e.c.Read(make([]byte, 10)); n != 0 {
 			t.Fatal("data arrived")
 		}
-		all(t, "dropped", e.log.acted(id), 3, func(x faultEv) bool { return x.Dir == fault.Out && x.Flags&fS == 0 })
+		all(t, "dropped", e.log.acted(id), 3, func(x faultEv) bool { return x.Dir == packet.Out && x.Flags&fS == 0 })
 	})
 }
 
@@ -296,7 +298,7 @@ func TestMatchSegments(t *testing.T) {
 		if _, err := e.srv.Read(make([]byte, 1)); err == io.EOF {
 			t.Fatal("the FIN got through")
 		}
-		all(t, "dropped", e.log.acted(id), 3, func(x faultEv) bool { return x.Dir == fault.In && x.Flags&fF != 0 })
+		all(t, "dropped", e.log.acted(id), 3, func(x faultEv) bool { return x.Dir == packet.In && x.Flags&fF != 0 })
 		e.p.Faults.Clear()
 		if err := e.p.RunUntil(func() bool { _, err := e.srv.Read(make([]byte, 1)); return err == io.EOF }, time.Minute); err != nil {
 			t.Fatalf("no end-of-file once the rule went: %v", err)
@@ -310,7 +312,7 @@ func TestMatchSegments(t *testing.T) {
 		if e.srv.Err() != nil || e.srv.State() != "ESTABLISHED" {
 			t.Fatalf("the peer saw the reset: %s %v", e.srv.State(), e.srv.Err())
 		}
-		all(t, "dropped", e.log.acted(id), 1, func(x faultEv) bool { return x.Flags&fR != 0 && x.Dir == fault.In })
+		all(t, "dropped", e.log.acted(id), 1, func(x faultEv) bool { return x.Flags&fR != 0 && x.Dir == packet.In })
 	})
 	t.Run("retransmission", func(t *testing.T) {
 		e := newEnv(t, 1).establish()
@@ -321,11 +323,11 @@ func TestMatchSegments(t *testing.T) {
 		_, err := e.waitErr(e.c, time.Minute)
 		mustErrno(t, "write", err, ETIMEDOUT)
 		orig := e.log.acted(first)
-		all(t, "first transmission", orig, 1, func(x faultEv) bool { return x.Kind == capture.KindNew })
+		all(t, "first transmission", orig, 1, func(x faultEv) bool { return x.Kind == flow.KindNew })
 		all(t, "retransmissions", e.log.acted(rtx), 3, func(x faultEv) bool {
-			return x.Kind == capture.KindRetransmit && x.Seq == orig[0].Seq && x.Len == len(request)
+			return x.Kind == flow.KindRetransmit && x.Seq == orig[0].Seq && x.Len == len(request)
 		})
-		if pass := e.log.where(func(x faultEv) bool { return x.Dir == fault.In && x.Len > 0 && x.Verdict == fault.Pass }); len(pass) != 0 {
+		if pass := e.log.where(func(x faultEv) bool { return x.Dir == packet.In && x.Len > 0 && x.Verdict == fault.Pass }); len(pass) != 0 {
 			t.Errorf("data got through: %v", pass)
 		}
 	})
@@ -359,7 +361,7 @@ func TestMatchKeepaliveProbe(t *testing.T) {
 	}
 	idlePort := idle.LocalAddr().Port()
 	all(t, "dropped", e.log.acted(id), 3, func(x faultEv) bool {
-		return x.Kind == capture.KindKeepaliveProbe && x.appPort() == idlePort && x.Len == 0
+		return x.Kind == flow.KindKeepaliveProbe && x.appPort() == idlePort && x.Len == 0
 	})
 }
 
@@ -395,9 +397,9 @@ func TestMatchZeroWindow(t *testing.T) {
 		fill(e)
 		e.p.Advance(time.Minute)
 		all(t, "dropped", e.log.acted(id), 3, func(x faultEv) bool {
-			return x.Kind == capture.KindZeroWindowProbe && x.Dir == fault.In && x.Len <= 1
+			return x.Kind == flow.KindZeroWindowProbe && x.Dir == packet.In && x.Len <= 1
 		})
-		if ka := e.log.where(func(x faultEv) bool { return x.Kind == capture.KindZeroWindowProbe && x.Rule == 0 }); len(ka) != 0 {
+		if ka := e.log.where(func(x faultEv) bool { return x.Kind == flow.KindZeroWindowProbe && x.Rule == 0 }); len(ka) != 0 {
 			t.Errorf("probes got through: %v", ka)
 		}
 		drain(e)
@@ -407,7 +409,7 @@ func TestMatchZeroWindow(t *testing.T) {
 		id := e.add("drop dir=out match=window-update")
 		fill(e)
 		drain(e)
-		all(t, "dropped", e.log.acted(id), 1, func(x faultEv) bool { return x.Dir == fault.Out && x.Len == 0 && x.Win != 0 })
+		all(t, "dropped", e.log.acted(id), 1, func(x faultEv) bool { return x.Dir == packet.Out && x.Len == 0 && x.Win != 0 })
 	})
 }
 
@@ -424,7 +426,7 @@ func TestReject(t *testing.T) {
 		if n := len(e.log.acted(id)); n != 1 {
 			t.Errorf("%d segments rejected, want 1: no retransmission", n)
 		}
-		all(t, "made up", e.log.injected(id), 1, func(x faultEv) bool { return x.Dir == fault.Out && x.Flags == fR })
+		all(t, "made up", e.log.injected(id), 1, func(x faultEv) bool { return x.Dir == packet.Out && x.Flags == fR })
 	})
 	t.Run("syn", func(t *testing.T) {
 		e := newEnv(t, 1)
@@ -442,7 +444,7 @@ func TestReject(t *testing.T) {
 		e.srv.Write([]byte("reply"))
 		_, err := e.waitErr(e.srv, time.Minute)
 		mustErrno(t, "peer write", err, ECONNRESET)
-		all(t, "made up", e.log.injected(id), 1, func(x faultEv) bool { return x.Dir == fault.In && x.Flags == fR })
+		all(t, "made up", e.log.injected(id), 1, func(x faultEv) bool { return x.Dir == packet.In && x.Flags == fR })
 	})
 }
 
@@ -458,7 +460,7 @@ func TestRSTAtSeq(t *testing.T) {
 	if len(rst) != 1 || len(replaced) != 1 || rst[0].Seq != replaced[0].Seq || rst[0].Flags&fR == 0 {
 		t.Fatalf("replaced %v by %v", replaced, rst)
 	}
-	isn := e.log.where(func(x faultEv) bool { return x.Dir == fault.Out && x.Flags&fS != 0 })[0].Seq
+	isn := e.log.where(func(x faultEv) bool { return x.Dir == packet.Out && x.Flags&fS != 0 })[0].Seq
 	if want := int(rst[0].Seq - isn - 1); len(got) != want || len(got) >= 3000 || replaced[0].Len == 0 ||
 		int(replaced[0].Seq-isn)+replaced[0].Len <= 3000 {
 		t.Errorf("client got %d bytes; the RST replaced %v (relative %d)", len(got), replaced[0], replaced[0].Seq-isn)
@@ -489,7 +491,7 @@ func TestReorder(t *testing.T) {
 	acted := e.log.acted(id)
 	all(t, "held", acted, 5, func(x faultEv) bool { return x.Verdict == fault.Delayed && x.Len > 0 })
 	var dupAcks int
-	acks := e.log.where(func(x faultEv) bool { return x.Dir == fault.In && x.Len == 0 && x.Flags == fA })
+	acks := e.log.where(func(x faultEv) bool { return x.Dir == packet.In && x.Len == 0 && x.Flags == fA })
 	for i := 1; i < len(acks); i++ {
 		if acks[i].Ack == acks[i-1].Ack {
 			dupAcks++
@@ -511,7 +513,7 @@ func TestCorrupt(t *testing.T) {
 		t.Errorf("the peer saw %d checksum errors, want 1", n)
 	}
 	acted := e.log.acted(id)
-	rtx := e.log.where(func(x faultEv) bool { return x.Dir == fault.In && x.Kind == capture.KindRetransmit })
+	rtx := e.log.where(func(x faultEv) bool { return x.Dir == packet.In && x.Kind == flow.KindRetransmit })
 	if len(acted) != 1 || len(rtx) == 0 || rtx[0].Seq != acted[0].Seq {
 		t.Errorf("corrupted %v, retransmitted %v", acted, rtx)
 	}
@@ -566,7 +568,7 @@ func TestBurstLoss(t *testing.T) {
 	}
 	longest, cur := 0, 0
 	for _, x := range a {
-		if x.Dir != fault.Out || x.Len == 0 {
+		if x.Dir != packet.Out || x.Len == 0 {
 			continue
 		}
 		if x.Verdict == fault.Dropped {
@@ -588,7 +590,7 @@ func TestBytesSelectors(t *testing.T) {
 		e := newEnv(t, 1).establish()
 		id := e.add("drop dir=out after-bytes=5000")
 		got := e.download(20000, 30*time.Second, never)
-		isn := e.log.where(func(x faultEv) bool { return x.Dir == fault.Out && x.Flags&fS != 0 })[0].Seq
+		isn := e.log.where(func(x faultEv) bool { return x.Dir == packet.Out && x.Flags&fS != 0 })[0].Seq
 		if len(got) > 5000 || len(got) < 5000-1500 {
 			t.Errorf("client got %d bytes", len(got))
 		}
@@ -604,13 +606,13 @@ func TestBytesSelectors(t *testing.T) {
 		acted := e.log.acted(id)
 		first := acted[0].At
 		var before int
-		for _, x := range e.log.where(func(x faultEv) bool { return x.At <= first && x.Kind == capture.KindNew && x.Rule == 0 }) {
+		for _, x := range e.log.where(func(x faultEv) bool { return x.At <= first && x.Kind == flow.KindNew && x.Rule == 0 }) {
 			before += x.Len
 		}
 		if before < 5000 {
 			t.Errorf("the rule started after %d bytes", before)
 		}
-		if ins := e.log.where(func(x faultEv) bool { return x.Rule == id && x.Dir == fault.In }); len(ins) == 0 {
+		if ins := e.log.where(func(x faultEv) bool { return x.Rule == id && x.Dir == packet.In }); len(ins) == 0 {
 			t.Error("the client's ACKs were not blackholed")
 		}
 	})
@@ -668,7 +670,7 @@ func TestCounters(t *testing.T) {
 			for i := range 4 {
 				e.exchange(e.c, e.srv, []byte(fmt.Sprintf("message %d", i)), []byte("ok"), time.Minute)
 			}
-			data := e.log.where(func(x faultEv) bool { return x.Dir == fault.In && x.Len > 0 && x.Kind == capture.KindNew })
+			data := e.log.where(func(x faultEv) bool { return x.Dir == packet.In && x.Len > 0 && x.Kind == flow.KindNew })
 			var got []int
 			for i, x := range data {
 				if x.Rule == id {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // packetRecord is one fault-layer event with the run-specific values taken
@@ -15,7 +16,7 @@ import (
 // first SYN, so two runs of a scenario compare equal.
 type packetRecord struct {
 	At       time.Duration
-	Dir      fault.Direction
+	Dir      packet.Direction
 	Verdict  fault.Verdict
 	Flags    uint8
 	Seq, Ack uint32
@@ -29,11 +30,11 @@ func (r packetRecord) String() string {
 // recorder is a fault.Observer that keeps TCP events as packetRecords.
 type recorder struct {
 	mu   sync.Mutex
-	isn  map[fault.Direction]uint32
+	isn  map[packet.Direction]uint32
 	recs []packetRecord
 }
 
-func newRecorder() *recorder { return &recorder{isn: map[fault.Direction]uint32{}} }
+func newRecorder() *recorder { return &recorder{isn: map[packet.Direction]uint32{}} }
 
 func (r *recorder) Observe(ev *fault.Event) {
 	p := ev.Packet
@@ -42,20 +43,20 @@ func (r *recorder) Observe(ev *fault.Event) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if p.Flags&fault.FlagSYN != 0 {
+	if p.Flags&packet.FlagSYN != 0 {
 		if _, ok := r.isn[p.Dir]; !ok {
 			r.isn[p.Dir] = p.Seq
 		}
 	}
-	other := fault.In
-	if p.Dir == fault.In {
-		other = fault.Out
+	other := packet.In
+	if p.Dir == packet.In {
+		other = packet.Out
 	}
 	rec := packetRecord{
 		At: ev.Time.Sub(Epoch), Dir: p.Dir, Verdict: ev.Decision.Verdict, Flags: p.Flags,
 		Seq: p.Seq - r.isn[p.Dir], Len: p.PayloadLen,
 	}
-	if p.Flags&fault.FlagACK != 0 {
+	if p.Flags&packet.FlagACK != 0 {
 		rec.Ack = p.Ack - r.isn[other]
 	}
 	r.recs = append(r.recs, rec)
@@ -72,7 +73,7 @@ func (r *recorder) records() []packetRecord {
 func (r *recorder) dataIn() []packetRecord {
 	var out []packetRecord
 	for _, rec := range r.records() {
-		if rec.Dir == fault.In && rec.Len > 0 {
+		if rec.Dir == packet.In && rec.Len > 0 {
 			out = append(out, rec)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 const request = "GET / HTTP/1.0\r\n\r\n"
@@ -195,7 +196,7 @@ func TestBriefOutage(t *testing.T) {
 			p := newPair(t, PairOptions{Delay: tt.delay, Observer: rec})
 			c, srv := establish(t, p)
 
-			p.Faults.Add(fault.Spec{Action: fault.ActDrop, Dir: fault.Both, For: outage})
+			p.Faults.Add(fault.Spec{Action: fault.ActDrop, Dir: packet.Both, For: outage})
 			start := p.Now()
 			m := newPump(c, srv, []byte(request), []byte("HTTP/1.0 200 OK\r\n\r\n"))
 			if err := p.RunUntil(m.step, time.Minute); err != nil {

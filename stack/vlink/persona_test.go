@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/stack/packet"
 	"github.com/unplug-dev/unplug/stack/services"
 )
 
@@ -46,7 +47,7 @@ func TestPersonaSilent(t *testing.T) {
 		t.Error("the silent peer's reply arrived")
 	}
 	all(t, "dropped", e.log.where(func(x faultEv) bool { return x.Rule != 0 }), 1, func(x faultEv) bool {
-		return x.Dir == fault.Out && x.Flags&fS == 0 && x.Verdict == fault.Dropped
+		return x.Dir == packet.Out && x.Flags&fS == 0 && x.Verdict == fault.Dropped
 	})
 }
 
@@ -81,7 +82,7 @@ func TestPersonaForget(t *testing.T) {
 			if tt.want == ECONNRESET && after != 2*dly {
 				t.Errorf("reset after %v, want at once (%v)", after, 2*dly)
 			}
-			if leaked := e.log.where(func(x faultEv) bool { return x.Dir == fault.Out && x.Flags&fR != 0 && x.Verdict == fault.Pass }); len(leaked) != 0 {
+			if leaked := e.log.where(func(x faultEv) bool { return x.Dir == packet.Out && x.Flags&fR != 0 && x.Verdict == fault.Pass }); len(leaked) != 0 {
 				t.Errorf("the forgotten endpoint's RST got out: %v", leaked)
 			}
 			c, srv := e.connect()
@@ -137,7 +138,7 @@ func TestPersonaSlowReader(t *testing.T) {
 	if blocked == 0 {
 		t.Error("the writer never blocked")
 	}
-	zero := e.log.where(func(x faultEv) bool { return x.Dir == fault.Out && x.Win == 0 })
+	zero := e.log.where(func(x faultEv) bool { return x.Dir == packet.Out && x.Win == 0 })
 	if len(zero) == 0 {
 		t.Error("the peer's window never closed")
 	}

@@ -159,8 +159,8 @@ func shortName(name string) string {
 	return strings.TrimPrefix(name, "gvisor.dev/gvisor/pkg/tcpip/transport/")
 }
 
-func arrow(d fault.Direction) string {
-	if d == fault.In {
+func arrow(d packet.Direction) string {
+	if d == packet.In {
 		return "client→peer"
 	}
 	return "peer→client"

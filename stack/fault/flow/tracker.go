@@ -20,24 +20,13 @@ import (
 	"github.com/unplug-dev/unplug/stack/packet"
 )
 
-// Dir is the direction of a segment: packet.Direction, the type the fault
-// layer uses too. In is towards the peer (from the application), Out is
-// from the peer.
-type Dir = packet.Direction
-
-// Directions (packet.In and packet.Out).
-const (
-	In  = packet.In
-	Out = packet.Out
-)
-
 // probeMask are the flags that must be ACK alone on a probe.
 const probeMask = packet.FlagSYN | packet.FlagFIN | packet.FlagRST | packet.FlagPSH | packet.FlagURG | packet.FlagACK
 
 // Segment is what the tracker needs of one TCP segment. SegmentOf fills it
 // from a parsed packet.
 type Segment struct {
-	Dir              Dir
+	Dir              packet.Direction
 	Src, Dst         netip.Addr
 	SrcPort, DstPort uint16
 	Flags            uint8
@@ -107,7 +96,7 @@ type Key struct {
 func KeyOf(s *Segment) Key {
 	src := netip.AddrPortFrom(s.Src, s.SrcPort)
 	dst := netip.AddrPortFrom(s.Dst, s.DstPort)
-	if s.Dir == Out {
+	if s.Dir == packet.Out {
 		return Key{Peer: src, App: dst}
 	}
 	return Key{Peer: dst, App: src}
@@ -364,7 +353,7 @@ func locate(s *Segment) (d int, k Key, ok bool) {
 	if s.SrcPort == 0 && s.DstPort == 0 {
 		return 0, Key{}, false
 	}
-	if s.Dir == Out {
+	if s.Dir == packet.Out {
 		d = 1
 	}
 	return d, KeyOf(s), true

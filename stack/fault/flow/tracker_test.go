@@ -21,11 +21,11 @@ const (
 )
 
 func c2p(flags uint8, seq, ackn uint32, win uint16, n int) Segment {
-	return Segment{Dir: In, Src: app, Dst: peer, SrcPort: 40000, DstPort: 80, Flags: flags, Seq: seq, Ack: ackn, Window: win, Len: n}
+	return Segment{Dir: packet.In, Src: app, Dst: peer, SrcPort: 40000, DstPort: 80, Flags: flags, Seq: seq, Ack: ackn, Window: win, Len: n}
 }
 
 func p2c(flags uint8, seq, ackn uint32, win uint16, n int) Segment {
-	return Segment{Dir: Out, Src: peer, Dst: app, SrcPort: 80, DstPort: 40000, Flags: flags, Seq: seq, Ack: ackn, Window: win, Len: n}
+	return Segment{Dir: packet.Out, Src: peer, Dst: app, SrcPort: 80, DstPort: 40000, Flags: flags, Seq: seq, Ack: ackn, Window: win, Len: n}
 }
 
 // TestTrackInfo follows one connection and checks what Track reports beyond
@@ -189,7 +189,7 @@ func TestRelAckAndPeek(t *testing.T) {
 	if k := tr.Track(&s, 0).Kind; k != KindRetransmit {
 		t.Fatalf("second Track = %v, want retransmit", k)
 	}
-	unknown := Segment{Dir: In, Src: app, Dst: peer, SrcPort: 1, DstPort: 2, Flags: ack, Seq: 7}
+	unknown := Segment{Dir: packet.In, Src: app, Dst: peer, SrcPort: 1, DstPort: 2, Flags: ack, Seq: 7}
 	if info := tr.Peek(&unknown); info.RelSeq != 0 || info.Key != KeyOf(&unknown) {
 		t.Fatalf("Peek of an unknown connection = %+v", info)
 	}
