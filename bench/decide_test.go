@@ -6,8 +6,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // BenchmarkDecideTenRules is the fault decision for one bulk segment with

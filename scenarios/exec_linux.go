@@ -11,10 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 
+	"github.com/unplug-dev/unplug/internal/sockdiag"
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/tun"
-	"github.com/unplug-dev/unplug/tun/sockdiag"
 )
 
 // Exec runs a program inside a fresh private network namespace whose only

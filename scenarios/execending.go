@@ -5,7 +5,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // ending decides how the connection ended: its own FIN or RST, the

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/unplug-dev/unplug/internal/packet"
+	"github.com/unplug-dev/unplug/internal/sockdiag"
 	"github.com/unplug-dev/unplug/stack"
-	"github.com/unplug-dev/unplug/stack/packet"
-	"github.com/unplug-dev/unplug/tun/sockdiag"
 )
 
 // ExecInfo is the part of a Report that only `unplug exec --report` (and

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // TestExecJSONSchema checks an exec report with every optional field set

@@ -5,9 +5,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/fault/flow"
-	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // connTracker follows every TCP connection the recorder numbers, with what

@@ -11,10 +11,10 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
-	"github.com/unplug-dev/unplug/stack/capture"
+	"github.com/unplug-dev/unplug/internal/capture"
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/fault/flow"
-	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // MaxTimelinePackets bounds how many packets a report's timeline lists;

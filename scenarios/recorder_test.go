@@ -11,8 +11,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 var (

@@ -14,10 +14,10 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
+	"github.com/unplug-dev/unplug/internal/capture"
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack"
-	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // fakeEnv is an environment without a network: time is a manual clock

@@ -13,15 +13,15 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
+	"github.com/unplug-dev/unplug/internal/packet"
+	"github.com/unplug-dev/unplug/internal/vlink"
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/packet"
 	"github.com/unplug-dev/unplug/stack/services"
-	"github.com/unplug-dev/unplug/stack/vlink"
 )
 
 // virtualEnv runs a scenario with both ends as gVisor stacks on one virtual
-// clock (stack/vlink): the client is a gVisor socket, the peer the same
+// clock (internal/vlink): the client is a gVisor socket, the peer the same
 // netstack and fault layer as on the TUN path. Every blocking call drives
 // the clock — fire the next timer, let the stacks settle, poll the peer's
 // services — until it can return, so minutes of backoff take milliseconds

@@ -13,11 +13,11 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 
+	"github.com/unplug-dev/unplug/internal/netaddr"
+	"github.com/unplug-dev/unplug/internal/netstack"
+	"github.com/unplug-dev/unplug/internal/vlink"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/netaddr"
-	"github.com/unplug-dev/unplug/stack/netstack"
 	"github.com/unplug-dev/unplug/stack/services"
-	"github.com/unplug-dev/unplug/stack/vlink"
 	"github.com/unplug-dev/unplug/tun"
 )
 

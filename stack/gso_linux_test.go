@@ -7,8 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/packet"
 	"github.com/unplug-dev/unplug/stack/services"
 )
 

@@ -22,9 +22,9 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
+	"github.com/unplug-dev/unplug/internal/netaddr"
+	"github.com/unplug-dev/unplug/internal/netstack"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/netaddr"
-	"github.com/unplug-dev/unplug/stack/netstack"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
 )

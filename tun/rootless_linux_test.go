@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/unplug-dev/unplug/tun/tuntest"
+	"github.com/unplug-dev/unplug/internal/tuntest"
 )
 
 // nobody is the unprivileged user the rootless tests run as.

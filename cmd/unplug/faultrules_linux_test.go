@@ -15,11 +15,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/unplug-dev/unplug/internal/capture"
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack"
-	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/fault/flow"
-	"github.com/unplug-dev/unplug/stack/packet"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
 )

@@ -18,10 +18,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/unplug-dev/unplug/internal/capture"
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack"
-	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/control"
-	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // inNetns is set in the re-executed test binary that runs inside a private

@@ -10,7 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // TestDeliverBatch judges the six segments of a super-packet with rules

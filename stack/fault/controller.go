@@ -8,8 +8,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
-	"github.com/unplug-dev/unplug/stack/fault/flow"
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // MaxRuleFlows bounds the connections one rule keeps state for (until=,

@@ -9,7 +9,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // convStep is one segment of the scripted test connection.

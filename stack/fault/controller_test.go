@@ -7,7 +7,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 func parsed(t *testing.T, dir packet.Direction, b []byte) *packet.Packet {

@@ -5,7 +5,7 @@
 //
 // The pieces, each usable alone:
 //
-//   - packet.Parse (the stdlib-only stack/packet) fills a packet.Packet
+//   - packet.Parse (the stdlib-only internal/packet) fills a packet.Packet
 //     from raw IP bytes without allocating (IPv4, IPv6 with extension
 //     headers, TCP, UDP, ICMP); the rules, the flow tracker and the capture
 //     all read that one parsed view.

@@ -3,7 +3,7 @@ package fault
 import (
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // Verdict is what the fault layer decided for one packet.

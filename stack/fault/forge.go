@@ -6,7 +6,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // Packets the fault layer makes up: RSTs for reject and rst-at-seq rules,

@@ -8,7 +8,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // checksumsValid verifies an IP packet's checksums with gVisor's header

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // DefaultLogSize is how many entries NewLog keeps when given no size.

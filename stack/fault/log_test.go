@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 func TestLog(t *testing.T) {

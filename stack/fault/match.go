@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/unplug-dev/unplug/stack/fault/flow"
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // MatchClass is a set of TCP segment meanings for the match= selector. A

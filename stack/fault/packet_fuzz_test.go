@@ -5,8 +5,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
-	"github.com/unplug-dev/unplug/stack/fault/flow"
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // FuzzParse feeds the classifier arbitrary bytes (truncated IP headers, bad

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/packet"
-	"github.com/unplug-dev/unplug/stack/units"
+	"github.com/unplug-dev/unplug/internal/packet"
+	"github.com/unplug-dev/unplug/internal/units"
 )
 
 // Action is what a rule does to the packets it matches.

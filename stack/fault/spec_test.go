@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // fuzzSpecSeeds cover every action and key of the grammar, valid and not;

@@ -11,7 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/unplug-dev/unplug/stack/packet"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // TestWriteSuper: a super-packet whose segments all pass leaves whole;

@@ -11,9 +11,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
+	"github.com/unplug-dev/unplug/internal/packet"
+	"github.com/unplug-dev/unplug/internal/units"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/packet"
-	"github.com/unplug-dev/unplug/stack/units"
 )
 
 // Persona names: how the whole peer misbehaves, beyond what one fault rule
