@@ -73,18 +73,6 @@ type Peer struct {
 	closeErr    error
 }
 
-// NewNetstack returns a gVisor stack configured like a host; it is
-// netstack.New, kept under this name for existing callers.
-func NewNetstack(clock tcpip.Clock, seed uint64) (*gstack.Stack, error) {
-	return netstack.New(clock, seed)
-}
-
-// AddAddress assigns addr to nic and routes its family through nic; it is
-// netstack.AddAddress, kept under this name for existing callers.
-func AddAddress(s *gstack.Stack, nic tcpip.NICID, addr netip.Addr) error {
-	return netstack.AddAddress(s, nic, addr)
-}
-
 // New builds the peer on opts.Link (or the device link on opts.Device) and
 // starts its services. On error nothing is left running; the link or device
 // is closed. The peer runs until Close: ctx bounds the start only, not the
@@ -166,7 +154,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	}
 	opts.Services.Addrs = nil // the services listen on exactly the peer's addresses
 	for _, a := range addrs {
-		if err := AddAddress(s, nicID, a); err != nil {
+		if err := netstack.AddAddress(s, nicID, a); err != nil {
 			return nil, err
 		}
 		opts.Services.Addrs = append(opts.Services.Addrs, tcpip.AddrFromSlice(a.AsSlice()))
