@@ -116,3 +116,22 @@ func TestPeerNeedsOneLink(t *testing.T) {
 		t.Error("the refused device is still open")
 	}
 }
+
+// TestPeerCloseOnVirtualClock: on a clock other than the real one, Close
+// does not wait for FIN exchanges in wall time (they cannot progress until
+// the clock's owner moves it). vlink's clock has no Advance method, which
+// is what New used to look for.
+func TestPeerCloseOnVirtualClock(t *testing.T) {
+	clock := vlink.NewClock()
+	_, peerEnd := vlink.NewLink(clock, 0, 0)
+	peer, err := New(context.Background(), Options{Link: peerEnd, Clock: clock, NoIPv6: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peer.realTime {
+		t.Fatal("a peer on vlink's clock counts as real time: Close would wait in wall time")
+	}
+	if err := peer.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"sync"
 	"time"
 
@@ -88,7 +89,9 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 		}
 		return nil, errors.New("stack: Options needs exactly one of Link (a gVisor link endpoint) and Device (a TUN device)")
 	}
-	_, virtual := opts.Clock.(interface{ Advance(time.Duration) })
+	// Close waits for FIN exchanges on the real clock only; any other clock
+	// (faketime's, vlink's) moves only when its owner moves it.
+	realTime := opts.Clock == nil || reflect.TypeOf(opts.Clock) == reflect.TypeOf(tcpip.NewStdClock())
 	if opts.Clock == nil {
 		opts.Clock = tcpip.NewStdClock()
 	}
@@ -113,7 +116,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 		}
 		return nil, err
 	}
-	p := &Peer{Stack: s, realTime: !virtual}
+	p := &Peer{Stack: s, realTime: realTime}
 	lower := opts.Link
 	if opts.Device != nil {
 		p.link = newDeviceLink(opts.Device)
