@@ -11,8 +11,8 @@ build:
 # data path (fault layer, flow tracker, capture, virtual link, services) and
 # the control socket. Measured on 2 shared cores: about 30 s of tests once
 # the race build (about 2 min, mostly gVisor) is cached.
-RACE_PKGS = . ./stack/packet ./stack/units ./stack/errno ./stack/fault/... \
-	./stack/capture ./stack/control ./stack/vlink ./stack/services ./stack/netstack
+RACE_PKGS = . ./internal/packet ./internal/units ./internal/errno ./stack/fault/... ./internal/flow \
+	./internal/capture ./stack/control ./internal/vlink ./stack/services ./internal/netstack
 # Tests of other packages that run under the race detector too: the
 # virtual-time scenarios (no namespace, about 10 s).
 RACE_SCENARIOS = '^TestVirtual'
@@ -69,7 +69,7 @@ debug:
 	$(GO) build -gcflags=all='-N -l' -o unplug-debug ./cmd/unplug
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./stack/...
+	$(GO) test -run '^$$' -bench . -benchmem ./stack/... ./internal/...
 
 # A few seconds of every fuzz target (FUZZTIME=5s each), as CI runs it.
 .PHONY: fuzz-smoke

@@ -43,8 +43,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unplug-dev/unplug/internal/netaddr"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/netaddr"
 	"github.com/unplug-dev/unplug/tun"
 )
 

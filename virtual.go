@@ -14,10 +14,10 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
-	"github.com/unplug-dev/unplug/stack/errno"
+	"github.com/unplug-dev/unplug/internal/errno"
+	"github.com/unplug-dev/unplug/internal/vlink"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
-	"github.com/unplug-dev/unplug/stack/vlink"
 )
 
 // virtual is the Virtual clock: a vlink.Pair whose peer runs the services

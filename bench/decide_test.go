@@ -6,6 +6,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
@@ -19,10 +20,10 @@ func BenchmarkDecideTenRules(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	p := fault.Packet{
-		Dir: fault.In, Version: 4, Proto: fault.ProtoTCP,
+	p := packet.Packet{
+		Dir: packet.In, Version: 4, Proto: packet.ProtoTCP,
 		Src: netip.MustParseAddr("198.18.0.1"), Dst: netip.MustParseAddr("198.18.0.2"),
-		SrcPort: 40000, DstPort: 9, Flags: fault.FlagACK, PayloadLen: 1448, Len: 1500,
+		SrcPort: 40000, DstPort: 9, Flags: packet.FlagACK, PayloadLen: 1448, Len: 1500,
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -10,6 +10,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
@@ -144,7 +145,7 @@ func TestObserverSeesWireSegments(t *testing.T) {
 		if !ip.IsChecksumValid() || checksum.Checksum(tcp, sum) != 0xffff {
 			bad++
 		}
-		if ev.Packet.Dir == fault.In && ev.Packet.PayloadLen > 0 {
+		if ev.Packet.Dir == packet.In && ev.Packet.PayloadLen > 0 {
 			inData.Add(1)
 		}
 	})

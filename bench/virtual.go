@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/vlink"
+	"github.com/unplug-dev/unplug/internal/vlink"
 )
 
 // virtualTimeout runs, in virtual time, a connection whose every packet is

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 
-	"github.com/unplug-dev/unplug/stack/errno"
+	"github.com/unplug-dev/unplug/internal/errno"
 )
 
 // NetstackError carries a gVisor tcpip.Error as a Go error, so that a

@@ -12,10 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 
+	"github.com/unplug-dev/unplug/internal/sockdiag"
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/tun"
-	"github.com/unplug-dev/unplug/tun/sockdiag"
 )
 
 // Exec runs a program inside a fresh private network namespace whose only
@@ -42,7 +42,7 @@ func Exec(ctx context.Context, o ExecOptions) (ExecResult, error) {
 	var kv *kernelView
 	obs := o.Observer
 	if o.Report {
-		kv = startKernelView(ctx, ns, o.SampleInterval)
+		kv = startKernelView(ns, o.SampleInterval)
 		defer kv.stop()
 		tracker = newConnTracker(rec)
 		tracker.onNew = kv.rescan
@@ -186,7 +186,7 @@ type kernelView struct {
 	done     chan struct{}
 }
 
-func startKernelView(ctx context.Context, ns *tun.Namespace, interval time.Duration) *kernelView {
+func startKernelView(ns *tun.Namespace, interval time.Duration) *kernelView {
 	if interval <= 0 {
 		interval = sockdiag.DefaultInterval
 	}
@@ -219,7 +219,9 @@ func startKernelView(ctx context.Context, ns *tun.Namespace, interval time.Durat
 		}
 	}
 	kv.sampler = sockdiag.NewSampler(kv.tracker.Dump, kv.reader.Options, interval)
-	ctx, kv.cancel = context.WithCancel(ctx)
+	// The sampling runs until stop (its lifetime), not until a context ends.
+	ctx, cancel := context.WithCancel(context.Background())
+	kv.cancel = cancel
 	go func() {
 		defer close(kv.done)
 		kv.sampler.Run(ctx)

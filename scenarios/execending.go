@@ -5,7 +5,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/fault"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // ending decides how the connection ended: its own FIN or RST, the
@@ -21,12 +21,12 @@ func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSe
 	add := func(at time.Duration, how, evidence, detail string) {
 		cs = append(cs, cand{at, ConnEnd{How: how, At: at, Evidence: evidence, Detail: detail}})
 	}
-	if !c.hasEstablished && c.hasRst[fault.Out] {
+	if !c.hasEstablished && c.hasRst[packet.Out] {
 		who := "the upstream"
 		if c.injectedRST {
 			who = "a reject rule"
 		}
-		add(c.rst[fault.Out], EndRefused, "wire", "the SYN was answered with RST by "+who)
+		add(c.rst[packet.Out], EndRefused, "wire", "the SYN was answered with RST by "+who)
 	}
 	// The kernel's view: the program's close() (the FIN may be stuck
 	// behind unacknowledged data during an outage, so the wire shows
@@ -46,28 +46,28 @@ func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSe
 		}
 		goneAt = k.Gone
 	}
-	if c.hasRst[fault.In] {
+	if c.hasRst[packet.In] {
 		detail := "the program's kernel sent RST (an abort: SO_LINGER 0, or close with unread data)"
 		if c.lastKind == "keepalive-probe" {
-			add(c.rst[fault.In], EndTimeoutKeep, "wire", fmt.Sprintf("%d keepalive probes went unanswered; the kernel reset the connection (ETIMEDOUT)", c.probes))
+			add(c.rst[packet.In], EndTimeoutKeep, "wire", fmt.Sprintf("%d keepalive probes went unanswered; the kernel reset the connection (ETIMEDOUT)", c.probes))
 		} else {
-			add(c.rst[fault.In], EndReset, "wire", detail)
+			add(c.rst[packet.In], EndReset, "wire", detail)
 		}
 	}
-	if c.hasFin[fault.In] {
-		add(c.fin[fault.In], EndClosed, "wire", "the program closed it (FIN)")
+	if c.hasFin[packet.In] {
+		add(c.fin[packet.In], EndClosed, "wire", "the program closed it (FIN)")
 	} else if closedAt > 0 && (goneAt == 0 || closedAt < goneAt) {
 		add(closedAt, EndClosed, "kernel", fmt.Sprintf("the program closed it (no descriptor holds the socket; state %s, FIN queued behind unacknowledged data)", lastSample.State))
 	}
-	if c.hasFin[fault.Out] && !c.hasFin[fault.In] {
-		add(c.fin[fault.Out], EndClosedUpstream, "wire", "the upstream closed it (FIN from the peer)")
+	if c.hasFin[packet.Out] && !c.hasFin[packet.In] {
+		add(c.fin[packet.Out], EndClosedUpstream, "wire", "the upstream closed it (FIN from the peer)")
 	}
-	if c.hasRst[fault.Out] && c.hasEstablished {
-		add(c.rst[fault.Out], EndResetUpstream, "wire", "the peer sent RST")
+	if c.hasRst[packet.Out] && c.hasEstablished {
+		add(c.rst[packet.Out], EndResetUpstream, "wire", "the peer sent RST")
 	}
 	// The kernel gave up: the socket vanished while its retransmission or
 	// keepalive timer ran, without the program closing it first.
-	if goneAt > 0 && closedAt == 0 && !c.hasFin[fault.In] && !c.hasRst[fault.In] {
+	if goneAt > 0 && closedAt == 0 && !c.hasFin[packet.In] && !c.hasRst[packet.In] {
 		at := lastSample.T + lastSample.TimerExpires
 		if at <= 0 || at > goneAt {
 			at = goneAt
@@ -105,11 +105,11 @@ func (c *connTrack) ending(end, exited time.Duration, k *KernelConn, s TimeoutSe
 		}
 		if last > 0 && silence > 3*last {
 			at := c.lastIn + min(2*last, kernelRTOMax)
-			how, detail := c.retransTimeout(s, c.retrans[fault.In], "retransmissions")
+			how, detail := c.retransTimeout(s, c.retrans[packet.In], "retransmissions")
 			if est, _ := InFlightTimeout(s); s.Source != "getsockopt" && c.hasFirstData && (at-c.firstData < est.Min || at-c.firstData > est.Max) {
 				how = EndTimeout
 				detail = fmt.Sprintf("the program's kernel gave up after %d retransmissions, by %s after the first drop (its retransmissions stopped); not the %s the sysctl defaults predict, so its own TCP_USER_TIMEOUT or tcp_retries2 ended it — read from the peer's side, its settings are unknown",
-					c.retrans[fault.In], shortSeconds(at-c.firstData), est)
+					c.retrans[packet.In], shortSeconds(at-c.firstData), est)
 			} else {
 				detail += "; inferred: its retransmissions stopped"
 			}
@@ -191,7 +191,7 @@ func (c *connTrack) predictionSentence(cr *ConnReport) string {
 	if !c.hasEstablished || (cr.Established != nil && *cr.Established > *cr.FaultHit) {
 		return connectPhrase(cr.Settings)
 	}
-	if c.hasFirstData || c.retrans[fault.In] > 0 {
+	if c.hasFirstData || c.retrans[packet.In] > 0 {
 		return fmt.Sprintf("ETIMEDOUT %s after a request", cr.InFlight)
 	}
 	if cr.Idle != nil {

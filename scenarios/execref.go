@@ -8,7 +8,7 @@ import (
 
 // ExecLab is a network that is not unplug's, in which ExecIn runs a
 // program and reports on it with the same code as Exec: the iptables
-// reference of `unplug exec --reference` (scenarios/reference), two
+// reference of `unplug exec --reference` (internal/reference), two
 // kernel namespaces on a veth pair with the fault rules made of iptables
 // rules. The lab owns the packets' fate; ExecIn owns the program and the
 // report.

@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 
+	"github.com/unplug-dev/unplug/internal/sockdiag"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/tun/sockdiag"
 )
 
 // ExecIn runs o.Argv in lab's client namespace — not behind unplug's

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/unplug-dev/unplug/internal/packet"
+	"github.com/unplug-dev/unplug/internal/sockdiag"
 	"github.com/unplug-dev/unplug/stack"
-	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/tun/sockdiag"
 )
 
 // ExecInfo is the part of a Report that only `unplug exec --report` (and
@@ -181,8 +181,8 @@ func (ct *connTracker) buildConns(end, exited time.Duration, stopped string, ker
 	for _, c := range ct.order {
 		cr := ConnReport{
 			ID: c.id, Client: c.client.String(), Peer: c.peer.String(), Upstream: upstream(c.peer),
-			Opened: c.opened, BytesSent: c.bytes(fault.In), BytesReceived: c.bytes(fault.Out),
-			Retransmits: c.retrans[fault.In], Probes: c.probes, PeerRetransmits: c.retrans[fault.Out],
+			Opened: c.opened, BytesSent: c.bytes(packet.In), BytesReceived: c.bytes(packet.Out),
+			Retransmits: c.retrans[packet.In], Probes: c.probes, PeerRetransmits: c.retrans[packet.Out],
 			Dropped: c.dropped, Settings: defaults,
 		}
 		if c.hasEstablished {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
@@ -29,10 +30,10 @@ func TestExecJSONSchema(t *testing.T) {
 }
 
 // seg builds a TCP packet event for the tracker tests.
-func seg(t time.Duration, dir fault.Direction, flags uint8, seq uint32, n int, v fault.Verdict) *fault.Event {
+func seg(t time.Duration, dir packet.Direction, flags uint8, seq uint32, n int, v fault.Verdict) *fault.Event {
 	cl, pe := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2")
-	p := &fault.Packet{Dir: dir, Version: 4, Proto: fault.ProtoTCP, Flags: flags, Seq: seq, PayloadLen: n, Src: cl, Dst: pe, SrcPort: 4000, DstPort: 7}
-	if dir == fault.Out {
+	p := &packet.Packet{Dir: dir, Version: 4, Proto: packet.ProtoTCP, Flags: flags, Seq: seq, PayloadLen: n, Src: cl, Dst: pe, SrcPort: 4000, DstPort: 7}
+	if dir == packet.Out {
 		p.Src, p.Dst, p.SrcPort, p.DstPort = pe, cl, 7, 4000
 	}
 	return &fault.Event{Time: time.Unix(0, 0).Add(t), Packet: p, Decision: fault.Decision{Verdict: v}}
@@ -43,25 +44,25 @@ func seg(t time.Duration, dir fault.Direction, flags uint8, seq uint32, n int, v
 // while retransmitting, the tcp_retries2 timeout.
 func TestConnEndings(t *testing.T) {
 	const (
-		syn = fault.FlagSYN
-		ack = fault.FlagACK
-		fin = fault.FlagFIN | fault.FlagACK
-		rst = fault.FlagRST | fault.FlagACK
-		psh = fault.FlagPSH | fault.FlagACK
+		syn = packet.FlagSYN
+		ack = packet.FlagACK
+		fin = packet.FlagFIN | packet.FlagACK
+		rst = packet.FlagRST | packet.FlagACK
+		psh = packet.FlagPSH | packet.FlagACK
 	)
 	ms := time.Millisecond
-	handshake := []*fault.Event{seg(0, fault.In, syn, 100, 0, fault.Pass), seg(ms, fault.Out, syn|ack, 500, 0, fault.Pass), seg(2*ms, fault.In, ack, 101, 0, fault.Pass)}
-	request := []*fault.Event{seg(time.Second, fault.In, psh, 101, 5, fault.Dropped), seg(1200*ms, fault.In, psh, 101, 5, fault.Dropped), seg(1400*ms, fault.In, psh, 101, 5, fault.Dropped)}
+	handshake := []*fault.Event{seg(0, packet.In, syn, 100, 0, fault.Pass), seg(ms, packet.Out, syn|ack, 500, 0, fault.Pass), seg(2*ms, packet.In, ack, 101, 0, fault.Pass)}
+	request := []*fault.Event{seg(time.Second, packet.In, psh, 101, 5, fault.Dropped), seg(1200*ms, packet.In, psh, 101, 5, fault.Dropped), seg(1400*ms, packet.In, psh, 101, 5, fault.Dropped)}
 	for _, tc := range []struct {
 		name   string
 		events []*fault.Event
 		kernel []KernelConn
 		how    string
 	}{
-		{"refused", []*fault.Event{seg(0, fault.In, syn, 100, 0, fault.Pass), seg(ms, fault.Out, rst, 0, 0, fault.Pass)}, nil, EndRefused},
-		{"closed by the program", append(append([]*fault.Event{}, handshake...), seg(5*ms, fault.In, fin, 101, 0, fault.Pass)), nil, EndClosed},
-		{"reset by the program", append(append([]*fault.Event{}, handshake...), seg(5*ms, fault.In, rst, 101, 0, fault.Pass)), nil, EndReset},
-		{"closed upstream", append(append([]*fault.Event{}, handshake...), seg(5*ms, fault.Out, fin, 501, 0, fault.Pass)), nil, EndClosedUpstream},
+		{"refused", []*fault.Event{seg(0, packet.In, syn, 100, 0, fault.Pass), seg(ms, packet.Out, rst, 0, 0, fault.Pass)}, nil, EndRefused},
+		{"closed by the program", append(append([]*fault.Event{}, handshake...), seg(5*ms, packet.In, fin, 101, 0, fault.Pass)), nil, EndClosed},
+		{"reset by the program", append(append([]*fault.Event{}, handshake...), seg(5*ms, packet.In, rst, 101, 0, fault.Pass)), nil, EndReset},
+		{"closed upstream", append(append([]*fault.Event{}, handshake...), seg(5*ms, packet.Out, fin, 501, 0, fault.Pass)), nil, EndClosedUpstream},
 		{"hanging", append(append([]*fault.Event{}, handshake...), request...), []KernelConn{{}}, EndHanging},
 		{"zero-window probes unanswered", append(append([]*fault.Event{}, handshake...), request...), []KernelConn{{
 			Samples: []KernelSample{{T: 1500 * ms, State: "ESTABLISHED", Timer: "persist", TimerExpires: 200 * ms, Probes: 15}}, Gone: 1800 * ms,

@@ -5,8 +5,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/fault/flow"
 )
 
 // connTracker follows every TCP connection the recorder numbers, with what
@@ -65,7 +66,7 @@ func (ct *connTracker) Observe(ev *fault.Event) {
 	if p == nil || p.Version == 0 || !p.IsTCP() {
 		return
 	}
-	seg := p.Segment()
+	seg := flow.SegmentOf(p)
 	key := flow.KeyOf(&seg)
 	ct.rec.mu.Lock()
 	cr := ct.rec.conns[key]
@@ -93,35 +94,35 @@ func (ct *connTracker) Observe(ev *fault.Event) {
 	c.observe(t, p, ev.Decision.Verdict, pk)
 }
 
-func (c *connTrack) observe(t time.Duration, p *fault.Packet, verdict fault.Verdict, pk Packet) {
+func (c *connTrack) observe(t time.Duration, p *packet.Packet, verdict fault.Verdict, pk Packet) {
 	d := p.Dir
 	passed := verdict != fault.Dropped
-	syn := p.Flags&fault.FlagSYN != 0
-	ack := p.Flags&fault.FlagACK != 0
+	syn := p.Flags&packet.FlagSYN != 0
+	ack := p.Flags&packet.FlagACK != 0
 	if syn && !c.hasBase[d] {
 		c.base[d], c.hasBase[d] = p.Seq, true
 	} else if !c.hasBase[d] {
 		c.base[d], c.hasBase[d] = p.Seq-1, true
 	}
-	if syn && ack && d == fault.Out && passed {
+	if syn && ack && d == packet.Out && passed {
 		c.synAck = true
 	}
-	if !c.hasEstablished && passed && ack && !syn && d == fault.In && c.synAck {
+	if !c.hasEstablished && passed && ack && !syn && d == packet.In && c.synAck {
 		c.established, c.hasEstablished = t, true
 	}
 	if verdict == fault.Injected {
-		if p.Flags&fault.FlagRST != 0 {
+		if p.Flags&packet.FlagRST != 0 {
 			c.injectedRST = true
-			if !c.hasRst[fault.Out] {
-				c.rst[fault.Out], c.hasRst[fault.Out] = t, true
+			if !c.hasRst[packet.Out] {
+				c.rst[packet.Out], c.hasRst[packet.Out] = t, true
 			}
 		}
 		return
 	}
-	if p.Flags&fault.FlagFIN != 0 && !c.hasFin[d] {
+	if p.Flags&packet.FlagFIN != 0 && !c.hasFin[d] {
 		c.fin[d], c.hasFin[d] = t, true
 	}
-	if p.Flags&fault.FlagRST != 0 && !c.hasRst[d] {
+	if p.Flags&packet.FlagRST != 0 && !c.hasRst[d] {
 		c.rst[d], c.hasRst[d] = t, true
 	}
 	if passed && p.PayloadLen > 0 {
@@ -130,21 +131,21 @@ func (c *connTrack) observe(t time.Duration, p *fault.Packet, verdict fault.Verd
 			c.maxEnd[d], c.hasMax[d] = end, true
 		}
 	}
-	if d == fault.Out && passed {
+	if d == packet.Out && passed {
 		c.lastRecv = t
 	}
-	if d == fault.In {
+	if d == packet.In {
 		c.lastIn = t
 	}
 	switch pk.Kind {
 	case "retransmit":
 		c.retrans[d]++
 	case "keepalive-probe", "zero-window-probe":
-		if d == fault.In {
+		if d == packet.In {
 			c.probes++
 		}
 	}
-	if d == fault.In && pk.Kind != "" {
+	if d == packet.In && pk.Kind != "" {
 		c.lastKind = pk.Kind
 		if pk.Interval > 0 {
 			c.intervals = append(c.intervals, pk.Interval)
@@ -161,20 +162,20 @@ func (c *connTrack) observe(t time.Duration, p *fault.Packet, verdict fault.Verd
 		c.lastDrop = t
 		c.passedAfter = [3]bool{}
 		c.hasRecovered = false
-		if d == fault.In && (p.PayloadLen > 0 || p.Flags&fault.FlagFIN != 0) && !c.hasFirstData {
+		if d == packet.In && (p.PayloadLen > 0 || p.Flags&packet.FlagFIN != 0) && !c.hasFirstData {
 			c.firstData, c.hasFirstData = t, true
 		}
 		return
 	}
 	if c.dropped > 0 && !c.hasRecovered {
 		c.passedAfter[d] = true
-		if c.passedAfter[fault.In] && c.passedAfter[fault.Out] {
+		if c.passedAfter[packet.In] && c.passedAfter[packet.Out] {
 			c.recovered, c.hasRecovered = t, true
 		}
 	}
 }
 
-func (c *connTrack) bytes(d fault.Direction) int64 {
+func (c *connTrack) bytes(d packet.Direction) int64 {
 	if !c.hasMax[d] {
 		return 0
 	}

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/units"
+	"github.com/unplug-dev/unplug/internal/units"
 )
 
 // ParamKind is the type of a scenario parameter's value.

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/unplug-dev/unplug/tun/sockdiag"
+	"github.com/unplug-dev/unplug/internal/sockdiag"
 )
 
 // peerKernel is a PeerRecorder's kernel view, once WatchKernel started it.

@@ -9,6 +9,7 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
@@ -77,7 +78,7 @@ func connected(ep *tcp.Endpoint) bool {
 // soon as the aborts return.
 func (pc peerControl) Forget() (int, error) {
 	ctl := pc.peer.Controller()
-	id := ctl.Add(fault.Spec{Action: fault.ActDrop, Dir: fault.Out})
+	id := ctl.Add(fault.Spec{Action: fault.ActDrop, Dir: packet.Out})
 	defer ctl.Remove(id)
 	return services.Forget(pc.peer.Stack), nil
 }

@@ -11,10 +11,10 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
-	"github.com/unplug-dev/unplug/stack/capture"
+	"github.com/unplug-dev/unplug/internal/capture"
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/fault/flow"
-	"github.com/unplug-dev/unplug/stack/packet"
 )
 
 // MaxTimelinePackets bounds how many packets a report's timeline lists;
@@ -78,7 +78,7 @@ type Recorder struct {
 // connRec is what the recorder knows about one TCP connection.
 type connRec struct {
 	id  int
-	dir [3]*flowRec // indexed by fault.In, fault.Out
+	dir [3]*flowRec // indexed by packet.In, packet.Out
 }
 
 // flowRec is one direction of a connection: when its segments went out,
@@ -143,7 +143,7 @@ func (r *Recorder) Observe(ev *fault.Event) {
 	// analysis, which would count a duplicate as a retransmission.
 	var info flow.Info // KindOther unless p is TCP
 	if p.IsTCP() && p.Version != 0 {
-		seg := p.Segment()
+		seg := flow.SegmentOf(p)
 		if ev.Decision.Verdict != fault.Injected {
 			info = r.tracker.Track(&seg, 0)
 		} else {
@@ -158,7 +158,7 @@ func (r *Recorder) Observe(ev *fault.Event) {
 
 	c := &r.counts
 	c.Total++
-	in := p.Dir == fault.In
+	in := p.Dir == packet.In
 	if in {
 		c.In++
 	} else {
@@ -174,7 +174,7 @@ func (r *Recorder) Observe(ev *fault.Event) {
 	case fault.Delayed:
 		c.Delayed++
 	}
-	if kind != capture.KindOther {
+	if kind != flow.KindOther {
 		r.tcpLocked(t, p, pk, &info)
 	}
 	if c.Total-c.NotInTimeline > MaxTimelinePackets {
@@ -186,15 +186,15 @@ func (r *Recorder) Observe(ev *fault.Event) {
 
 // tcpLocked fills in the TCP fields of pk, updates counters and records
 // retransmissions and probes.
-func (r *Recorder) tcpLocked(t time.Duration, p *fault.Packet, pk *Packet, info *flow.Info) {
-	in := p.Dir == fault.In
+func (r *Recorder) tcpLocked(t time.Duration, p *packet.Packet, pk *Packet, info *flow.Info) {
+	in := p.Dir == packet.In
 	kind := info.Kind
-	syn := p.Flags&fault.FlagSYN != 0
+	syn := p.Flags&packet.FlagSYN != 0
 	cr := r.conns[info.Key]
 	if cr == nil || info.Opened {
 		r.nconns++
 		cr = &connRec{id: r.nconns}
-		cr.dir[fault.In], cr.dir[fault.Out] = newFlowRec(), newFlowRec()
+		cr.dir[packet.In], cr.dir[packet.Out] = newFlowRec(), newFlowRec()
 		r.conns[info.Key] = cr
 	}
 	f := cr.dir[p.Dir]
@@ -205,7 +205,7 @@ func (r *Recorder) tcpLocked(t time.Duration, p *fault.Packet, pk *Packet, info 
 	pk.Win = p.Window
 
 	segLen := p.PayloadLen
-	if syn || p.Flags&fault.FlagFIN != 0 {
+	if syn || p.Flags&packet.FlagFIN != 0 {
 		segLen++
 	}
 	passed := pk.Verdict != fault.Dropped.String()
@@ -220,36 +220,12 @@ func (r *Recorder) tcpLocked(t time.Duration, p *fault.Packet, pk *Packet, info 
 	var series *segTx
 	var prev time.Duration
 	switch kind {
-	case capture.KindRetransmit:
-		if in {
-			r.counts.RetransmitsIn++
-		} else {
-			r.counts.RetransmitsOut++
-		}
-		s, ok := f.segs[p.Seq]
-		if ok {
-			prev = s.t
-		} else {
-			prev = f.lastData
-			s = &segTx{}
-			f.segs[p.Seq] = s
-		}
-		series = s
-	case capture.KindKeepaliveProbe, capture.KindZeroWindowProbe:
-		if in {
-			r.counts.ProbesIn++
-		} else {
-			r.counts.ProbesOut++
-		}
-		s, ok := f.probes[p.Seq]
-		if ok {
-			prev = s.t
-		} else {
-			prev = f.lastPkt
-			s = &segTx{}
-			f.probes[p.Seq] = s
-		}
-		series = s
+	case flow.KindRetransmit:
+		r.counts.RetransmitsIn, r.counts.RetransmitsOut = countDir(in, r.counts.RetransmitsIn, r.counts.RetransmitsOut)
+		series, prev = seriesOf(f.segs, p.Seq, f.lastData)
+	case flow.KindKeepaliveProbe, flow.KindZeroWindowProbe:
+		r.counts.ProbesIn, r.counts.ProbesOut = countDir(in, r.counts.ProbesIn, r.counts.ProbesOut)
+		series, prev = seriesOf(f.probes, p.Seq, f.lastPkt)
 	default:
 		if segLen > 0 {
 			if len(f.segs) >= maxSegTimes {
@@ -280,26 +256,46 @@ func (r *Recorder) tcpLocked(t time.Duration, p *fault.Packet, pk *Packet, info 
 	}
 	// A probe series' first interval counts from the sender's last packet
 	// that was not itself a probe.
-	if kind != capture.KindKeepaliveProbe && kind != capture.KindZeroWindowProbe {
+	if kind != flow.KindKeepaliveProbe && kind != flow.KindZeroWindowProbe {
 		f.lastPkt = t
 	}
+}
+
+// seriesOf returns the transmission series of the segment (or probe) at
+// seq and when its previous transmission was: the series' last one, or,
+// for a series starting now, since (the flow's last data or last packet).
+func seriesOf(m map[uint32]*segTx, seq uint32, since time.Duration) (*segTx, time.Duration) {
+	if s, ok := m[seq]; ok {
+		return s, s.t
+	}
+	s := &segTx{}
+	m[seq] = s
+	return s, since
+}
+
+// countDir adds one to the inbound or the outbound counter.
+func countDir(in bool, nIn, nOut int) (int, int) {
+	if in {
+		return nIn + 1, nOut
+	}
+	return nIn, nOut + 1
 }
 
 func newFlowRec() *flowRec {
 	return &flowRec{segs: make(map[uint32]*segTx), probes: make(map[uint32]*segTx)}
 }
 
-func protoName(p *fault.Packet) string {
+func protoName(p *packet.Packet) string {
 	switch {
 	case p.Version == 0:
 		return "other"
-	case p.Proto == fault.ProtoTCP:
+	case p.Proto == packet.ProtoTCP:
 		return "tcp"
-	case p.Proto == fault.ProtoUDP:
+	case p.Proto == packet.ProtoUDP:
 		return "udp"
-	case p.Proto == fault.ProtoICMP:
+	case p.Proto == packet.ProtoICMP:
 		return "icmp"
-	case p.Proto == fault.ProtoICMPv6:
+	case p.Proto == packet.ProtoICMPv6:
 		return "icmpv6"
 	}
 	return "other"
@@ -311,7 +307,7 @@ func flagString(f uint8) string { return packet.FlagString(f) }
 // packetText is the one-line description of a packet in the timeline.
 func packetText(p *Packet) string {
 	arrow := "client → peer"
-	if p.Dir == fault.Out.String() {
+	if p.Dir == packet.Out.String() {
 		arrow = "peer → client"
 	}
 	if p.Proto != "tcp" {

@@ -11,6 +11,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
@@ -62,23 +63,23 @@ func (h *recorderHarness) at(d time.Duration) {
 // send shows the recorder one packet; in is client to peer.
 func (h *recorderHarness) send(in bool, verdict fault.Verdict, flags uint8, seq, ack uint32, win uint16, payload int) {
 	h.t.Helper()
-	src, dst, dir := client, peer, fault.In
+	src, dst, dir := client, peer, packet.In
 	if !in {
-		src, dst, dir = peer, client, fault.Out
+		src, dst, dir = peer, client, packet.Out
 	}
 	data := tcpPacket(src, dst, flags, seq, ack, win, payload)
-	var p fault.Packet
-	if err := fault.Parse(dir, data, &p); err != nil {
+	var p packet.Packet
+	if err := packet.Parse(dir, data, &p); err != nil {
 		h.t.Fatal(err)
 	}
 	h.rec.Observe(&fault.Event{Time: h.clock.Now(), Packet: &p, Data: data, Decision: fault.Decision{Verdict: verdict}})
 }
 
 const (
-	syn    = fault.FlagSYN
-	ackf   = fault.FlagACK
-	psh    = fault.FlagPSH
-	rst    = fault.FlagRST
+	syn    = packet.FlagSYN
+	ackf   = packet.FlagACK
+	psh    = packet.FlagPSH
+	rst    = packet.FlagRST
 	ms     = time.Millisecond
 	isnC   = 1000
 	isnP   = 5000

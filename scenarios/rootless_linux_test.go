@@ -5,7 +5,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/unplug-dev/unplug/tun/tuntest"
+	"github.com/unplug-dev/unplug/internal/tuntest"
 )
 
 // nobody is the unprivileged user the rootless test runs as.

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/capture"
+	"github.com/unplug-dev/unplug/internal/capture"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
@@ -44,7 +44,7 @@ type Options struct {
 	LinkDelay time.Duration
 	// StepIn and StepOut, on the virtual clock, make the run stop at each
 	// timer and packet, describe it on StepOut and wait for a command on
-	// StepIn (see stack/vlink.Stepper); nil = run freely.
+	// StepIn (see internal/vlink.Stepper); nil = run freely.
 	StepIn  io.Reader
 	StepOut io.Writer
 }

@@ -14,8 +14,9 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
+	"github.com/unplug-dev/unplug/internal/capture"
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack"
-	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
@@ -74,9 +75,9 @@ func (fakePeer) SetUserTimeout(port uint16, d time.Duration) (int, error) { retu
 type fakeConn struct{ env *fakeEnv }
 
 func (c *fakeConn) emit(retransmit bool) {
-	data := tcpPacket(client, peer, fault.FlagPSH|fault.FlagACK, 1001, 5001, 502, 21)
-	var p fault.Packet
-	fault.Parse(fault.In, data, &p)
+	data := tcpPacket(client, peer, packet.FlagPSH|packet.FlagACK, 1001, 5001, 502, 21)
+	var p packet.Packet
+	packet.Parse(packet.In, data, &p)
 	d := c.env.ctl.Decide(&p)
 	c.env.obs.Observe(&fault.Event{Time: c.env.clock.Now(), Packet: &p, Data: data, Decision: d, Comment: c.env.ctl.Comment(d)})
 }

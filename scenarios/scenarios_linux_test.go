@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/capture"
+	"github.com/unplug-dev/unplug/internal/capture"
 )
 
 // safetyTimeout bounds a scenario run in tests; it guards against hangs

@@ -7,19 +7,21 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
+	"github.com/unplug-dev/unplug/internal/packet"
+	"github.com/unplug-dev/unplug/internal/vlink"
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
-	"github.com/unplug-dev/unplug/stack/vlink"
 )
 
 // virtualEnv runs a scenario with both ends as gVisor stacks on one virtual
-// clock (stack/vlink): the client is a gVisor socket, the peer the same
+// clock (internal/vlink): the client is a gVisor socket, the peer the same
 // netstack and fault layer as on the TUN path. Every blocking call drives
 // the clock — fire the next timer, let the stacks settle, poll the peer's
 // services — until it can return, so minutes of backoff take milliseconds
@@ -169,7 +171,14 @@ func (e *virtualEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Conn
 			return nil, fmt.Errorf("the peer never accepted the connection: %w", err)
 		}
 	}
-	return &virtualConn{env: e, ctx: ctx, c: c}, nil
+	vc := &virtualConn{env: e, c: c}
+	// As a kernel socket's (kernelConn), the Dial context's end ends the
+	// blocking calls in progress and to come; Close releases the hook.
+	vc.stop = context.AfterFunc(ctx, func() {
+		err := context.Cause(ctx)
+		vc.cancelled.Store(&err)
+	})
+	return vc, nil
 }
 
 func applyVirtualOpts(c *vlink.Conn, o SockOpts) error {
@@ -203,11 +212,26 @@ func (e *virtualEnv) drive(ctx context.Context, done func() bool, limit time.Dur
 
 // virtualConn gives a vlink.Conn the blocking semantics of a kernel socket.
 type virtualConn struct {
-	env      *virtualEnv
-	ctx      context.Context
-	c        *vlink.Conn
-	deadline time.Duration // 0 = none
-	pending  error         // error to report after a short write
+	env       *virtualEnv
+	c         *vlink.Conn
+	deadline  time.Duration         // 0 = none
+	pending   error                 // error to report after a short write
+	cancelled atomic.Pointer[error] // the Dial context's end, once it ended
+	stop      func() bool           // releases the hook that sets cancelled
+}
+
+// drive runs the virtual world until done() holds, the deadline passes
+// (os.ErrDeadlineExceeded) or the Dial context has ended (its error).
+func (vc *virtualConn) drive(done func() bool) error {
+	d := vlink.Driver{Pair: vc.env.pair, Poll: vc.env.svc.Poll}
+	for {
+		if ok, err := d.Once(done, vc.limit()); ok || err != nil {
+			return err
+		}
+		if err := vc.cancelled.Load(); err != nil {
+			return *err
+		}
+	}
 }
 
 func (vc *virtualConn) limit() time.Duration {
@@ -238,7 +262,7 @@ func (vc *virtualConn) Write(p []byte) (int, error) {
 	}
 	for written < len(p) {
 		if !try() {
-			if err := vc.env.drive(vc.ctx, try, vc.limit()); err != nil {
+			if err := vc.drive(try); err != nil {
 				if written > 0 {
 					return written, nil
 				}
@@ -268,7 +292,7 @@ func (vc *virtualConn) Read(p []byte) (int, error) {
 	if try() {
 		return n, wrapRead(rerr)
 	}
-	if err := vc.env.drive(vc.ctx, try, vc.limit()); err != nil {
+	if err := vc.drive(try); err != nil {
 		return 0, fmt.Errorf("recv: %w", err)
 	}
 	return n, wrapRead(rerr)
@@ -289,6 +313,7 @@ func (vc *virtualConn) SetDeadline(t time.Duration) error {
 
 // Close implements Conn.
 func (vc *virtualConn) Close() error {
+	vc.stop()
 	vc.c.Close()
 	vc.env.pair.Settle()
 	return nil
@@ -332,7 +357,7 @@ func (s *virtualServices) close() { s.Poller.Close() }
 // Forget implements PeerControl like the real peer: the RSTs of the aborted
 // connections are eaten by a temporary drop rule.
 func (s *virtualServices) Forget() (int, error) {
-	id := s.pair.Faults.Add(fault.Spec{Action: fault.ActDrop, Dir: fault.Out})
+	id := s.pair.Faults.Add(fault.Spec{Action: fault.ActDrop, Dir: packet.Out})
 	n := s.Abort()
 	s.pair.Settle()
 	return n, s.pair.Faults.Remove(id)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 )
@@ -24,7 +25,7 @@ type wireCheck struct {
 
 func (w *wireCheck) Observe(ev *fault.Event) {
 	p := ev.Packet
-	if p.Dir != fault.Out || p.Proto != fault.ProtoTCP || ev.Decision.Verdict == fault.Injected {
+	if p.Dir != packet.Out || p.Proto != packet.ProtoTCP || ev.Decision.Verdict == fault.Injected {
 		return
 	}
 	w.mu.Lock()

@@ -112,8 +112,12 @@ type OffloadStats struct {
 	SentSegments uint64 `json:"sent_segments"`
 }
 
-// OffloadStats returns the link's offload counters.
+// OffloadStats returns the link's offload counters (zero on a link other
+// than the device link).
 func (p *Peer) OffloadStats() OffloadStats {
+	if p.link == nil {
+		return OffloadStats{}
+	}
 	c := &p.link.stats
 	st := OffloadStats{
 		SuperPackets: c.superPackets.Load(),

@@ -1,6 +1,9 @@
 // Package stack assembles unplug's peer: a gVisor netstack whose only NIC is
-// the fault layer wrapped around a packet device, with the peer's services
-// listening on it. The application under test connects to the peer's address
+// the fault layer wrapped around a link, with the peer's services listening
+// on it. The link is any gVisor link endpoint (Options.Link): the TUN device
+// link (Options.Device) on the real path, vlink's LinkEndpoint in virtual
+// time, gVisor's channel endpoint in a test. Packets go up one way, link →
+// fault → netstack → services; no layer holds a pointer to one above it. The application under test connects to the peer's address
 // through the host kernel; every packet in both directions crosses the fault
 // layer, where rules drop, lose or delay it.
 //
@@ -9,8 +12,10 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"sync"
 	"time"
 
@@ -18,9 +23,9 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
+	"github.com/unplug-dev/unplug/internal/netaddr"
+	"github.com/unplug-dev/unplug/internal/netstack"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/netaddr"
-	"github.com/unplug-dev/unplug/stack/netstack"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
 )
@@ -36,6 +41,12 @@ const nicID tcpip.NICID = 1
 
 // Options configure a peer.
 type Options struct {
+	// Link is the link the peer runs on: any gVisor link endpoint. The
+	// fault layer is attached on top of it; Peer.Close closes it. Give
+	// Link or Device, not both.
+	Link gstack.LinkEndpoint
+	// Device is a TUN device; the peer runs on the device link built on it
+	// (read and write loops, offload), which Close closes with the device.
 	Device   tun.Device
 	Clock    tcpip.Clock    // nil = real time
 	Seed     uint64         // loss and jitter draws
@@ -56,31 +67,31 @@ type Peer struct {
 	Fault    *fault.Endpoint
 	Services *services.Set
 
-	link        *deviceLink
+	link        *deviceLink // the device link with Options.Device, else nil
 	transparent *transparent
 	realTime    bool // the stack runs on the real clock: Close may wait
 	closeOnce   sync.Once
 	closeErr    error
 }
 
-// NewNetstack returns a gVisor stack configured like a host; it is
-// netstack.New, kept under this name for existing callers.
-func NewNetstack(clock tcpip.Clock, seed uint64) (*gstack.Stack, error) {
-	return netstack.New(clock, seed)
-}
-
-// AddAddress assigns addr to nic and routes its family through nic; it is
-// netstack.AddAddress, kept under this name for existing callers.
-func AddAddress(s *gstack.Stack, nic tcpip.NICID, addr netip.Addr) error {
-	return netstack.AddAddress(s, nic, addr)
-}
-
-// New builds the peer on opts.Device and starts its services. On error nothing
-// is left running; the device is closed. The peer runs until Close: ctx
-// bounds the start (and, with Transparent, the re-dials of intercepted
-// connections), not the services' lifetime.
+// New builds the peer on opts.Link (or the device link on opts.Device) and
+// starts its services. On error nothing is left running; the link or device
+// is closed. The peer runs until Close: ctx bounds the start only, not the
+// services' lifetime (Close ends them and cancels the re-dials of
+// intercepted connections under Transparent).
 func New(ctx context.Context, opts Options) (_ *Peer, err error) {
-	_, virtual := opts.Clock.(interface{ Advance(time.Duration) })
+	if (opts.Link == nil) == (opts.Device == nil) {
+		if opts.Device != nil {
+			opts.Device.Close()
+		}
+		if opts.Link != nil {
+			opts.Link.Close()
+		}
+		return nil, errors.New("stack: Options needs exactly one of Link (a gVisor link endpoint) and Device (a TUN device)")
+	}
+	// Close waits for FIN exchanges on the real clock only; any other clock
+	// (faketime's, vlink's) moves only when its owner moves it.
+	realTime := opts.Clock == nil || reflect.TypeOf(opts.Clock) == reflect.TypeOf(tcpip.NewStdClock())
 	if opts.Clock == nil {
 		opts.Clock = tcpip.NewStdClock()
 	}
@@ -98,10 +109,22 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	}
 	s, err := newPeer(opts.Clock, 0)
 	if err != nil {
-		opts.Device.Close()
+		if opts.Device != nil {
+			opts.Device.Close()
+		} else {
+			opts.Link.Close()
+		}
 		return nil, err
 	}
-	p := &Peer{Stack: s, link: newDeviceLink(opts.Device), realTime: !virtual}
+	p := &Peer{Stack: s, realTime: realTime}
+	lower := opts.Link
+	if opts.Device != nil {
+		p.link = newDeviceLink(opts.Device)
+		// The segments the link cuts from super-packets carry complete
+		// TCP checksums only for observers that record them.
+		p.link.checksums = opts.Observer != nil
+		lower = p.link
+	}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -113,16 +136,19 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	}
 	// On an offload device the segments the link cuts from one
 	// super-packet go up as a batch: the fault layer judges them one by
-	// one, then merges again what passed (fault.Batch).
-	p.link.checksums = opts.Observer != nil
-	p.Fault = fault.NewEndpoint(p.link, ctl, opts.Observer)
+	// one, then merges again what passed (fault.Batch). Any other link
+	// delivers packet by packet.
+	p.Fault = fault.NewEndpoint(lower, ctl, opts.Observer)
 	var nicEP gstack.LinkEndpoint = p.Fault
-	if p.link.offload != nil {
+	if p.link != nil && p.link.offload != nil {
 		// The peer's TCP sends super-packets; they are cut into wire
 		// segments above the fault layer.
 		nicEP = newGSOEndpoint(p.Fault, opts.Observer != nil, &p.link.stats)
 	}
 	if err := s.CreateNIC(nicID, nicEP); err != nil {
+		if p.link == nil {
+			opts.Link.Close() // not the NIC's yet
+		}
 		return nil, fmt.Errorf("create NIC: %s", err)
 	}
 	addrs := []netip.Addr{opts.Addr4}
@@ -131,19 +157,21 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	}
 	opts.Services.Addrs = nil // the services listen on exactly the peer's addresses
 	for _, a := range addrs {
-		if err := AddAddress(s, nicID, a); err != nil {
+		if err := netstack.AddAddress(s, nicID, a); err != nil {
 			return nil, err
 		}
 		opts.Services.Addrs = append(opts.Services.Addrs, tcpip.AddrFromSlice(a.AsSlice()))
 	}
-	p.link.start()
+	if p.link != nil {
+		p.link.start()
+	}
 	opts.Services.Faults = ctl // personas install their rules here
 	p.Services, err = services.Start(ctx, s, nicID, opts.Services)
 	if err != nil {
 		return nil, err
 	}
 	if opts.Transparent {
-		if err := p.enableTransparent(ctx, opts.Services.Dial, opts.Services.Logf); err != nil {
+		if err := p.enableTransparent(opts.Services.Dial, opts.Services.Logf); err != nil {
 			return nil, err
 		}
 	}
@@ -183,8 +211,12 @@ func (p *Peer) Close() error {
 		}
 		p.Stack.DisableNIC(nicID)
 		p.Stack.Close()
-		if err := p.link.stop(); err != nil && p.closeErr == nil {
-			p.closeErr = err
+		if p.link != nil {
+			if err := p.link.stop(); err != nil && p.closeErr == nil {
+				p.closeErr = err
+			}
+		} else {
+			p.Fault.Close() // drops held packets, closes opts.Link
 		}
 		p.Stack.Wait()
 	})

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,23 +20,25 @@ import (
 // whose default route is the TUN meets packet-level faults on its real
 // upstreams. A failed dial answers the client with an RST.
 type transparent struct {
-	// ctx bounds the dials; stop cancels it, so Close never waits for a
-	// dial to an upstream that does not answer.
-	ctx    context.Context
-	cancel context.CancelFunc
-	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
-	logf   func(format string, args ...any)
-	wg     sync.WaitGroup
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	logf func(format string, args ...any)
+	wg   sync.WaitGroup
 
-	mu     sync.Mutex
-	ups    map[net.Conn]struct{} // both ends of every splice, closed on stop
+	mu  sync.Mutex
+	ups map[net.Conn]struct{} // both ends of every splice, closed on stop
+	// dials are the dials in progress; stop cancels them, so Close never
+	// waits for an upstream that does not answer.
+	dials  map[*dialing]struct{}
 	closed bool
 }
+
+// dialing is one dial in progress: what stop calls to cancel it.
+type dialing struct{ cancel context.CancelFunc }
 
 // maxPendingHandshakes bounds connections being dialed at once.
 const maxPendingHandshakes = 1024
 
-func (p *Peer) enableTransparent(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), logf func(string, ...any)) error {
+func (p *Peer) enableTransparent(dial func(context.Context, string, string) (net.Conn, error), logf func(string, ...any)) error {
 	if err := p.Stack.SetPromiscuousMode(nicID, true); err != nil {
 		return fmt.Errorf("transparent mode: promiscuous NIC: %s", err)
 	}
@@ -49,8 +52,7 @@ func (p *Peer) enableTransparent(ctx context.Context, dial func(context.Context,
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	t := &transparent{dial: dial, logf: logf, ups: map[net.Conn]struct{}{}}
-	t.ctx, t.cancel = context.WithCancel(ctx)
+	t := &transparent{dial: dial, logf: logf, ups: map[net.Conn]struct{}{}, dials: map[*dialing]struct{}{}}
 	p.transparent = t
 	fwd := tcp.NewForwarder(p.Stack, 0, maxPendingHandshakes, t.handle)
 	p.Stack.SetTransportProtocolHandler(tcp.ProtocolNumber, fwd.HandlePacket)
@@ -64,7 +66,7 @@ func (t *transparent) handle(r *tcp.ForwarderRequest) {
 	t.wg.Add(1)
 	go func() {
 		defer t.wg.Done()
-		up, err := t.dial(t.ctx, "tcp", target)
+		up, err := t.redial(target)
 		if err != nil {
 			t.logf("transparent: dial %s: %v", target, err)
 			r.Complete(true)
@@ -87,6 +89,27 @@ func (t *transparent) handle(r *tcp.ForwarderRequest) {
 		defer t.untrack(up, down)
 		splicePair(down, up)
 	}()
+}
+
+// redial dials target; stop cancels the dial.
+func (t *transparent) redial(target string) (net.Conn, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &dialing{cancel}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		cancel()
+		return nil, errors.New("the peer is closing")
+	}
+	t.dials[d] = struct{}{}
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		delete(t.dials, d)
+		t.mu.Unlock()
+		cancel()
+	}()
+	return t.dial(ctx, "tcp", target)
 }
 
 // splicePair copies both ways until both directions end, passing
@@ -137,9 +160,11 @@ func (t *transparent) untrack(conns ...net.Conn) {
 // program's side too: its FIN may never come, dropped by a rule or never
 // sent by a program that died) and joins the splices.
 func (t *transparent) stop() {
-	t.cancel()
 	t.mu.Lock()
 	t.closed = true
+	for d := range t.dials {
+		d.cancel()
+	}
 	for c := range t.ups {
 		c.Close()
 	}

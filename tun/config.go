@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/unplug-dev/unplug/stack/netaddr"
+	"github.com/unplug-dev/unplug/internal/netaddr"
 )
 
 // Defaults for the TUN device unplug creates.

@@ -25,5 +25,5 @@ type NamespaceConfig struct {
 
 // DefaultEhashEntries is the size of a namespace's own TCP socket hash
 // table: ample for thousands of connections, and a full sock_diag dump of
-// it costs about 0.1 ms (BenchmarkDumpEhash in tun/sockdiag).
+// it costs about 0.1 ms (BenchmarkDumpEhash in internal/sockdiag).
 const DefaultEhashEntries = 4096

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/unplug-dev/unplug/tun/tuntest"
+	"github.com/unplug-dev/unplug/internal/tuntest"
 	"golang.org/x/sys/unix"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/unplug-dev/unplug/tun/tuntest"
+	"github.com/unplug-dev/unplug/internal/tuntest"
 )
 
 // inPrivateNetns returns true when the calling test runs in a private

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/unplug-dev/unplug/internal/reference"
 	"github.com/unplug-dev/unplug/scenarios"
-	"github.com/unplug-dev/unplug/scenarios/reference"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 )

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unplug-dev/unplug/scenarios/reference"
+	"github.com/unplug-dev/unplug/internal/reference"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 

@@ -15,8 +15,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/unplug-dev/unplug/internal/capture"
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack"
-	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
@@ -30,7 +32,7 @@ import (
 
 // nsEvent is one fault-layer event of a netns test.
 type nsEvent struct {
-	dir      fault.Direction
+	dir      packet.Direction
 	verdict  fault.Verdict
 	rule     int
 	flags    uint8
@@ -38,7 +40,7 @@ type nsEvent struct {
 	len      int
 	appPort  uint16
 	peerPort uint16
-	kind     capture.Kind
+	kind     flow.Kind
 }
 
 // nsLog records the fault layer's TCP events, classifying every real
@@ -58,7 +60,7 @@ func (l *nsLog) Observe(ev *fault.Event) {
 	defer l.mu.Unlock()
 	e := nsEvent{dir: p.Dir, verdict: ev.Decision.Verdict, rule: ev.Decision.Rule, flags: p.Flags, seq: p.Seq,
 		len: p.PayloadLen, appPort: p.SrcPort, peerPort: p.DstPort}
-	if p.Dir == fault.Out {
+	if p.Dir == packet.Out {
 		e.appPort, e.peerPort = p.DstPort, p.SrcPort
 	}
 	if ev.Decision.Verdict != fault.Injected {
@@ -186,22 +188,22 @@ func TestFaultSynAckNetns(t *testing.T) {
 	if !errors.Is(err, unix.ETIMEDOUT) {
 		t.Fatalf("connect: %v, want ETIMEDOUT", err)
 	}
-	syns := log.where(func(e nsEvent) bool { return e.dir == fault.In && e.flags == fault.FlagSYN })
+	syns := log.where(func(e nsEvent) bool { return e.dir == packet.In && e.flags == packet.FlagSYN })
 	if len(syns) != 1+retries {
 		t.Errorf("the kernel sent %d SYNs, want 1 + %d retries: %+v", len(syns), retries, syns)
 	}
 	for i, e := range syns {
-		if e.verdict != fault.Pass || (i > 0) != (e.kind == capture.KindRetransmit) {
+		if e.verdict != fault.Pass || (i > 0) != (e.kind == flow.KindRetransmit) {
 			t.Errorf("SYN %d: %+v", i, e)
 		}
 	}
 	acted := log.acted(1)
-	synacks := log.where(func(e nsEvent) bool { return e.flags == fault.FlagSYN|fault.FlagACK })
+	synacks := log.where(func(e nsEvent) bool { return e.flags == packet.FlagSYN|packet.FlagACK })
 	if len(acted) == 0 || len(acted) != len(synacks) {
 		t.Errorf("dropped %d segments, %d SYN-ACKs were sent", len(acted), len(synacks))
 	}
 	for _, e := range acted {
-		if e.dir != fault.Out || e.flags != fault.FlagSYN|fault.FlagACK || e.verdict != fault.Dropped {
+		if e.dir != packet.Out || e.flags != packet.FlagSYN|packet.FlagACK || e.verdict != fault.Dropped {
 			t.Errorf("dropped a segment that is not a SYN-ACK: %+v", e)
 		}
 	}
@@ -243,7 +245,7 @@ func TestFaultKeepaliveNetns(t *testing.T) {
 				t.Errorf("dropped %d segments, want the %d keepalive probes", len(acted), probes)
 			}
 			for _, e := range acted {
-				if e.kind != capture.KindKeepaliveProbe || e.appPort != idlePort || e.dir != fault.In {
+				if e.kind != flow.KindKeepaliveProbe || e.appPort != idlePort || e.dir != packet.In {
 					t.Errorf("dropped a segment that is not the idle connection's probe: %+v", e)
 				}
 			}
@@ -274,7 +276,7 @@ func TestFaultRejectNetns(t *testing.T) {
 	if _, err := dialPeer(t, "80", net.Dialer{}); !errors.Is(err, unix.ECONNREFUSED) {
 		t.Fatalf("connect to a rejected port: %v, want ECONNREFUSED", err)
 	}
-	if n := len(log.where(func(e nsEvent) bool { return e.flags == fault.FlagSYN })); n != 1 {
+	if n := len(log.where(func(e nsEvent) bool { return e.flags == packet.FlagSYN })); n != 1 {
 		t.Errorf("%d SYNs, want 1", n)
 	}
 
@@ -289,7 +291,7 @@ func TestFaultRejectNetns(t *testing.T) {
 		t.Errorf("data segments %+v, want one, rejected", data)
 	}
 	rst := log.where(func(e nsEvent) bool { return e.rule == 2 && e.verdict == fault.Injected })
-	if len(rst) != 1 || rst[0].flags != fault.FlagRST || rst[0].dir != fault.Out {
+	if len(rst) != 1 || rst[0].flags != packet.FlagRST || rst[0].dir != packet.Out {
 		t.Errorf("RSTs sent %+v", rst)
 	}
 }
@@ -311,13 +313,13 @@ func TestFaultUntilRTONetns(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(body), "HTTP/1.0 404") {
 		t.Fatalf("reply %q, %v", body, err)
 	}
-	req := log.where(func(e nsEvent) bool { return e.dir == fault.In && e.len == len(request) })
+	req := log.where(func(e nsEvent) bool { return e.dir == packet.In && e.len == len(request) })
 	if len(req) != 4 {
 		t.Fatalf("the request was sent %d times, want 1 + 3 retransmissions: %+v", len(req), req)
 	}
 	for i, e := range req {
 		dropped := i < 3
-		if (e.verdict == fault.Dropped) != dropped || (i > 0) != (e.kind == capture.KindRetransmit) || e.seq != req[0].seq {
+		if (e.verdict == fault.Dropped) != dropped || (i > 0) != (e.kind == flow.KindRetransmit) || e.seq != req[0].seq {
 			t.Errorf("transmission %d: %+v", i, e)
 		}
 	}
@@ -381,7 +383,7 @@ func TestPersonasNetns(t *testing.T) {
 			t.Fatalf("echo with a silent peer: %v, want ETIMEDOUT", err)
 		}
 		for _, e := range log.acted(1) {
-			if e.dir != fault.Out || e.flags&fault.FlagSYN != 0 {
+			if e.dir != packet.Out || e.flags&packet.FlagSYN != 0 {
 				t.Errorf("dropped %+v", e)
 			}
 		}
@@ -457,8 +459,8 @@ func TestFaultCorruptNetns(t *testing.T) {
 	if n := tcpInCsumErrors(t) - before; n != 1 {
 		t.Errorf("the kernel dropped %d segments for bad checksums, want 1", n)
 	}
-	replies := log.where(func(e nsEvent) bool { return e.dir == fault.Out && e.len == 4 })
-	if len(replies) != 2 || replies[0].rule != 1 || replies[1].kind != capture.KindRetransmit || replies[1].verdict != fault.Pass {
+	replies := log.where(func(e nsEvent) bool { return e.dir == packet.Out && e.len == 4 })
+	if len(replies) != 2 || replies[0].rule != 1 || replies[1].kind != flow.KindRetransmit || replies[1].verdict != fault.Pass {
 		t.Errorf("echo replies %+v, want a corrupted one and its retransmission", replies)
 	}
 }

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unplug-dev/unplug/internal/capture"
 	"github.com/unplug-dev/unplug/stack"
-	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
 )
@@ -93,7 +93,7 @@ func snapshotHost(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The iptables reference (scenarios/reference, a package go test may
+	// The iptables reference (internal/reference, a package go test may
 	// run at the same time) names its two namespaces unplug-ref-*: they
 	// are its own, removed by its own cleanup, and not unplug's doing.
 	var kept []string
@@ -118,7 +118,7 @@ func snapshotHost(t *testing.T) map[string]string {
 	return s
 }
 
-// referencePrefix starts the names of the namespaces scenarios/reference
+// referencePrefix starts the names of the namespaces internal/reference
 // makes with ip netns add.
 const referencePrefix = "unplug-ref-"
 

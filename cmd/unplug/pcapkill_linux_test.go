@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/capture"
+	"github.com/unplug-dev/unplug/internal/capture"
 )
 
 // TestCaptureSurvivesKill runs `serve --pcap` in a private namespace,

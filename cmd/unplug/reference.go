@@ -8,8 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/unplug-dev/unplug/internal/reference"
 	"github.com/unplug-dev/unplug/scenarios"
-	"github.com/unplug-dev/unplug/scenarios/reference"
 )
 
 // checkReference validates --reference before anything runs: the scenario

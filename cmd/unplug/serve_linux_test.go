@@ -18,10 +18,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/unplug-dev/unplug/internal/capture"
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack"
-	"github.com/unplug-dev/unplug/stack/capture"
 	"github.com/unplug-dev/unplug/stack/control"
-	"github.com/unplug-dev/unplug/stack/fault"
 )
 
 // inNetns is set in the re-executed test binary that runs inside a private
@@ -291,8 +291,8 @@ func TestServeCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var p fault.Packet
-		if fault.Parse(rec.Dir, rec.Data, &p) != nil || p.Dir != fault.In || p.PayloadLen == 0 {
+		var p packet.Packet
+		if packet.Parse(rec.Dir, rec.Data, &p) != nil || p.Dir != packet.In || p.PayloadLen == 0 {
 			continue
 		}
 		if !strings.Contains(rec.Comment, "dropped by rule 1") {

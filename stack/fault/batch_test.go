@@ -9,6 +9,8 @@ import (
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // TestDeliverBatch judges the six segments of a super-packet with rules
@@ -38,7 +40,7 @@ func TestDeliverBatch(t *testing.T) {
 			segs := make([]*stack.PacketBuffer, n)
 			names := map[string]string{}
 			for i := range segs {
-				b := in(FlagACK, uint32(1+i*100), 1, 1000, 100)
+				b := in(packet.FlagACK, uint32(1+i*100), 1, 1000, 100)
 				names[string(b)] = fmt.Sprintf("seg %d", i)
 				segs[i] = stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
 			}

@@ -8,7 +8,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 
-	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // MaxRuleFlows bounds the connections one rule keeps state for (until=,
@@ -148,7 +149,7 @@ func stamp(t tcpip.MonotonicTime) int64 { return int64(t.Sub(tcpip.MonotonicTime
 // drops everything, as the zero selectors promise.
 func (c *Controller) Add(sp Spec) int {
 	if sp.Dir == 0 {
-		sp.Dir = Both
+		sp.Dir = packet.Both
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -346,9 +347,9 @@ func (r *Rule) expired(now tcpip.MonotonicTime) bool {
 
 // inScope reports whether p belongs to a connection a stateful rule follows:
 // a TCP segment on its port and flow, whatever its direction and flags.
-func (r *Rule) inScope(p *Packet) bool {
+func (r *Rule) inScope(p *packet.Packet) bool {
 	sp := &r.Spec
-	if p.Proto != ProtoTCP || p.Version == 0 {
+	if p.Proto != packet.ProtoTCP || p.Version == 0 {
 		return false
 	}
 	if sp.Port != 0 && p.Port() != sp.Port {
@@ -358,13 +359,13 @@ func (r *Rule) inScope(p *Packet) bool {
 }
 
 // hasEnd reports whether either end of p is sp.Flow.
-func hasEnd(p *Packet, sp *Spec) bool {
+func hasEnd(p *packet.Packet, sp *Spec) bool {
 	return (p.SrcPort == sp.Flow.Port() && p.Src == sp.Flow.Addr()) ||
 		(p.DstPort == sp.Flow.Port() && p.Dst == sp.Flow.Addr())
 }
 
 // matches reports whether the rule's stateless selectors accept p.
-func (r *Rule) matches(p *Packet) bool {
+func (r *Rule) matches(p *packet.Packet) bool {
 	sp := &r.Spec
 	if sp.Dir&p.Dir == 0 {
 		return false
@@ -372,10 +373,10 @@ func (r *Rule) matches(p *Packet) bool {
 	// A later fragment has no transport header: rules that look at one
 	// leave it alone. Its datagram's fate is the first fragment's, which
 	// they judge (reassembly fails without it).
-	if p.Fragment == LaterFragment && (r.tcpOnly || sp.Port != 0 || sp.Flow.IsValid() || sp.Flags != 0 || sp.Match != 0) {
+	if p.Fragment == packet.LaterFragment && (r.tcpOnly || sp.Port != 0 || sp.Flow.IsValid() || sp.Flags != 0 || sp.Match != 0) {
 		return false
 	}
-	if r.tcpOnly && (p.Proto != ProtoTCP || p.Version == 0) {
+	if r.tcpOnly && (p.Proto != packet.ProtoTCP || p.Version == 0) {
 		return false
 	}
 	if sp.Port != 0 && (p.Version == 0 || p.Port() != sp.Port) {
@@ -391,16 +392,16 @@ func (r *Rule) matches(p *Packet) bool {
 }
 
 // inDirs reports whether d is among the rule's directions.
-func (r *Rule) inDirs(d Direction) bool { return r.Spec.Dir&d != 0 }
+func (r *Rule) inDirs(d packet.Direction) bool { return r.Spec.Dir&d != 0 }
 
 // sumDirs adds up per-direction counts (indexed Dir-1) over the rule's
 // directions.
 func sumDirs[T uint32 | uint64](r *Rule, v [2]T) T {
 	var n T
-	if r.inDirs(In) {
+	if r.inDirs(packet.In) {
 		n += v[0]
 	}
-	if r.inDirs(Out) {
+	if r.inDirs(packet.Out) {
 		n += v[1]
 	}
 	return n
@@ -418,7 +419,7 @@ func (r *Rule) countConn(k flow.Key) {
 
 // matchesFlow reports whether the rule's stateful selectors accept p, whose
 // connection the tracker described in fi.
-func (r *Rule) matchesFlow(p *Packet, fi *flow.Info) bool {
+func (r *Rule) matchesFlow(p *packet.Packet, fi *flow.Info) bool {
 	sp := &r.Spec
 	if sp.Match != 0 && !r.pureMatch && (Meaning(p)|flowMeaning(fi))&sp.Match == 0 {
 		return false
@@ -477,7 +478,7 @@ func (r *Rule) matchesFlow(p *Packet, fi *flow.Info) bool {
 
 // beyond reports whether segment p carries stream bytes past the first n
 // (or, without payload, was sent after them).
-func beyond(p *Packet, fi *flow.Info, n uint64) bool {
+func beyond(p *packet.Packet, fi *flow.Info, n uint64) bool {
 	rel := uint64(fi.RelSeq)
 	if p.PayloadLen > 0 {
 		return rel+uint64(p.PayloadLen)-1 > n
@@ -487,17 +488,17 @@ func beyond(p *Packet, fi *flow.Info, n uint64) bool {
 
 // reaches reports whether segment p carries relative sequence number n or
 // later: the segment a rst-at-seq=n rule replaces.
-func reaches(p *Packet, fi *flow.Info, n uint32) bool {
+func reaches(p *packet.Packet, fi *flow.Info, n uint32) bool {
 	rel := uint64(fi.RelSeq)
 	if p.PayloadLen > 0 && rel+uint64(p.PayloadLen)-1 >= uint64(n) {
 		return true
 	}
-	return p.Flags&FlagFIN != 0 && rel >= uint64(n)
+	return p.Flags&packet.FlagFIN != 0 && rel >= uint64(n)
 }
 
 // dirIndex maps In to 0 and Out to 1.
-func dirIndex(d Direction) int {
-	if d == Out {
+func dirIndex(d packet.Direction) int {
+	if d == packet.Out {
 		return 1
 	}
 	return 0
@@ -506,7 +507,7 @@ func dirIndex(d Direction) int {
 // Decide returns the fate of packet p: the first active rule whose selectors
 // match and whose action fires decides it. Every active matching rule counts
 // the packet as matched, up to and including the deciding one.
-func (c *Controller) Decide(p *Packet) Decision {
+func (c *Controller) Decide(p *packet.Packet) Decision {
 	rules := *c.rules.Load()
 	if len(rules) == 0 {
 		return Decision{}
@@ -516,7 +517,7 @@ func (c *Controller) Decide(p *Packet) Decision {
 	// connections in their scope, whichever rule decides it.
 	var fi *flow.Info
 	var info flow.Info
-	if c.stateful.Load() > 0 && p.Proto == ProtoTCP && p.Version != 0 && p.Fragment != LaterFragment {
+	if c.stateful.Load() > 0 && p.Proto == packet.ProtoTCP && p.Version != 0 && p.Fragment != packet.LaterFragment {
 		for _, r := range rules {
 			if r.tracks && !r.expired(now) && r.inScope(p) {
 				info, fi = c.track(p, now), &info
@@ -557,7 +558,7 @@ func (c *Controller) Decide(p *Packet) Decision {
 
 // act applies r's action to p; false when the action does not fire (a
 // probability not met, Count used up, a reset already sent).
-func (c *Controller) act(r *Rule, p *Packet, fi *flow.Info, now tcpip.MonotonicTime) (Decision, bool) {
+func (c *Controller) act(r *Rule, p *packet.Packet, fi *flow.Info, now tcpip.MonotonicTime) (Decision, bool) {
 	sp := &r.Spec
 	d := Decision{Rule: r.ID, Action: sp.Action}
 	switch sp.Action {
@@ -648,7 +649,7 @@ const MaxLossSegments = 1 << 16
 // rule saw that same segment before: the n-th transmission of a segment
 // always meets the same fate for a seed, whatever else the link carries
 // meanwhile. Anything else draws from the controller's generator.
-func (c *Controller) lossDraw(r *Rule, p *Packet, fi *flow.Info) float64 {
+func (c *Controller) lossDraw(r *Rule, p *packet.Packet, fi *flow.Info) float64 {
 	if fi == nil || fi.Kind == flow.KindOther {
 		return c.random()
 	}
@@ -660,7 +661,7 @@ func (c *Controller) lossDraw(r *Rule, p *Packet, fi *flow.Info) float64 {
 		r.flows.Put(fi.Key, rf)
 	}
 	k := mix(c.seed ^ uint64(r.ID)<<48)
-	k = mix(k ^ uint64(rf.ordinal)<<8 ^ uint64(p.Dir) ^ uint64(p.Flags&(FlagSYN|FlagFIN|FlagRST))<<4)
+	k = mix(k ^ uint64(rf.ordinal)<<8 ^ uint64(p.Dir) ^ uint64(p.Flags&(packet.FlagSYN|packet.FlagFIN|packet.FlagRST))<<4)
 	k = mix(k ^ uint64(fi.RelSeq)<<20 ^ uint64(p.PayloadLen))
 	n, _ := r.seen.Get(k)
 	r.seen.Put(k, n+1)
@@ -688,7 +689,7 @@ func (r *Rule) take() bool {
 }
 
 // fire claims the rule's one reset for a connection's direction.
-func (r *Rule) fire(k flow.Key, d Direction) bool {
+func (r *Rule) fire(k flow.Key, d packet.Direction) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rf, _ := r.flows.Get(k)
@@ -704,7 +705,7 @@ func (r *Rule) fire(k flow.Key, d Direction) bool {
 // pace queues p behind the rule's earlier packets in its direction and
 // returns how long it waits until it has left at the rule's rate; false
 // when the queue is full (tail drop). An empty queue always takes a packet.
-func (r *Rule) pace(p *Packet, now tcpip.MonotonicTime) (time.Duration, bool) {
+func (r *Rule) pace(p *packet.Packet, now tcpip.MonotonicTime) (time.Duration, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	i := dirIndex(p.Dir)
@@ -731,7 +732,7 @@ func (r *Rule) pace(p *Packet, now tcpip.MonotonicTime) (time.Duration, bool) {
 // burstLost runs one step of the rule's Gilbert–Elliott chain for
 // direction d: whether this packet is lost in the current state, then the
 // state transition.
-func (r *Rule) burstLost(c *Controller, d Direction) bool {
+func (r *Rule) burstLost(c *Controller, d packet.Direction) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	i := dirIndex(d)
@@ -750,8 +751,8 @@ func (r *Rule) burstLost(c *Controller, d Direction) bool {
 }
 
 // track shows p to the flow tracker.
-func (c *Controller) track(p *Packet, now tcpip.MonotonicTime) flow.Info {
-	seg := p.Segment()
+func (c *Controller) track(p *packet.Packet, now tcpip.MonotonicTime) flow.Info {
+	seg := flow.SegmentOf(p)
 	c.flowMu.Lock()
 	defer c.flowMu.Unlock()
 	if c.tracker == nil { // the last stateful rule went meanwhile

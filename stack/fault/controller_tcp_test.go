@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // convStep is one segment of the scripted test connection.
 type convStep struct {
 	label string
-	dir   Direction
+	dir   packet.Direction
 	b     []byte
 }
 
@@ -21,26 +23,26 @@ type convStep struct {
 // of segment the match= classes name, as the fault layer sees it. The app
 // (198.18.0.1:40000, ISN 1000) talks to the peer (198.18.0.2:80, ISN 5000).
 var conversation = []convStep{
-	{"syn", In, in(FlagSYN, 1000, 0, 64240, 0)},
-	{"syn-rtx", In, in(FlagSYN, 1000, 0, 64240, 0)},
-	{"synack", Out, out(FlagSYN|FlagACK, 5000, 1001, 65535, 0)},
-	{"hs-ack", In, in(FlagACK, 1001, 5001, 502, 0)},
-	{"data1", In, in(FlagACK|FlagPSH, 1001, 5001, 502, 100)}, // relative bytes 1-100
-	{"ack1", Out, out(FlagACK, 5001, 1101, 65535, 0)},
-	{"data1-rtx", In, in(FlagACK|FlagPSH, 1001, 5001, 502, 100)},
-	{"resp", Out, out(FlagACK|FlagPSH, 5001, 1101, 65535, 200)},
-	{"ack-resp", In, in(FlagACK, 1101, 5201, 502, 0)},
-	{"winupd", In, in(FlagACK, 1101, 5201, 1000, 0)},
-	{"ka", In, in(FlagACK, 1100, 5201, 1000, 0)},
-	{"ka-ack", Out, out(FlagACK, 5201, 1101, 65535, 0)},
-	{"zw", Out, out(FlagACK, 5201, 1101, 0, 0)},
-	{"zwp", In, in(FlagACK, 1100, 5201, 1000, 0)},
-	{"zw-open", Out, out(FlagACK, 5201, 1101, 4096, 0)},
-	{"data2", In, in(FlagACK|FlagPSH, 1101, 5201, 1000, 1000)}, // relative bytes 101-1100
-	{"fin", In, in(FlagFIN|FlagACK, 2101, 5201, 1000, 0)},
-	{"fin-ack", Out, out(FlagFIN|FlagACK, 5201, 2102, 4096, 0)},
-	{"last-ack", In, in(FlagACK, 2102, 5202, 1000, 0)},
-	{"rst", In, in(FlagRST, 2102, 0, 0, 0)},
+	{"syn", packet.In, in(packet.FlagSYN, 1000, 0, 64240, 0)},
+	{"syn-rtx", packet.In, in(packet.FlagSYN, 1000, 0, 64240, 0)},
+	{"synack", packet.Out, out(packet.FlagSYN|packet.FlagACK, 5000, 1001, 65535, 0)},
+	{"hs-ack", packet.In, in(packet.FlagACK, 1001, 5001, 502, 0)},
+	{"data1", packet.In, in(packet.FlagACK|packet.FlagPSH, 1001, 5001, 502, 100)}, // relative bytes 1-100
+	{"ack1", packet.Out, out(packet.FlagACK, 5001, 1101, 65535, 0)},
+	{"data1-rtx", packet.In, in(packet.FlagACK|packet.FlagPSH, 1001, 5001, 502, 100)},
+	{"resp", packet.Out, out(packet.FlagACK|packet.FlagPSH, 5001, 1101, 65535, 200)},
+	{"ack-resp", packet.In, in(packet.FlagACK, 1101, 5201, 502, 0)},
+	{"winupd", packet.In, in(packet.FlagACK, 1101, 5201, 1000, 0)},
+	{"ka", packet.In, in(packet.FlagACK, 1100, 5201, 1000, 0)},
+	{"ka-ack", packet.Out, out(packet.FlagACK, 5201, 1101, 65535, 0)},
+	{"zw", packet.Out, out(packet.FlagACK, 5201, 1101, 0, 0)},
+	{"zwp", packet.In, in(packet.FlagACK, 1100, 5201, 1000, 0)},
+	{"zw-open", packet.Out, out(packet.FlagACK, 5201, 1101, 4096, 0)},
+	{"data2", packet.In, in(packet.FlagACK|packet.FlagPSH, 1101, 5201, 1000, 1000)}, // relative bytes 101-1100
+	{"fin", packet.In, in(packet.FlagFIN|packet.FlagACK, 2101, 5201, 1000, 0)},
+	{"fin-ack", packet.Out, out(packet.FlagFIN|packet.FlagACK, 5201, 2102, 4096, 0)},
+	{"last-ack", packet.In, in(packet.FlagACK, 2102, 5202, 1000, 0)},
+	{"rst", packet.In, in(packet.FlagRST, 2102, 0, 0, 0)},
 }
 
 // TestSelectors replays the conversation against one rule at a time and
@@ -137,7 +139,7 @@ func TestSelectors(t *testing.T) {
 
 // TestVerdictsOfActions checks the decision each action returns.
 func TestVerdictsOfActions(t *testing.T) {
-	data := in(FlagACK|FlagPSH, 1001, 5001, 502, 100)
+	data := in(packet.FlagACK|packet.FlagPSH, 1001, 5001, 502, 100)
 	tests := []struct {
 		spec    string
 		verdict Verdict
@@ -155,7 +157,7 @@ func TestVerdictsOfActions(t *testing.T) {
 		t.Run(tt.spec, func(t *testing.T) {
 			c := NewController(faketime.NewManualClock(), 1)
 			c.AddString(tt.spec)
-			d := c.Decide(parsed(t, In, data))
+			d := c.Decide(parsed(t, packet.In, data))
 			if d.Verdict != tt.verdict {
 				t.Fatalf("verdict %v, want %v", d.Verdict, tt.verdict)
 			}
@@ -211,22 +213,22 @@ func TestTrackingOnDemand(t *testing.T) {
 func TestFlowsExisting(t *testing.T) {
 	clock := faketime.NewManualClock()
 	c := NewController(clock, 1)
-	oldData := seg{app4, peer4, 40001, 80, FlagACK | FlagPSH, 77, 88, 500, 10}.build()
+	oldData := seg{app4, peer4, 40001, 80, packet.FlagACK | packet.FlagPSH, 77, 88, 500, 10}.build()
 	c.AddString("drop flows=existing")
 	c.AddString("reject flows=new after=1s")
-	if d := c.Decide(parsed(t, In, oldData)); d.Rule != 1 {
+	if d := c.Decide(parsed(t, packet.In, oldData)); d.Rule != 1 {
 		t.Fatalf("old connection: %+v, want rule 1", d)
 	}
-	if d := c.Decide(parsed(t, In, conversation[0].b)); d != (Decision{}) {
+	if d := c.Decide(parsed(t, packet.In, conversation[0].b)); d != (Decision{}) {
 		t.Fatalf("SYN of a new connection before rule 2 starts: %+v", d)
 	}
 	clock.Advance(time.Second)
 	// The connection opened before rule 2 started: existing for it too.
-	if d := c.Decide(parsed(t, In, conversation[3].b)); d != (Decision{}) {
+	if d := c.Decide(parsed(t, packet.In, conversation[3].b)); d != (Decision{}) {
 		t.Fatalf("connection opened before rule 2 started: %+v", d)
 	}
-	syn := seg{app4, peer4, 40002, 80, FlagSYN, 1, 0, 500, 0}.build()
-	if d := c.Decide(parsed(t, In, syn)); d.Rule != 2 || d.Action != ActReject {
+	syn := seg{app4, peer4, 40002, 80, packet.FlagSYN, 1, 0, 500, 0}.build()
+	if d := c.Decide(parsed(t, packet.In, syn)); d.Rule != 2 || d.Action != ActReject {
 		t.Fatalf("new connection: %+v, want reject by rule 2", d)
 	}
 }
@@ -236,15 +238,15 @@ func TestFlowsExisting(t *testing.T) {
 func TestConnN(t *testing.T) {
 	c := NewController(faketime.NewManualClock(), 1)
 	c.AddString("drop conn=2 port=80 dir=out")
-	synOf := func(port uint16) *Packet {
-		return parsed(t, In, seg{app4, peer4, port, 80, FlagSYN, 1, 0, 500, 0}.build())
+	synOf := func(port uint16) *packet.Packet {
+		return parsed(t, packet.In, seg{app4, peer4, port, 80, packet.FlagSYN, 1, 0, 500, 0}.build())
 	}
-	synackOf := func(port uint16) *Packet {
-		return parsed(t, Out, seg{peer4, app4, 80, port, FlagSYN | FlagACK, 9, 2, 500, 0}.build())
+	synackOf := func(port uint16) *packet.Packet {
+		return parsed(t, packet.Out, seg{peer4, app4, 80, port, packet.FlagSYN | packet.FlagACK, 9, 2, 500, 0}.build())
 	}
 	c.Decide(synOf(1000))
 	c.Decide(synOf(1000)) // retransmitted
-	c.Decide(parsed(t, In, seg{app4, peer4, 3000, 81, FlagSYN, 1, 0, 500, 0}.build()))
+	c.Decide(parsed(t, packet.In, seg{app4, peer4, 3000, 81, packet.FlagSYN, 1, 0, 500, 0}.build()))
 	c.Decide(synOf(2000))
 	c.Decide(synOf(3000))
 	for port, want := range map[uint16]Verdict{1000: Pass, 2000: Dropped, 3000: Pass} {
@@ -260,7 +262,7 @@ func TestRate(t *testing.T) {
 	clock := faketime.NewManualClock()
 	c := NewController(clock, 1)
 	c.AddString("rate 8000bit queue=2000") // 1000 bytes/s
-	p := parsed(t, In, in(FlagACK|FlagPSH, 1, 1, 500, 60))
+	p := parsed(t, packet.In, in(packet.FlagACK|packet.FlagPSH, 1, 1, 500, 60))
 	if p.Len != 100 {
 		t.Fatalf("test packet is %d bytes", p.Len)
 	}
@@ -277,7 +279,7 @@ func TestRate(t *testing.T) {
 		t.Errorf("comment %q", c)
 	}
 	// The other direction has a queue of its own.
-	if d := c.Decide(parsed(t, Out, out(FlagACK, 1, 1, 500, 60))); d.Delay != 100*time.Millisecond {
+	if d := c.Decide(parsed(t, packet.Out, out(packet.FlagACK, 1, 1, 500, 60))); d.Delay != 100*time.Millisecond {
 		t.Fatalf("outbound: %+v", d)
 	}
 	clock.Advance(time.Second) // ten packets left
@@ -296,7 +298,7 @@ func TestBurstLoss(t *testing.T) {
 	run := func(seed uint64) (pattern []bool) {
 		c := NewController(faketime.NewManualClock(), seed)
 		c.AddString("loss ge p=10% r=50%")
-		p := parsed(t, In, in(FlagACK, 1, 1, 500, 10))
+		p := parsed(t, packet.In, in(packet.FlagACK, 1, 1, 500, 10))
 		for range 100000 {
 			pattern = append(pattern, c.Decide(p).Verdict == Dropped)
 		}
@@ -328,7 +330,7 @@ func TestProbabilisticActions(t *testing.T) {
 	for _, act := range []string{"duplicate", "reorder", "corrupt"} {
 		c := NewController(faketime.NewManualClock(), 3)
 		c.AddString(act + " 30%")
-		p := parsed(t, In, in(FlagACK, 1, 1, 500, 10))
+		p := parsed(t, packet.In, in(packet.FlagACK, 1, 1, 500, 10))
 		n := 0
 		for range 10000 {
 			if c.Decide(p).Rule != 0 {
@@ -344,7 +346,7 @@ func TestProbabilisticActions(t *testing.T) {
 func TestNthExpires(t *testing.T) {
 	c := NewController(faketime.NewManualClock(), 1)
 	c.AddString("drop nth=2")
-	p := parsed(t, In, in(FlagACK, 1, 1, 500, 10))
+	p := parsed(t, packet.In, in(packet.FlagACK, 1, 1, 500, 10))
 	var got []Verdict
 	for range 4 {
 		got = append(got, c.Decide(p).Verdict)
@@ -370,11 +372,11 @@ func BenchmarkDecideNoMatchTCP(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	pkt := tcp4(40000, 9, FlagACK, 0, 1400)
-	var p Packet
+	pkt := tcp4(40000, 9, packet.FlagACK, 0, 1400)
+	var p packet.Packet
 	b.ReportAllocs()
 	for b.Loop() {
-		Parse(In, pkt, &p)
+		packet.Parse(packet.In, pkt, &p)
 		if c.Decide(&p).Verdict != Pass {
 			b.Fatal("matched")
 		}

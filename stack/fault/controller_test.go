@@ -6,63 +6,65 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
-func parsed(t *testing.T, dir Direction, b []byte) *Packet {
+func parsed(t *testing.T, dir packet.Direction, b []byte) *packet.Packet {
 	t.Helper()
-	var p Packet
-	if err := Parse(dir, b, &p); err != nil {
+	var p packet.Packet
+	if err := packet.Parse(dir, b, &p); err != nil {
 		t.Fatalf("parse: %v", err)
 	}
 	return &p
 }
 
 func TestParsePacket(t *testing.T) {
-	p := parsed(t, In, tcp4(40000, 80, FlagSYN, 7, 0))
-	if p.Version != 4 || p.Proto != ProtoTCP || p.SrcPort != 40000 || p.DstPort != 80 || p.Seq != 7 || p.Flags != FlagSYN || p.Port() != 80 {
+	p := parsed(t, packet.In, tcp4(40000, 80, packet.FlagSYN, 7, 0))
+	if p.Version != 4 || p.Proto != packet.ProtoTCP || p.SrcPort != 40000 || p.DstPort != 80 || p.Seq != 7 || p.Flags != packet.FlagSYN || p.Port() != 80 {
 		t.Fatalf("ipv4 parse: %+v", p)
 	}
-	p = parsed(t, Out, tcp6(80, 40000, FlagACK|FlagPSH, 100))
-	if p.Version != 6 || p.Proto != ProtoTCP || p.PayloadLen != 100 || p.Port() != 80 {
+	p = parsed(t, packet.Out, tcp6(80, 40000, packet.FlagACK|packet.FlagPSH, 100))
+	if p.Version != 6 || p.Proto != packet.ProtoTCP || p.PayloadLen != 100 || p.Port() != 80 {
 		t.Fatalf("ipv6 parse: %+v", p)
 	}
-	full := tcp4(1, 2, FlagACK, 0, 1000)
-	var q Packet
-	if err := ParsePrefix(In, full[:60], len(full), &q); err != nil || q.PayloadLen != 1000 {
+	full := tcp4(1, 2, packet.FlagACK, 0, 1000)
+	var q packet.Packet
+	if err := packet.ParsePrefix(packet.In, full[:60], len(full), &q); err != nil || q.PayloadLen != 1000 {
 		t.Fatalf("prefix parse: %+v %v", q, err)
 	}
 	for _, bad := range [][]byte{nil, {0x45}, {0x4f, 0, 0, 10}, {0x20, 1, 2}, tcp4(1, 2, 0, 0, 0)[:30]} {
-		if err := Parse(In, bad, &q); err == nil {
+		if err := packet.Parse(packet.In, bad, &q); err == nil {
 			t.Errorf("Parse(%x) succeeded", bad)
 		}
 	}
 }
 
 func TestDecide(t *testing.T) {
-	syn := tcp4(40000, 80, FlagSYN, 0, 0)
-	data := tcp4(40000, 80, FlagACK|FlagPSH, 0, 10)
-	ack := tcp4(40000, 80, FlagACK, 0, 0)
-	other := tcp4(40000, 7, FlagACK, 0, 0)
+	syn := tcp4(40000, 80, packet.FlagSYN, 0, 0)
+	data := tcp4(40000, 80, packet.FlagACK|packet.FlagPSH, 0, 10)
+	ack := tcp4(40000, 80, packet.FlagACK, 0, 0)
+	other := tcp4(40000, 7, packet.FlagACK, 0, 0)
 	tests := []struct {
 		spec string
-		dir  Direction
+		dir  packet.Direction
 		pkt  []byte
 		want Verdict
 	}{
-		{"drop", In, data, Dropped},
-		{"drop dir=in", Out, data, Pass},
-		{"drop dir=out", Out, data, Dropped},
-		{"drop port=80", In, data, Dropped},
-		{"drop port=80", In, other, Pass},
-		{"drop flags=syn", In, syn, Dropped},
-		{"drop flags=syn", In, data, Pass},
-		{"drop flags=data", In, data, Dropped},
-		{"drop flags=data", In, ack, Pass},
-		{"drop flags=ack-only", In, ack, Dropped},
-		{"drop flags=ack-only", In, syn, Pass},
-		{"delay 10ms", In, data, Delayed},
-		{"drop after=1s", In, data, Pass},
-		{"loss 100%", In, data, Dropped},
+		{"drop", packet.In, data, Dropped},
+		{"drop dir=in", packet.Out, data, Pass},
+		{"drop dir=out", packet.Out, data, Dropped},
+		{"drop port=80", packet.In, data, Dropped},
+		{"drop port=80", packet.In, other, Pass},
+		{"drop flags=syn", packet.In, syn, Dropped},
+		{"drop flags=syn", packet.In, data, Pass},
+		{"drop flags=data", packet.In, data, Dropped},
+		{"drop flags=data", packet.In, ack, Pass},
+		{"drop flags=ack-only", packet.In, ack, Dropped},
+		{"drop flags=ack-only", packet.In, syn, Pass},
+		{"delay 10ms", packet.In, data, Delayed},
+		{"drop after=1s", packet.In, data, Pass},
+		{"loss 100%", packet.In, data, Dropped},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec+"/"+tt.dir.String(), func(t *testing.T) {
@@ -85,17 +87,17 @@ func TestDecide(t *testing.T) {
 // TestSpecLiteralZeroDir: a Spec built as a literal, with no Dir, selects
 // both directions, as the zero selectors promise, and reports Both.
 func TestSpecLiteralZeroDir(t *testing.T) {
-	data := tcp4(40000, 80, FlagACK|FlagPSH, 0, 10)
+	data := tcp4(40000, 80, packet.FlagACK|packet.FlagPSH, 0, 10)
 	tests := []struct {
 		name string
 		sp   Spec
-		dir  Direction
+		dir  packet.Direction
 		want Verdict
 	}{
-		{"drop/in", Spec{Action: ActDrop}, In, Dropped},
-		{"drop/out", Spec{Action: ActDrop}, Out, Dropped},
-		{"delay/out", Spec{Action: ActDelay, Delay: 10 * time.Millisecond}, Out, Delayed},
-		{"explicit in/out", Spec{Action: ActDrop, Dir: In}, Out, Pass},
+		{"drop/in", Spec{Action: ActDrop}, packet.In, Dropped},
+		{"drop/out", Spec{Action: ActDrop}, packet.Out, Dropped},
+		{"delay/out", Spec{Action: ActDelay, Delay: 10 * time.Millisecond}, packet.Out, Delayed},
+		{"explicit in/out", Spec{Action: ActDrop, Dir: packet.In}, packet.Out, Pass},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,8 +118,8 @@ func TestSpecLiteralZeroDir(t *testing.T) {
 func TestScheduleAndCount(t *testing.T) {
 	clock := faketime.NewManualClock()
 	c := NewController(clock, 1)
-	c.Add(Spec{Action: ActDrop, Dir: Both, After: time.Second, For: 2 * time.Second})
-	p := parsed(t, In, tcp4(1, 80, FlagACK, 0, 1))
+	c.Add(Spec{Action: ActDrop, Dir: packet.Both, After: time.Second, For: 2 * time.Second})
+	p := parsed(t, packet.In, tcp4(1, 80, packet.FlagACK, 0, 1))
 	steps := []struct {
 		at    time.Duration
 		want  Verdict
@@ -138,7 +140,7 @@ func TestScheduleAndCount(t *testing.T) {
 	}
 
 	c.Clear()
-	c.Add(Spec{Action: ActDrop, Dir: Both, Count: 2})
+	c.Add(Spec{Action: ActDrop, Dir: packet.Both, Count: 2})
 	var dropped int
 	for range 5 {
 		if c.Decide(p).Verdict == Dropped {
@@ -155,7 +157,7 @@ func TestLossIsSeededAndProportional(t *testing.T) {
 	run := func(seed uint64) (pattern []bool, drops int) {
 		c := NewController(faketime.NewManualClock(), seed)
 		c.AddString("loss 20%")
-		p := parsed(t, In, tcp4(1, 80, FlagACK, 0, 1))
+		p := parsed(t, packet.In, tcp4(1, 80, packet.FlagACK, 0, 1))
 		for range 10000 {
 			d := c.Decide(p).Verdict == Dropped
 			pattern = append(pattern, d)
@@ -186,8 +188,8 @@ func TestLossIsSeededAndProportional(t *testing.T) {
 
 func TestRemoveAndStatus(t *testing.T) {
 	c := NewController(faketime.NewManualClock(), 1)
-	a := c.Add(Spec{Action: ActDrop, Dir: In})
-	b := c.Add(Spec{Action: ActDrop, Dir: Out})
+	a := c.Add(Spec{Action: ActDrop, Dir: packet.In})
+	b := c.Add(Spec{Action: ActDrop, Dir: packet.Out})
 	if err := c.Remove(a); err != nil {
 		t.Fatal(err)
 	}
@@ -204,13 +206,13 @@ func TestRemoveAndStatus(t *testing.T) {
 func BenchmarkDecideNoMatch(b *testing.B) {
 	c := NewController(faketime.NewManualClock(), 1)
 	for port := range 10 {
-		c.Add(Spec{Action: ActDrop, Dir: Both, Port: uint16(1000 + port)})
+		c.Add(Spec{Action: ActDrop, Dir: packet.Both, Port: uint16(1000 + port)})
 	}
-	pkt := tcp4(40000, 9, FlagACK, 0, 1400)
-	var p Packet
+	pkt := tcp4(40000, 9, packet.FlagACK, 0, 1400)
+	var p packet.Packet
 	b.ReportAllocs()
 	for b.Loop() {
-		Parse(In, pkt, &p)
+		packet.Parse(packet.In, pkt, &p)
 		if c.Decide(&p).Verdict != Pass {
 			b.Fatal("matched")
 		}
@@ -222,8 +224,8 @@ func BenchmarkDecideNoMatch(b *testing.B) {
 func BenchmarkDecideLoss(b *testing.B) {
 	c := NewController(faketime.NewManualClock(), 1)
 	c.AddString("loss 5%")
-	var p Packet
-	Parse(In, tcp4(40000, 9, FlagACK, 1, 1448), &p)
+	var p packet.Packet
+	packet.Parse(packet.In, tcp4(40000, 9, packet.FlagACK, 1, 1448), &p)
 	b.ReportAllocs()
 	for b.Loop() {
 		c.Decide(&p)
@@ -247,14 +249,14 @@ func TestLossIsKeyedBySegment(t *testing.T) {
 		c.AddString("loss 10%")
 		send := func(f int, flags uint8, seq uint32, payload int) bool {
 			s := seg{src: app4, dst: peer4, sport: flows[f].sport, dport: 80, flags: flags, seq: flows[f].isn + seq, win: 65535, payload: payload}
-			return c.Decide(parsed(t, In, s.build())).Verdict == Dropped
+			return c.Decide(parsed(t, packet.In, s.build())).Verdict == Dropped
 		}
 		for f := range 2 { // SYNs in the same order: connection numbers agree
-			for send(f, FlagSYN, 0, 0) {
+			for send(f, packet.FlagSYN, 0, 0) {
 			}
 		}
 		one := func(f, i int) {
-			fates[f] = append(fates[f], send(f, FlagACK, 1+uint32(i*mss), mss))
+			fates[f] = append(fates[f], send(f, packet.FlagACK, 1+uint32(i*mss), mss))
 		}
 		for i := range segs {
 			if interleave {
@@ -303,8 +305,8 @@ func TestLossIsKeyedBySegment(t *testing.T) {
 		ctl.AddString("loss 50%")
 		var out []bool
 		for range 40 {
-			s := seg{src: app4, dst: peer4, sport: 1, dport: 80, flags: FlagACK, seq: 1, win: 65535, payload: 100}
-			out = append(out, ctl.Decide(parsed(t, In, s.build())).Verdict == Dropped)
+			s := seg{src: app4, dst: peer4, sport: 1, dport: 80, flags: packet.FlagACK, seq: 1, win: 65535, payload: 100}
+			out = append(out, ctl.Decide(parsed(t, packet.In, s.build())).Verdict == Dropped)
 		}
 		return out
 	}

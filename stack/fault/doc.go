@@ -5,8 +5,10 @@
 //
 // The pieces, each usable alone:
 //
-//   - Parse fills a Packet from raw IP bytes without allocating (IPv4,
-//     IPv6 with extension headers, TCP, UDP, ICMP).
+//   - packet.Parse (the stdlib-only internal/packet) fills a packet.Packet
+//     from raw IP bytes without allocating (IPv4, IPv6 with extension
+//     headers, TCP, UDP, ICMP); the rules, the flow tracker and the capture
+//     all read that one parsed view.
 //   - ParseSpec reads one rule in the grammar of docs/fault-rules.md into a
 //     Spec, and Spec.String writes it back.
 //   - A Controller holds the rules and decides each packet's fate. Its

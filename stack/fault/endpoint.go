@@ -11,6 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // MaxDelayed bounds the packets delay, rate and reorder rules may hold at
@@ -107,7 +109,7 @@ func (e *Endpoint) Stats() *Stats { return &e.stats }
 // overtaken) through the queue.
 func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
 	e.stats.In.Add(1)
-	d := e.decide(In, pkt)
+	d := e.decide(packet.In, pkt)
 	switch d.Verdict {
 	case Pass:
 		var dup *stack.PacketBuffer
@@ -121,37 +123,37 @@ func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pk
 			// free memory the IP layer is still reading.
 			dup = newPacket(flatten(pkt, make([]byte, 0, pkt.Size())))
 			dup.RXChecksumValidated = pkt.RXChecksumValidated
-			e.injected(In, dup, d)
+			e.injected(packet.In, dup, d)
 		}
 		e.deliverUp(protocol, pkt)
 		e.passed[0].Add(1)
 		if dup != nil {
-			e.enqueue(In, protocol, dup, 0)
+			e.enqueue(packet.In, protocol, dup, 0)
 			dup.DecRef()
 		}
 		if e.held.Load() > 0 {
-			for _, x := range e.overtaken(In) {
-				e.enqueue(In, x.proto, x.pkt, 0)
+			for _, x := range e.overtaken(packet.In) {
+				e.enqueue(packet.In, x.proto, x.pkt, 0)
 				x.pkt.DecRef()
 			}
 		}
 	case Delayed:
 		if d.Action == ActReorder {
-			if !e.hold(In, protocol, pkt, d.Arg) {
+			if !e.hold(packet.In, protocol, pkt, d.Arg) {
 				e.deliverUp(protocol, pkt)
 			}
 		} else {
-			e.enqueue(In, protocol, pkt, d.Delay)
+			e.enqueue(packet.In, protocol, pkt, d.Delay)
 		}
 	case Dropped:
 		switch d.Action {
 		case ActReject:
-			if rst := e.forged(In, pkt, d, resetReply, Out); rst != nil {
+			if rst := e.forged(packet.In, pkt, d, resetReply, packet.Out); rst != nil {
 				e.writeOne(rst)
 				rst.DecRef()
 			}
 		case ActRSTAtSeq:
-			if rst := e.forged(In, pkt, d, resetInPlace, In); rst != nil {
+			if rst := e.forged(packet.In, pkt, d, resetInPlace, packet.In); rst != nil {
 				e.deliverUp(rst.NetworkProtocolNumber, rst)
 				rst.DecRef()
 			}
@@ -177,7 +179,7 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 	if n <= len(verdicts) {
 		plain := true
 		for i, pkt := range all {
-			verdicts[i] = e.decide(Out, pkt)
+			verdicts[i] = e.decide(packet.Out, pkt)
 			plain = plain && verdicts[i].Verdict == Pass && verdicts[i].Action != ActDuplicate
 		}
 		if plain && e.held.Load() == 0 {
@@ -203,42 +205,42 @@ func (e *Endpoint) writeDecided(all []*stack.PacketBuffer, verdicts []Decision) 
 		if verdicts != nil {
 			d = verdicts[i]
 		} else {
-			d = e.decide(Out, pkt)
+			d = e.decide(packet.Out, pkt)
 		}
 		switch d.Verdict {
 		case Pass:
 			out.PushBack(pkt)
 			if d.Action == ActDuplicate {
 				dup := pkt.Clone()
-				e.injected(Out, dup, d)
+				e.injected(packet.Out, dup, d)
 				out.PushBack(dup)
 				owned = append(owned, dup)
 			}
 			e.passed[1].Add(1)
 			if e.held.Load() > 0 {
-				for _, x := range e.overtaken(Out) {
+				for _, x := range e.overtaken(packet.Out) {
 					out.PushBack(x.pkt)
 					owned = append(owned, x.pkt)
 				}
 			}
 		case Delayed:
 			if d.Action == ActReorder {
-				if !e.hold(Out, pkt.NetworkProtocolNumber, pkt, d.Arg) {
+				if !e.hold(packet.Out, pkt.NetworkProtocolNumber, pkt, d.Arg) {
 					out.PushBack(pkt)
 				}
 			} else {
-				e.enqueue(Out, pkt.NetworkProtocolNumber, pkt, d.Delay)
+				e.enqueue(packet.Out, pkt.NetworkProtocolNumber, pkt, d.Delay)
 			}
 		case Dropped:
 			var made *stack.PacketBuffer
 			switch d.Action {
 			case ActReject:
-				if rst := e.forged(Out, pkt, d, resetReply, In); rst != nil {
-					e.enqueue(In, rst.NetworkProtocolNumber, rst, 0)
+				if rst := e.forged(packet.Out, pkt, d, resetReply, packet.In); rst != nil {
+					e.enqueue(packet.In, rst.NetworkProtocolNumber, rst, 0)
 					rst.DecRef()
 				}
 			case ActRSTAtSeq:
-				made = e.forged(Out, pkt, d, resetInPlace, Out)
+				made = e.forged(packet.Out, pkt, d, resetInPlace, packet.Out)
 			case ActCorrupt:
 				made = e.corrupted(pkt, d)
 			}
@@ -276,12 +278,12 @@ func (e *Endpoint) writeOne(pkt *stack.PacketBuffer) {
 }
 
 // decide classifies pkt, asks the controller and tells the observer.
-func (e *Endpoint) decide(dir Direction, pkt *stack.PacketBuffer) Decision {
-	var p Packet
+func (e *Endpoint) decide(dir packet.Direction, pkt *stack.PacketBuffer) Decision {
+	var p packet.Packet
 	var d Decision
 	if err := parsePkt(dir, pkt, &p); err != nil {
 		e.stats.Unparseable.Add(1)
-		if dir == In && p.Fragment == FirstFragment {
+		if dir == packet.In && p.Fragment == packet.FirstFragment {
 			// A first fragment too short to hold the transport header
 			// (RFC 1858, RFC 7112) would let the datagram past every
 			// rule that looks at ports or flags: the rest of the header
@@ -307,21 +309,21 @@ func (e *Endpoint) decide(dir Direction, pkt *stack.PacketBuffer) Decision {
 }
 
 // parsePkt classifies the packet's headers without allocating.
-func parsePkt(dir Direction, pkt *stack.PacketBuffer, p *Packet) error {
+func parsePkt(dir packet.Direction, pkt *stack.PacketBuffer, p *packet.Packet) error {
 	var head [headerPeek]byte
-	return ParsePrefix(dir, head[:peek(pkt, head[:])], pkt.Size(), p)
+	return packet.ParsePrefix(dir, head[:peek(pkt, head[:])], pkt.Size(), p)
 }
 
 // scratch is the memory of one event: the observer gets pointers into it,
 // valid during Observe, so the packet path does not allocate.
 type scratch struct {
 	ev   Event
-	pkt  Packet
+	pkt  packet.Packet
 	data []byte
 }
 
 // observe hands one event to the observer.
-func (e *Endpoint) observe(p *Packet, pkt *stack.PacketBuffer, d Decision) {
+func (e *Endpoint) observe(p *packet.Packet, pkt *stack.PacketBuffer, d Decision) {
 	sc := e.scratch.Get().(*scratch)
 	sc.pkt = *p
 	sc.data = flatten(pkt, sc.data[:0])
@@ -332,12 +334,12 @@ func (e *Endpoint) observe(p *Packet, pkt *stack.PacketBuffer, d Decision) {
 }
 
 // injected counts and reports a packet the layer made up, travelling dir.
-func (e *Endpoint) injected(dir Direction, pkt *stack.PacketBuffer, d Decision) {
+func (e *Endpoint) injected(dir packet.Direction, pkt *stack.PacketBuffer, d Decision) {
 	e.stats.Injected.Add(1)
 	if e.obs == nil {
 		return
 	}
-	var p Packet
+	var p packet.Packet
 	parsePkt(dir, pkt, &p)
 	d.Verdict, d.Delay = Injected, 0
 	e.observe(&p, pkt, d)
@@ -346,8 +348,8 @@ func (e *Endpoint) injected(dir Direction, pkt *stack.PacketBuffer, d Decision) 
 // forged makes the packet build returns for the segment pkt travelling dir
 // (a RST travelling to), reports it, and returns it with one reference the
 // caller owns; nil when there is nothing to send.
-func (e *Endpoint) forged(dir Direction, pkt *stack.PacketBuffer, d Decision, build func(*Packet) []byte, to Direction) *stack.PacketBuffer {
-	var p Packet
+func (e *Endpoint) forged(dir packet.Direction, pkt *stack.PacketBuffer, d Decision, build func(*packet.Packet) []byte, to packet.Direction) *stack.PacketBuffer {
+	var p packet.Packet
 	if parsePkt(dir, pkt, &p) != nil {
 		return nil
 	}
@@ -430,7 +432,7 @@ func flatten(pkt *stack.PacketBuffer, dst []byte) []byte {
 type delayed struct {
 	due     tcpip.MonotonicTime
 	seq     uint64 // FIFO among equal due times
-	dir     Direction
+	dir     packet.Direction
 	proto   tcpip.NetworkProtocolNumber
 	pkt     *stack.PacketBuffer // nil once released
 	reorder bool
@@ -457,7 +459,7 @@ func (q *delayQueue) Pop() any {
 }
 
 // enqueue holds a reference to pkt until its delay has passed.
-func (e *Endpoint) enqueue(dir Direction, proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer, d time.Duration) {
+func (e *Endpoint) enqueue(dir packet.Direction, proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer, d time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed || len(e.queue) >= MaxDelayed {
@@ -480,7 +482,7 @@ func (e *Endpoint) pushLocked(x *delayed, d time.Duration) {
 // hold keeps pkt back until gap more packets have passed in its direction
 // (or MaxReorderHold). It reports false, keeping nothing, when the queue is
 // full: the caller forwards the packet in order.
-func (e *Endpoint) hold(dir Direction, proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer, gap int) bool {
+func (e *Endpoint) hold(dir packet.Direction, proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer, gap int) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed || len(e.queue) >= MaxDelayed {
@@ -497,7 +499,7 @@ func (e *Endpoint) hold(dir Direction, proto tcpip.NetworkProtocolNumber, pkt *s
 // overtaken takes the held packets of direction dir that enough later
 // packets have now overtaken, in hold order. Their references pass to the
 // caller.
-func (e *Endpoint) overtaken(dir Direction) []delayed {
+func (e *Endpoint) overtaken(dir packet.Direction) []delayed {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	i := dirIndex(dir)
@@ -555,7 +557,7 @@ func (e *Endpoint) release() {
 		}
 		due = append(due, *x)
 		x.pkt = nil
-		if x.dir == In && x.due == now {
+		if x.dir == packet.In && x.due == now {
 			break
 		}
 	}
@@ -564,7 +566,7 @@ func (e *Endpoint) release() {
 	}
 	e.mu.Unlock()
 	for _, x := range due {
-		if x.dir == In {
+		if x.dir == packet.In {
 			e.deliverUp(x.proto, x.pkt)
 		} else {
 			e.writeOne(x.pkt)

@@ -11,6 +11,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // upper records what the fault layer delivers towards the peer.
@@ -119,7 +121,7 @@ func (l *layer) written() [][]byte {
 }
 
 func TestEndpointInbound(t *testing.T) {
-	data := in(FlagACK|FlagPSH, 1001, 5001, 500, 100)
+	data := in(packet.FlagACK|packet.FlagPSH, 1001, 5001, 500, 100)
 	tests := []struct {
 		spec     string
 		up, down int       // packets delivered to the peer, written to the device
@@ -128,14 +130,14 @@ func TestEndpointInbound(t *testing.T) {
 	}{
 		{"drop", 0, 0, []Verdict{Dropped}, nil},
 		{"reject", 0, 1, []Verdict{Dropped, Injected}, func(t *testing.T, _, down [][]byte) {
-			r := parsed(t, Out, down[0])
-			if r.Flags != FlagRST || r.Seq != 5001 || r.DstPort != 40000 || !checksumsValid(t, down[0]) {
+			r := parsed(t, packet.Out, down[0])
+			if r.Flags != packet.FlagRST || r.Seq != 5001 || r.DstPort != 40000 || !checksumsValid(t, down[0]) {
 				t.Errorf("RST to the app %+v", r)
 			}
 		}},
 		{"rst-at-seq=50", 1, 0, []Verdict{Dropped, Injected}, func(t *testing.T, up, _ [][]byte) {
-			r := parsed(t, In, up[0])
-			if r.Flags != FlagRST|FlagACK || r.Seq != 1001 || r.DstPort != 80 || !checksumsValid(t, up[0]) {
+			r := parsed(t, packet.In, up[0])
+			if r.Flags != packet.FlagRST|packet.FlagACK || r.Seq != 1001 || r.DstPort != 80 || !checksumsValid(t, up[0]) {
 				t.Errorf("RST to the peer %+v", r)
 			}
 		}},
@@ -170,8 +172,8 @@ func TestEndpointInbound(t *testing.T) {
 }
 
 func TestEndpointOutbound(t *testing.T) {
-	a := out(FlagACK|FlagPSH, 5001, 1101, 500, 10)
-	b := out(FlagACK|FlagPSH, 5011, 1101, 500, 10)
+	a := out(packet.FlagACK|packet.FlagPSH, 5001, 1101, 500, 10)
+	b := out(packet.FlagACK|packet.FlagPSH, 5011, 1101, 500, 10)
 	tests := []struct {
 		spec  string
 		down  [][]byte
@@ -180,7 +182,7 @@ func TestEndpointOutbound(t *testing.T) {
 		{"duplicate nth=1", [][]byte{a, a, b}, nil},
 		{"drop nth=1", [][]byte{b}, nil},
 		{"rst-at-seq=11", [][]byte{a, nil}, func(t *testing.T, down [][]byte) {
-			if r := parsed(t, Out, down[1]); r.Flags != FlagRST|FlagACK || r.Seq != 5011 {
+			if r := parsed(t, packet.Out, down[1]); r.Flags != packet.FlagRST|packet.FlagACK || r.Seq != 5011 {
 				t.Errorf("RST %+v", r)
 			}
 		}},
@@ -214,7 +216,7 @@ func TestEndpointOutbound(t *testing.T) {
 // peer through the queue, never from inside WritePackets.
 func TestEndpointRejectOutbound(t *testing.T) {
 	l := newLayer(t, "reject")
-	l.write(out(FlagACK, 5001, 1101, 500, 10))
+	l.write(out(packet.FlagACK, 5001, 1101, 500, 10))
 	if n := len(l.written()); n != 0 {
 		t.Fatalf("%d packets reached the device", n)
 	}
@@ -225,8 +227,8 @@ func TestEndpointRejectOutbound(t *testing.T) {
 	if n := len(l.up.packets()); n != 1 {
 		t.Fatalf("%d packets reached the peer, want the RST", n)
 	}
-	r := parsed(t, In, l.up.packets()[0])
-	if r.Flags != FlagRST || r.Seq != 1101 || r.SrcPort != 40000 {
+	r := parsed(t, packet.In, l.up.packets()[0])
+	if r.Flags != packet.FlagRST || r.Seq != 1101 || r.SrcPort != 40000 {
 		t.Errorf("RST %+v", r)
 	}
 }
@@ -235,14 +237,14 @@ func TestEndpointRejectOutbound(t *testing.T) {
 // after MaxReorderHold when nothing follows.
 func TestEndpointReorder(t *testing.T) {
 	l := newLayer(t, "reorder gap=2 nth=1")
-	p := func(i int) []byte { return in(FlagACK|FlagPSH, uint32(1+10*i), 1, 500, 10) }
+	p := func(i int) []byte { return in(packet.FlagACK|packet.FlagPSH, uint32(1+10*i), 1, 500, 10) }
 	for i := range 4 {
 		l.inject(p(i))
 		l.clock.Advance(0)
 	}
 	var seqs []uint32
 	for _, b := range l.up.packets() {
-		seqs = append(seqs, parsed(t, In, b).Seq)
+		seqs = append(seqs, parsed(t, packet.In, b).Seq)
 	}
 	if want := []uint32{11, 21, 1, 31}; !slices.Equal(seqs, want) {
 		t.Fatalf("delivered seqs %v, want %v", seqs, want)
@@ -267,8 +269,8 @@ func TestEndpointReorder(t *testing.T) {
 // leak check in TestMain would catch them otherwise).
 func TestEndpointClosedHolds(t *testing.T) {
 	l := newLayer(t, "reorder gap=100 dir=in", "delay 1h dir=out")
-	l.inject(in(FlagACK, 1, 1, 500, 10))
-	l.write(out(FlagACK, 1, 1, 500, 10))
+	l.inject(in(packet.FlagACK, 1, 1, 500, 10))
+	l.write(out(packet.FlagACK, 1, 1, 500, 10))
 	if l.ep.Pending() != 2 {
 		t.Fatalf("pending %d", l.ep.Pending())
 	}

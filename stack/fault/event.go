@@ -1,6 +1,10 @@
 package fault
 
-import "time"
+import (
+	"time"
+
+	"github.com/unplug-dev/unplug/internal/packet"
+)
 
 // Verdict is what the fault layer decided for one packet.
 type Verdict uint8
@@ -49,8 +53,8 @@ type Decision struct {
 // with the decision taken. Data is the raw IP packet and is only valid for the
 // duration of the Observe call: copy it to keep it.
 type Event struct {
-	Time     time.Time // from the layer's clock (virtual in virtual-time runs)
-	Packet   *Packet   // parsed view; Packet.Version == 0 if unparseable
+	Time     time.Time      // from the layer's clock (virtual in virtual-time runs)
+	Packet   *packet.Packet // parsed view; Packet.Version == 0 if unparseable
 	Data     []byte
 	Decision Decision
 	Comment  string // human description of the decision ("dropped by rule 1: drop dir=in")

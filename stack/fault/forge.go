@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // Packets the fault layer makes up: RSTs for reject and rst-at-seq rules,
@@ -23,32 +25,32 @@ const (
 // p's receiver to p's sender; seq = p's ack if p carries one, otherwise an
 // ACK of everything p occupied. It returns nil for anything but a TCP
 // segment without RST (a RST is never answered).
-func resetReply(p *Packet) []byte {
-	if p.Proto != ProtoTCP || p.Version == 0 || p.Flags&FlagRST != 0 {
+func resetReply(p *packet.Packet) []byte {
+	if p.Proto != packet.ProtoTCP || p.Version == 0 || p.Flags&packet.FlagRST != 0 {
 		return nil
 	}
-	if p.Flags&FlagACK != 0 {
-		return buildTCP(p.Dst, p.Src, p.DstPort, p.SrcPort, p.Ack, 0, FlagRST)
+	if p.Flags&packet.FlagACK != 0 {
+		return buildTCP(p.Dst, p.Src, p.DstPort, p.SrcPort, p.Ack, 0, packet.FlagRST)
 	}
 	occupied := uint32(p.PayloadLen)
-	if p.Flags&FlagSYN != 0 {
+	if p.Flags&packet.FlagSYN != 0 {
 		occupied++
 	}
-	if p.Flags&FlagFIN != 0 {
+	if p.Flags&packet.FlagFIN != 0 {
 		occupied++
 	}
-	return buildTCP(p.Dst, p.Src, p.DstPort, p.SrcPort, 0, p.Seq+occupied, FlagRST|FlagACK)
+	return buildTCP(p.Dst, p.Src, p.DstPort, p.SrcPort, 0, p.Seq+occupied, packet.FlagRST|packet.FlagACK)
 }
 
 // resetInPlace returns a RST from p's sender to p's receiver carrying p's
 // sequence number, so that a receiver that got everything before p accepts
 // it (RFC 5961 wants seq == rcv.nxt exactly). It returns nil for anything
 // but a TCP segment.
-func resetInPlace(p *Packet) []byte {
-	if p.Proto != ProtoTCP || p.Version == 0 {
+func resetInPlace(p *packet.Packet) []byte {
+	if p.Proto != packet.ProtoTCP || p.Version == 0 {
 		return nil
 	}
-	return buildTCP(p.Src, p.Dst, p.SrcPort, p.DstPort, p.Seq, p.Ack, FlagRST|(p.Flags&FlagACK))
+	return buildTCP(p.Src, p.Dst, p.SrcPort, p.DstPort, p.Seq, p.Ack, packet.FlagRST|(p.Flags&packet.FlagACK))
 }
 
 // buildTCP returns an IPv4 or IPv6 packet (by src's family) carrying a TCP
@@ -62,7 +64,7 @@ func buildTCP(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags u
 		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
 		binary.BigEndian.PutUint16(b[6:], 0x4000) // DF
 		b[8] = forgedTTL
-		b[9] = ProtoTCP
+		b[9] = packet.ProtoTCP
 		s4, d4 := src.As4(), dst.As4()
 		copy(b[12:16], s4[:])
 		copy(b[16:20], d4[:])
@@ -72,7 +74,7 @@ func buildTCP(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags u
 		b = make([]byte, ipv6HeaderLen+tcpHeaderLen)
 		b[0] = 0x60
 		binary.BigEndian.PutUint16(b[4:], tcpHeaderLen)
-		b[6] = ProtoTCP
+		b[6] = packet.ProtoTCP
 		b[7] = forgedTTL
 		s6, d6 := src.As16(), dst.As16()
 		copy(b[8:24], s6[:])
@@ -85,7 +87,7 @@ func buildTCP(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, flags u
 	binary.BigEndian.PutUint32(tcp[8:], ack)
 	tcp[12] = (tcpHeaderLen / 4) << 4
 	tcp[13] = flags
-	binary.BigEndian.PutUint16(tcp[16:], ^transportChecksum(b, tcp, ProtoTCP))
+	binary.BigEndian.PutUint16(tcp[16:], ^transportChecksum(b, tcp, packet.ProtoTCP))
 	return b
 }
 
@@ -109,7 +111,7 @@ func transportChecksum(ip, l4 []byte, proto uint8) uint16 {
 // (its field may hold anything); false if b is not a TCP segment.
 func completeTCPChecksum(b []byte) bool {
 	off, proto := transportOffset(b)
-	if off < 0 || proto != ProtoTCP || len(b) < off+tcpHeaderLen {
+	if off < 0 || proto != packet.ProtoTCP || len(b) < off+tcpHeaderLen {
 		return false
 	}
 	var sum uint16
@@ -118,7 +120,7 @@ func completeTCPChecksum(b []byte) bool {
 	} else {
 		sum = checksum.Checksum(b[8:40], 0)
 	}
-	sum = checksum.Combine(sum, uint16(ProtoTCP))
+	sum = checksum.Combine(sum, uint16(packet.ProtoTCP))
 	sum = checksum.Combine(sum, uint16(len(b)-off))
 	b[off+16], b[off+17] = 0, 0
 	binary.BigEndian.PutUint16(b[off+16:], ^checksum.Checksum(b[off:], sum))
@@ -199,12 +201,12 @@ func corrupt(b []byte, r int) bool {
 	l4 := b[off:]
 	var sumAt, hdr int
 	switch proto {
-	case ProtoTCP:
+	case packet.ProtoTCP:
 		if len(l4) < tcpHeaderLen {
 			return ipSum()
 		}
 		sumAt, hdr = 16, int(l4[12]>>4)*4
-	case ProtoUDP:
+	case packet.ProtoUDP:
 		if len(l4) < 8 {
 			return ipSum()
 		}
@@ -213,7 +215,7 @@ func corrupt(b []byte, r int) bool {
 			// No UDP checksum, or flipping it could make it read "none".
 			return ipSum()
 		}
-	case ProtoICMP, ProtoICMPv6:
+	case packet.ProtoICMP, packet.ProtoICMPv6:
 		if len(l4) < 4 {
 			return ipSum()
 		}

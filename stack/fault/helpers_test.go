@@ -8,6 +8,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 func checksumOf(b []byte) uint16 { return checksum.Checksum(b, 0) }
@@ -18,7 +20,7 @@ func tcp4(sport, dport uint16, flags uint8, seq uint32, payload int) []byte {
 	b[0] = 0x45
 	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
 	b[8] = 64
-	b[9] = ProtoTCP
+	b[9] = packet.ProtoTCP
 	copy(b[12:], netip.MustParseAddr("198.18.0.1").AsSlice())
 	copy(b[16:], netip.MustParseAddr("198.18.0.2").AsSlice())
 	t := b[20:]
@@ -40,7 +42,7 @@ func tcp6(sport, dport uint16, flags uint8, payload int) []byte {
 	b[7] = 64
 	copy(b[8:], netip.MustParseAddr("fd00:198:18::1").AsSlice())
 	copy(b[24:], netip.MustParseAddr("fd00:198:18::2").AsSlice())
-	b[40] = ProtoTCP // next header after the option header
+	b[40] = packet.ProtoTCP // next header after the option header
 	t := b[48:]
 	binary.BigEndian.PutUint16(t[0:], sport)
 	binary.BigEndian.PutUint16(t[2:], dport)
@@ -85,7 +87,7 @@ func (s seg) build() []byte {
 	tcp := b[off:]
 	binary.BigEndian.PutUint16(tcp[14:], s.win)
 	tcp[16], tcp[17] = 0, 0
-	binary.BigEndian.PutUint16(tcp[16:], ^transportChecksum(b, tcp, ProtoTCP))
+	binary.BigEndian.PutUint16(tcp[16:], ^transportChecksum(b, tcp, packet.ProtoTCP))
 	return b
 }
 

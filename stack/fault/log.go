@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // DefaultLogSize is how many entries NewLog keeps when given no size.
@@ -17,7 +19,7 @@ type LogEntry struct {
 	Rule     int
 	Verdict  Verdict
 	Action   Action
-	Dir      Direction
+	Dir      packet.Direction
 	Src, Dst netip.AddrPort
 	Proto    uint8
 	Flags    uint8
@@ -30,7 +32,7 @@ type LogEntry struct {
 // flags and sequence number, length, and the comment.
 func (l LogEntry) String() string {
 	s := fmt.Sprintf("%s %s %s > %s", l.Time.Format("15:04:05.000000"), l.Dir, l.Src, l.Dst)
-	if l.Proto == ProtoTCP {
+	if l.Proto == packet.ProtoTCP {
 		s += fmt.Sprintf(" [%s] seq %d", flagString(l.Flags), l.Seq)
 	}
 	return s + fmt.Sprintf(" len %d: %s", l.Len, l.Comment)
@@ -42,7 +44,7 @@ func flagString(f uint8) string {
 	for _, x := range []struct {
 		bit  uint8
 		name byte
-	}{{FlagSYN, 'S'}, {FlagFIN, 'F'}, {FlagRST, 'R'}, {FlagPSH, 'P'}, {FlagURG, 'U'}, {FlagECE, 'E'}, {FlagCWR, 'W'}, {FlagACK, '.'}} {
+	}{{packet.FlagSYN, 'S'}, {packet.FlagFIN, 'F'}, {packet.FlagRST, 'R'}, {packet.FlagPSH, 'P'}, {packet.FlagURG, 'U'}, {packet.FlagECE, 'E'}, {packet.FlagCWR, 'W'}, {packet.FlagACK, '.'}} {
 		if f&x.bit != 0 {
 			b = append(b, x.name)
 		}

@@ -4,11 +4,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 func TestLog(t *testing.T) {
 	l := NewLog(3)
-	p := parsed(t, In, in(FlagACK|FlagPSH, 1001, 5001, 500, 10))
+	p := parsed(t, packet.In, in(packet.FlagACK|packet.FlagPSH, 1001, 5001, 500, 10))
 	for i := range 5 {
 		l.Observe(&Event{Time: time.Unix(int64(i), 0), Packet: p}) // passed: not logged
 		l.Observe(&Event{Time: time.Unix(int64(i), 0), Packet: p, Decision: Decision{Verdict: Dropped, Rule: i + 1, Action: ActDrop},

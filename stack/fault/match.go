@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // MatchClass is a set of TCP segment meanings for the match= selector. A
@@ -33,10 +34,7 @@ const (
 const matchStateful = MatchHandshakeAck | MatchRetransmission | MatchKeepaliveProbe |
 	MatchZeroWindowProbe | MatchWindowUpdate
 
-var matchNames = []struct {
-	name  string
-	class MatchClass
-}{
+var matchNames = []named[MatchClass]{
 	{"syn", MatchSYN}, {"syn-ack", MatchSYNACK}, {"handshake-ack", MatchHandshakeAck},
 	{"data", MatchData}, {"pure-ack", MatchPureAck}, {"fin", MatchFIN}, {"rst", MatchRST},
 	{"retransmission", MatchRetransmission}, {"keepalive-probe", MatchKeepaliveProbe},
@@ -44,54 +42,73 @@ var matchNames = []struct {
 }
 
 // String lists the meanings joined by commas, as in the grammar.
-func (m MatchClass) String() string {
+func (m MatchClass) String() string { return joinNames(m, matchNames) }
+
+func parseMatch(val string) (MatchClass, error) {
+	m, bad := parseNames(val, matchNames)
+	if bad != "" {
+		return 0, fmt.Errorf("unknown segment class %q; use syn, syn-ack, handshake-ack, data, pure-ack, fin, rst, "+
+			"retransmission, keepalive-probe, zero-window-probe or window-update", bad)
+	}
+	return m, nil
+}
+
+// named is one name of a set of classes in the grammar (flags=, match=).
+type named[T FlagClass | MatchClass] struct {
+	name  string
+	class T
+}
+
+// joinNames lists the names of the classes in set, in table order, joined
+// by commas.
+func joinNames[T FlagClass | MatchClass](set T, table []named[T]) string {
 	var parts []string
-	for _, n := range matchNames {
-		if m&n.class != 0 {
+	for _, n := range table {
+		if set&n.class != 0 {
 			parts = append(parts, n.name)
 		}
 	}
 	return strings.Join(parts, ",")
 }
 
-func parseMatch(val string) (MatchClass, error) {
-	var m MatchClass
+// parseNames reads a comma-separated list of names from table into a set;
+// bad is the first name not in table.
+func parseNames[T FlagClass | MatchClass](val string, table []named[T]) (set T, bad string) {
 names:
 	for _, name := range strings.Split(val, ",") {
-		for _, n := range matchNames {
+		for _, n := range table {
 			if n.name == name {
-				m |= n.class
+				set |= n.class
 				continue names
 			}
 		}
-		return 0, fmt.Errorf("unknown segment class %q; use syn, syn-ack, handshake-ack, data, pure-ack, fin, rst, "+
-			"retransmission, keepalive-probe, zero-window-probe or window-update", name)
+		return 0, name
 	}
-	return m, nil
+	return set, ""
 }
 
 // Meaning returns the meanings of the TCP segment p that need no connection
 // state (0 for anything but a parsed TCP segment).
-func Meaning(p *Packet) MatchClass {
-	if p.Proto != ProtoTCP || p.Version == 0 {
+func Meaning(p *packet.Packet) MatchClass {
+	if p.Proto != packet.ProtoTCP || p.Version == 0 {
 		return 0
 	}
 	var m MatchClass
-	switch p.Flags & (FlagSYN | FlagACK) {
-	case FlagSYN:
+	switch p.Flags & (packet.FlagSYN | packet.FlagACK) {
+	case packet.FlagSYN:
 		m |= MatchSYN
-	case FlagSYN | FlagACK:
+	case packet.FlagSYN | packet.FlagACK:
 		m |= MatchSYNACK
 	}
-	if p.Flags&FlagFIN != 0 {
+	if p.Flags&packet.FlagFIN != 0 {
 		m |= MatchFIN
 	}
-	if p.Flags&FlagRST != 0 {
+	if p.Flags&packet.FlagRST != 0 {
 		m |= MatchRST
 	}
 	if p.PayloadLen > 0 {
 		m |= MatchData
-	} else if p.Flags&(FlagSYN|FlagFIN|FlagRST) == 0 && p.Flags&FlagACK != 0 {
+	} else if p.Flags&(packet.FlagSYN|packet.FlagFIN|packet.FlagRST) == 0 && p.Flags&packet.FlagACK != 0 {
 		m |= MatchPureAck
 	}
 	return m

@@ -5,7 +5,8 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip/faketime"
 
-	"github.com/unplug-dev/unplug/stack/fault/flow"
+	"github.com/unplug-dev/unplug/internal/flow"
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // FuzzParse feeds the classifier arbitrary bytes (truncated IP headers, bad
@@ -14,11 +15,11 @@ import (
 // controller with stateful rules, the flow tracker, the RST builders and
 // the corrupter. Seeds are in testdata/fuzz/FuzzParse.
 func FuzzParse(f *testing.F) {
-	f.Add(in(FlagSYN, 1, 0, 100, 0), uint8(In), uint16(0))
-	f.Add(out(FlagACK|FlagPSH, 5, 9, 100, 30), uint8(Out), uint16(10))
-	f.Add(tcp6(80, 40000, FlagACK, 100), uint8(Out), uint16(0))
-	f.Add([]byte{0x45, 0, 0, 20}, uint8(In), uint16(0))
-	f.Add([]byte{0x4f, 0, 0, 60, 0, 0, 0, 0, 64, 6}, uint8(In), uint16(0))
+	f.Add(in(packet.FlagSYN, 1, 0, 100, 0), uint8(packet.In), uint16(0))
+	f.Add(out(packet.FlagACK|packet.FlagPSH, 5, 9, 100, 30), uint8(packet.Out), uint16(10))
+	f.Add(tcp6(80, 40000, packet.FlagACK, 100), uint8(packet.Out), uint16(0))
+	f.Add([]byte{0x45, 0, 0, 20}, uint8(packet.In), uint16(0))
+	f.Add([]byte{0x4f, 0, 0, 60, 0, 0, 0, 0, 64, 6}, uint8(packet.In), uint16(0))
 	ctl := NewController(faketime.NewManualClock(), 1)
 	for _, s := range []string{
 		"drop match=retransmission,keepalive-probe,window-update,handshake-ack",
@@ -30,12 +31,12 @@ func FuzzParse(f *testing.F) {
 	}
 	tr := flow.NewTracker(16)
 	f.Fuzz(func(t *testing.T, b []byte, dir uint8, cut uint16) {
-		d := Direction(dir%2 + 1)
-		var p Packet
-		err := Parse(d, b, &p)
+		d := packet.Direction(dir%2 + 1)
+		var p packet.Packet
+		err := packet.Parse(d, b, &p)
 		size := len(b) + int(cut)
-		var q Packet
-		if ParsePrefix(d, b, size, &q) == nil && q.PayloadLen < 0 {
+		var q packet.Packet
+		if packet.ParsePrefix(d, b, size, &q) == nil && q.PayloadLen < 0 {
 			t.Fatalf("negative payload length %d", q.PayloadLen)
 		}
 		if err != nil {
@@ -47,19 +48,19 @@ func FuzzParse(f *testing.F) {
 		if p.PayloadLen < 0 || p.PayloadLen > p.Len {
 			t.Fatalf("payload %d of a %d-byte packet", p.PayloadLen, p.Len)
 		}
-		if p.Proto != ProtoTCP && p.Proto != ProtoUDP && (p.SrcPort|p.DstPort) != 0 {
+		if p.Proto != packet.ProtoTCP && p.Proto != packet.ProtoUDP && (p.SrcPort|p.DstPort) != 0 {
 			t.Fatalf("ports %d, %d on protocol %d", p.SrcPort, p.DstPort, p.Proto)
 		}
 		Meaning(&p)
 		ctl.Decide(&p)
 		if p.IsTCP() {
-			s := p.Segment()
+			s := flow.SegmentOf(&p)
 			tr.Track(&s, 1)
 		}
-		for _, build := range []func(*Packet) []byte{resetReply, resetInPlace} {
+		for _, build := range []func(*packet.Packet) []byte{resetReply, resetInPlace} {
 			if rst := build(&p); rst != nil {
-				var r Packet
-				if err := Parse(Both&^d, rst, &r); err != nil || r.Flags&FlagRST == 0 {
+				var r packet.Packet
+				if err := packet.Parse(packet.Both&^d, rst, &r); err != nil || r.Flags&packet.FlagRST == 0 {
 					t.Fatalf("forged RST %x does not parse as one: %v", rst, err)
 				}
 			}

@@ -8,7 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/unplug-dev/unplug/stack/units"
+	"github.com/unplug-dev/unplug/internal/packet"
+	"github.com/unplug-dev/unplug/internal/units"
 )
 
 // Action is what a rule does to the packets it matches.
@@ -69,47 +70,36 @@ const (
 	ClassData                          // carries payload
 )
 
-var classNames = []struct {
-	name  string
-	class FlagClass
-}{
+var classNames = []named[FlagClass]{
 	{"syn", ClassSYN}, {"fin", ClassFIN}, {"rst", ClassRST},
 	{"ack-only", ClassAckOnly}, {"data", ClassData},
 }
 
-// Classes returns the classes the TCP segment p belongs to (0 for non-TCP).
-func Classes(p *Packet) FlagClass {
-	if p.Proto != ProtoTCP {
-		return 0
-	}
+// Classes returns the classes the TCP segment p belongs to (0 for non-TCP):
+// the stateless meanings of match= (Meaning), grouped as flags= names them.
+func Classes(p *packet.Packet) FlagClass {
+	m := Meaning(p)
 	var c FlagClass
-	if p.Flags&FlagSYN != 0 {
-		c |= ClassSYN
-	}
-	if p.Flags&FlagFIN != 0 {
-		c |= ClassFIN
-	}
-	if p.Flags&FlagRST != 0 {
-		c |= ClassRST
-	}
-	if p.PayloadLen > 0 {
-		c |= ClassData
-	} else if p.Flags&(FlagSYN|FlagFIN|FlagRST) == 0 && p.Flags&FlagACK != 0 {
-		c |= ClassAckOnly
+	for _, g := range classOfMeaning {
+		if m&g.m != 0 {
+			c |= g.c
+		}
 	}
 	return c
 }
 
-// String lists the classes joined by commas, as in the grammar.
-func (c FlagClass) String() string {
-	var parts []string
-	for _, n := range classNames {
-		if c&n.class != 0 {
-			parts = append(parts, n.name)
-		}
-	}
-	return strings.Join(parts, ",")
+// classOfMeaning maps match= meanings to flags= classes: flags=syn is a
+// SYN with or without ACK, ack-only is match=pure-ack.
+var classOfMeaning = [...]struct {
+	m MatchClass
+	c FlagClass
+}{
+	{MatchSYN | MatchSYNACK, ClassSYN}, {MatchFIN, ClassFIN}, {MatchRST, ClassRST},
+	{MatchPureAck, ClassAckOnly}, {MatchData, ClassData},
 }
+
+// String lists the classes joined by commas, as in the grammar.
+func (c FlagClass) String() string { return joinNames(c, classNames) }
 
 // FlowAge restricts a rule to connections that were open when it started
 // (FlowsExisting) or that opened later (FlowsNew); 0 selects both.
@@ -161,9 +151,9 @@ type Spec struct {
 	Seq   uint32         // ActRSTAtSeq: relative sequence number (first data byte = 1)
 	GE    GilbertElliott // ActBurstLoss
 
-	Dir   Direction // In, Out or Both; 0 means Both (Controller.Add stores Both)
-	Port  uint16    // peer-side TCP/UDP port; 0 = any
-	Flags FlagClass // TCP segment classes; 0 = any packet
+	Dir   packet.Direction // In, Out or Both; 0 means Both (Controller.Add stores Both)
+	Port  uint16           // peer-side TCP/UDP port; 0 = any
+	Flags FlagClass        // TCP segment classes; 0 = any packet
 
 	Match      MatchClass     // TCP segment meanings (match=); 0 = any packet
 	Flow       netip.AddrPort // one connection by either end's address and port; zero = any
@@ -214,7 +204,7 @@ func ParseSpec(s string) (Spec, error) {
 	if len(fields) == 0 {
 		return bad("", "empty spec; start with an action: "+actionList)
 	}
-	sp := Spec{Dir: Both}
+	sp := Spec{Dir: packet.Both}
 	rest := fields[1:]
 	// takeArg removes and returns the positional argument after the action,
 	// if there is one.
@@ -338,11 +328,11 @@ func (sp *Spec) set(key, val string) error {
 	case "dir":
 		switch val {
 		case "in":
-			sp.Dir = In
+			sp.Dir = packet.In
 		case "out":
-			sp.Dir = Out
+			sp.Dir = packet.Out
 		case "both":
-			sp.Dir = Both
+			sp.Dir = packet.Both
 		default:
 			return fmt.Errorf("dir must be in (towards the peer), out (from the peer) or both")
 		}
@@ -353,16 +343,11 @@ func (sp *Spec) set(key, val string) error {
 		}
 		sp.Port = uint16(n)
 	case "flags":
-	classes:
-		for _, name := range strings.Split(val, ",") {
-			for _, n := range classNames {
-				if n.name == name {
-					sp.Flags |= n.class
-					continue classes
-				}
-			}
-			return fmt.Errorf("unknown flag class %q; use syn, fin, rst, ack-only or data", name)
+		c, bad := parseNames(val, classNames)
+		if bad != "" {
+			return fmt.Errorf("unknown flag class %q; use syn, fin, rst, ack-only or data", bad)
 		}
+		sp.Flags |= c
 	case "match":
 		m, err := parseMatch(val)
 		if err != nil {
@@ -606,7 +591,7 @@ func (sp Spec) String() string {
 		kv("h", formatPercent(sp.GE.H, true))
 		kv("k", formatPercent(sp.GE.K, true))
 	}
-	if sp.Dir != Both && sp.Dir != 0 {
+	if sp.Dir != packet.Both && sp.Dir != 0 {
 		kv("dir", sp.Dir.String())
 	}
 	if sp.Port != 0 {

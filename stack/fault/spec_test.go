@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // fuzzSpecSeeds cover every action and key of the grammar, valid and not;
@@ -25,39 +27,39 @@ func TestParseSpecTCP(t *testing.T) {
 		in   string
 		want Spec
 	}{
-		{"reject", Spec{Action: ActReject, Dir: Both}},
-		{"reject dir=in match=data", Spec{Action: ActReject, Dir: In, Match: MatchData}},
-		{"rst-at-seq=1000", Spec{Action: ActRSTAtSeq, Seq: 1000, Dir: Both}},
-		{"rst-at-seq=1MB dir=out", Spec{Action: ActRSTAtSeq, Seq: 1000000, Dir: Out}},
-		{"duplicate", Spec{Action: ActDuplicate, Prob: 1, Dir: Both}},
-		{"duplicate 5%", Spec{Action: ActDuplicate, Prob: 0.05, Dir: Both}},
-		{"reorder 10% gap=3", Spec{Action: ActReorder, Prob: 0.1, Gap: 3, Dir: Both}},
-		{"corrupt 0.5% dir=out", Spec{Action: ActCorrupt, Prob: 0.005, Dir: Out}},
-		{"rate 1mbit", Spec{Action: ActRate, Rate: 1e6, Dir: Both}},
-		{"rate 1.5mbit queue=64KiB", Spec{Action: ActRate, Rate: 1.5e6, Queue: 65536, Dir: Both}},
-		{"rate 125000", Spec{Action: ActRate, Rate: 1e6, Dir: Both}},
-		{"loss ge p=1% r=30%", Spec{Action: ActBurstLoss, GE: GilbertElliott{P: 0.01, R: 0.3, H: 0, K: 1}, Dir: Both}},
-		{"loss ge p=0.1", Spec{Action: ActBurstLoss, GE: GilbertElliott{P: 0.1, R: 0.9, H: 0, K: 1}, Dir: Both}},
-		{"loss ge k=99% h=10% r=0.5 p=2%", Spec{Action: ActBurstLoss, GE: GilbertElliott{P: 0.02, R: 0.5, H: 0.1, K: 0.99}, Dir: Both}},
-		{"drop match=syn,syn-ack,handshake-ack", Spec{Action: ActDrop, Dir: Both, Match: MatchSYN | MatchSYNACK | MatchHandshakeAck}},
-		{"drop match=data,pure-ack,fin,rst", Spec{Action: ActDrop, Dir: Both, Match: MatchData | MatchPureAck | MatchFIN | MatchRST}},
-		{"drop match=retransmission,keepalive-probe,zero-window-probe,window-update", Spec{Action: ActDrop, Dir: Both,
+		{"reject", Spec{Action: ActReject, Dir: packet.Both}},
+		{"reject dir=in match=data", Spec{Action: ActReject, Dir: packet.In, Match: MatchData}},
+		{"rst-at-seq=1000", Spec{Action: ActRSTAtSeq, Seq: 1000, Dir: packet.Both}},
+		{"rst-at-seq=1MB dir=out", Spec{Action: ActRSTAtSeq, Seq: 1000000, Dir: packet.Out}},
+		{"duplicate", Spec{Action: ActDuplicate, Prob: 1, Dir: packet.Both}},
+		{"duplicate 5%", Spec{Action: ActDuplicate, Prob: 0.05, Dir: packet.Both}},
+		{"reorder 10% gap=3", Spec{Action: ActReorder, Prob: 0.1, Gap: 3, Dir: packet.Both}},
+		{"corrupt 0.5% dir=out", Spec{Action: ActCorrupt, Prob: 0.005, Dir: packet.Out}},
+		{"rate 1mbit", Spec{Action: ActRate, Rate: 1e6, Dir: packet.Both}},
+		{"rate 1.5mbit queue=64KiB", Spec{Action: ActRate, Rate: 1.5e6, Queue: 65536, Dir: packet.Both}},
+		{"rate 125000", Spec{Action: ActRate, Rate: 1e6, Dir: packet.Both}},
+		{"loss ge p=1% r=30%", Spec{Action: ActBurstLoss, GE: GilbertElliott{P: 0.01, R: 0.3, H: 0, K: 1}, Dir: packet.Both}},
+		{"loss ge p=0.1", Spec{Action: ActBurstLoss, GE: GilbertElliott{P: 0.1, R: 0.9, H: 0, K: 1}, Dir: packet.Both}},
+		{"loss ge k=99% h=10% r=0.5 p=2%", Spec{Action: ActBurstLoss, GE: GilbertElliott{P: 0.02, R: 0.5, H: 0.1, K: 0.99}, Dir: packet.Both}},
+		{"drop match=syn,syn-ack,handshake-ack", Spec{Action: ActDrop, Dir: packet.Both, Match: MatchSYN | MatchSYNACK | MatchHandshakeAck}},
+		{"drop match=data,pure-ack,fin,rst", Spec{Action: ActDrop, Dir: packet.Both, Match: MatchData | MatchPureAck | MatchFIN | MatchRST}},
+		{"drop match=retransmission,keepalive-probe,zero-window-probe,window-update", Spec{Action: ActDrop, Dir: packet.Both,
 			Match: MatchRetransmission | MatchKeepaliveProbe | MatchZeroWindowProbe | MatchWindowUpdate}},
-		{"drop flow=198.18.0.1:40000", Spec{Action: ActDrop, Dir: Both, Flow: netip.MustParseAddrPort("198.18.0.1:40000")}},
-		{"drop flow=[fd00:198:18::1]:40000", Spec{Action: ActDrop, Dir: Both, Flow: netip.MustParseAddrPort("[fd00:198:18::1]:40000")}},
-		{"drop flow=[::ffff:198.18.0.1]:1", Spec{Action: ActDrop, Dir: Both, Flow: netip.MustParseAddrPort("198.18.0.1:1")}},
-		{"drop conn=2 flows=new", Spec{Action: ActDrop, Dir: Both, Conn: 2, Flows: FlowsNew}},
-		{"drop flows=existing", Spec{Action: ActDrop, Dir: Both, Flows: FlowsExisting}},
-		{"drop after-bytes=1MB dir=out", Spec{Action: ActDrop, Dir: Out, AfterBytes: 1e6}},
-		{"drop after-bytes=2KiB", Spec{Action: ActDrop, Dir: Both, AfterBytes: 2048}},
-		{"drop nth=3", Spec{Action: ActDrop, Dir: Both, Nth: 3}},
-		{"drop every=10", Spec{Action: ActDrop, Dir: Both, Every: 10}},
-		{"drop after=established", Spec{Action: ActDrop, Dir: Both, AfterEstablished: true}},
-		{"drop after=bytes:500", Spec{Action: ActDrop, Dir: Both, AfterFlowBytes: 500}},
-		{"drop until=rto:3", Spec{Action: ActDrop, Dir: Both, UntilRTO: 3}},
-		{"drop for=rtos:2", Spec{Action: ActDrop, Dir: Both, UntilRTO: 2}},
-		{"drop for=2s until=rto:1 count=4", Spec{Action: ActDrop, Dir: Both, For: 2 * time.Second, UntilRTO: 1, Count: 4}},
-		{"delay 10ms match=syn-ack after=1s", Spec{Action: ActDelay, Delay: 10 * time.Millisecond, Dir: Both, Match: MatchSYNACK, After: time.Second}},
+		{"drop flow=198.18.0.1:40000", Spec{Action: ActDrop, Dir: packet.Both, Flow: netip.MustParseAddrPort("198.18.0.1:40000")}},
+		{"drop flow=[fd00:198:18::1]:40000", Spec{Action: ActDrop, Dir: packet.Both, Flow: netip.MustParseAddrPort("[fd00:198:18::1]:40000")}},
+		{"drop flow=[::ffff:198.18.0.1]:1", Spec{Action: ActDrop, Dir: packet.Both, Flow: netip.MustParseAddrPort("198.18.0.1:1")}},
+		{"drop conn=2 flows=new", Spec{Action: ActDrop, Dir: packet.Both, Conn: 2, Flows: FlowsNew}},
+		{"drop flows=existing", Spec{Action: ActDrop, Dir: packet.Both, Flows: FlowsExisting}},
+		{"drop after-bytes=1MB dir=out", Spec{Action: ActDrop, Dir: packet.Out, AfterBytes: 1e6}},
+		{"drop after-bytes=2KiB", Spec{Action: ActDrop, Dir: packet.Both, AfterBytes: 2048}},
+		{"drop nth=3", Spec{Action: ActDrop, Dir: packet.Both, Nth: 3}},
+		{"drop every=10", Spec{Action: ActDrop, Dir: packet.Both, Every: 10}},
+		{"drop after=established", Spec{Action: ActDrop, Dir: packet.Both, AfterEstablished: true}},
+		{"drop after=bytes:500", Spec{Action: ActDrop, Dir: packet.Both, AfterFlowBytes: 500}},
+		{"drop until=rto:3", Spec{Action: ActDrop, Dir: packet.Both, UntilRTO: 3}},
+		{"drop for=rtos:2", Spec{Action: ActDrop, Dir: packet.Both, UntilRTO: 2}},
+		{"drop for=2s until=rto:1 count=4", Spec{Action: ActDrop, Dir: packet.Both, For: 2 * time.Second, UntilRTO: 1, Count: 4}},
+		{"delay 10ms match=syn-ack after=1s", Spec{Action: ActDelay, Delay: 10 * time.Millisecond, Dir: packet.Both, Match: MatchSYNACK, After: time.Second}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -160,15 +162,15 @@ func TestParseSpec(t *testing.T) {
 		in   string
 		want Spec
 	}{
-		{"drop", Spec{Action: ActDrop, Dir: Both}},
-		{"drop dir=in for=3s", Spec{Action: ActDrop, Dir: In, For: 3 * time.Second}},
-		{"loss 20% dir=out", Spec{Action: ActLoss, Loss: 0.2, Dir: Out}},
-		{"loss 0.5%", Spec{Action: ActLoss, Loss: 0.005, Dir: Both}},
-		{"delay 150ms", Spec{Action: ActDelay, Delay: 150 * time.Millisecond, Dir: Both}},
-		{"delay 150ms jitter=20ms port=80", Spec{Action: ActDelay, Delay: 150 * time.Millisecond, Jitter: 20 * time.Millisecond, Port: 80, Dir: Both}},
-		{"drop flags=syn,fin after=2s count=3", Spec{Action: ActDrop, Dir: Both, Flags: ClassSYN | ClassFIN, After: 2 * time.Second, Count: 3}},
-		{"  drop   dir=both  flags=ack-only ", Spec{Action: ActDrop, Dir: Both, Flags: ClassAckOnly}},
-		{"drop flags=data dir=out", Spec{Action: ActDrop, Dir: Out, Flags: ClassData}},
+		{"drop", Spec{Action: ActDrop, Dir: packet.Both}},
+		{"drop dir=in for=3s", Spec{Action: ActDrop, Dir: packet.In, For: 3 * time.Second}},
+		{"loss 20% dir=out", Spec{Action: ActLoss, Loss: 0.2, Dir: packet.Out}},
+		{"loss 0.5%", Spec{Action: ActLoss, Loss: 0.005, Dir: packet.Both}},
+		{"delay 150ms", Spec{Action: ActDelay, Delay: 150 * time.Millisecond, Dir: packet.Both}},
+		{"delay 150ms jitter=20ms port=80", Spec{Action: ActDelay, Delay: 150 * time.Millisecond, Jitter: 20 * time.Millisecond, Port: 80, Dir: packet.Both}},
+		{"drop flags=syn,fin after=2s count=3", Spec{Action: ActDrop, Dir: packet.Both, Flags: ClassSYN | ClassFIN, After: 2 * time.Second, Count: 3}},
+		{"  drop   dir=both  flags=ack-only ", Spec{Action: ActDrop, Dir: packet.Both, Flags: ClassAckOnly}},
+		{"drop flags=data dir=out", Spec{Action: ActDrop, Dir: packet.Out, Flags: ClassData}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

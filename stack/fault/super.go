@@ -3,6 +3,8 @@ package fault
 import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // Super is a TCP super-packet the peer's netstack sent (host GSO), cut by
@@ -41,8 +43,8 @@ func (e *Endpoint) WriteSuper(s *Super) tcpip.Error {
 	var verdicts [maxSuperSegments]Decision
 	plain := true
 	for i, h := range s.Heads {
-		var p Packet
-		if ParsePrefix(Out, h, s.Lens[i], &p) != nil {
+		var p packet.Packet
+		if packet.ParsePrefix(packet.Out, h, s.Lens[i], &p) != nil {
 			e.stats.Unparseable.Add(1)
 		}
 		d := e.ctl.Decide(&p)

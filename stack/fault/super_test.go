@@ -10,6 +10,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/unplug-dev/unplug/internal/packet"
 )
 
 // TestWriteSuper: a super-packet whose segments all pass leaves whole;
@@ -17,9 +19,9 @@ import (
 // them, the segments leave one by one, each judged on its own.
 func TestWriteSuper(t *testing.T) {
 	segs := [][]byte{
-		out(FlagACK, 5001, 1101, 500, 10),
-		out(FlagACK, 5011, 1101, 500, 10),
-		out(FlagACK|FlagPSH, 5021, 1101, 500, 10),
+		out(packet.FlagACK, 5001, 1101, 500, 10),
+		out(packet.FlagACK, 5011, 1101, 500, 10),
+		out(packet.FlagACK|packet.FlagPSH, 5021, 1101, 500, 10),
 	}
 	super := []byte("the super-packet stands for its segments")
 	tests := []struct {

@@ -47,7 +47,7 @@ const (
 // HTTPResponse returns the complete response the http service sends for a
 // request whose buffered bytes are buffered, and whether the head (up to
 // the blank line) was complete. A server outside the peer that must answer
-// exactly like it (the iptables reference in scenarios/reference) uses it.
+// exactly like it (the iptables reference in internal/reference) uses it.
 func HTTPResponse(buffered []byte) (resp []byte, complete bool) {
 	end := headEnd(buffered)
 	if end < 0 {

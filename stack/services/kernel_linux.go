@@ -11,7 +11,7 @@ import (
 // ServeKernel runs the built-in service name (http, echo, discard, sink,
 // source) on fd, an accepted kernel TCP socket, with the same session code
 // the peer runs on its gVisor endpoints: a server outside the peer (the
-// iptables reference of `unplug exec --reference`, scenarios/reference)
+// iptables reference of `unplug exec --reference`, internal/reference)
 // then offers exactly the peer's services. It returns when the session is
 // done or done is closed, and closes fd. An unknown name is closed at once.
 func ServeKernel(done <-chan struct{}, name string, fd int) {

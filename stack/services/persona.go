@@ -11,8 +11,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
+	"github.com/unplug-dev/unplug/internal/packet"
+	"github.com/unplug-dev/unplug/internal/units"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/units"
 )
 
 // Persona names: how the whole peer misbehaves, beyond what one fault rule
@@ -119,7 +120,7 @@ func (p Persona) Rules() []fault.Spec {
 		return nil
 	}
 	// Everything the peer sends once the client completed the handshake.
-	return []fault.Spec{{Action: fault.ActDrop, Dir: fault.Out, Port: p.Port, AfterEstablished: true}}
+	return []fault.Spec{{Action: fault.ActDrop, Dir: packet.Out, Port: p.Port, AfterEstablished: true}}
 }
 
 // strikeRules are the rules reboot and half-open install at their moment,
@@ -131,11 +132,11 @@ func (p Persona) strikeRules() []fault.Spec {
 		// host"; what the forgotten endpoints send (their aborts' RSTs)
 		// never leaves.
 		return []fault.Spec{
-			{Action: fault.ActDrop, Dir: fault.Out, Flows: fault.FlowsExisting},
-			{Action: fault.ActReject, Dir: fault.In, Flows: fault.FlowsExisting},
+			{Action: fault.ActDrop, Dir: packet.Out, Flows: fault.FlowsExisting},
+			{Action: fault.ActReject, Dir: packet.In, Flows: fault.FlowsExisting},
 		}
 	case PersonaHalfOpen:
-		return []fault.Spec{{Action: fault.ActDrop, Dir: fault.Both, Flows: fault.FlowsExisting}}
+		return []fault.Spec{{Action: fault.ActDrop, Dir: packet.Both, Flows: fault.FlowsExisting}}
 	}
 	return nil
 }

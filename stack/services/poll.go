@@ -17,7 +17,7 @@ var ErrNeedsRealTime = errors.New("needs real time")
 // Poller runs the built-in services (http, echo, discard, sink, source) on
 // a stack without goroutines of its own: every call to Poll accepts what is
 // waiting and steps each connection's session (the state machine Set's
-// goroutines step too) as far as it can go without blocking. It is how the virtual-time driver (stack/vlink, the scenarios'
+// goroutines step too) as far as it can go without blocking. It is how the virtual-time driver (internal/vlink, the scenarios'
 // virtual environment) serves: between two clock steps it polls until
 // nothing moves, so the services react at the virtual instant their input
 // arrived and never race the clock. The services are Start's: the same

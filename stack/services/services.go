@@ -37,8 +37,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/unplug-dev/unplug/internal/netaddr"
 	"github.com/unplug-dev/unplug/stack/fault"
-	"github.com/unplug-dev/unplug/stack/netaddr"
 )
 
 // Service names, as they appear in Stats, Conns and error messages.
