@@ -44,19 +44,19 @@ type Rule struct {
 	conns     int // connections opened in scope since the rule started (conn=)
 	target    flow.Key
 	hasTarget bool
-	nextFree  [2]tcpip.MonotonicTime     // rate: when each direction's queue drains
-	bad       [2]bool                    // burst loss: each direction's chain is in the Bad state
-	lossConns uint32                     // loss: TCP connections numbered so far
+	nextFree  [2]tcpip.MonotonicTime // rate: when each direction's queue drains
+	bad       [2]bool                // burst loss: each direction's chain is in the Bad state
+	lossConns uint32                 // loss: TCP connections numbered so far
 }
 
 // ruleFlow is what a rule remembers of one connection.
 type ruleFlow struct {
-	started bool    // the rule matched a segment of it
+	started bool      // the rule matched a segment of it
 	ordinal uint32    // loss: the connection's number in the order the rule first saw them
 	others  [2]uint32 // loss: per direction, segments judged that carry no new sequence space
-	base    uint32  // its retransmissions (in the rule's directions) before that
-	healed  bool    // until=rto reached: the rule leaves it alone
-	fired   [2]bool // rst-at-seq sent, per direction
+	base    uint32    // its retransmissions (in the rule's directions) before that
+	healed  bool      // until=rto reached: the rule leaves it alone
+	fired   [2]bool   // rst-at-seq sent, per direction
 }
 
 // Capture comments a rule precomputes, one per kind of decision.
