@@ -123,10 +123,11 @@ type Controller struct {
 // drawing every random choice from seed. A loss rule's decision for a TCP
 // segment is a hash of the seed, the rule, the connection's number (in the
 // order the rule first saw connections), the direction, the segment's
-// relative sequence number, length and SYN/FIN/RST flags, and how many
-// times that segment was seen before (see lossDraw): the same seed loses
-// the same segments whatever the timing and however the connections'
-// packets interleave. Other random choices (jitter, duplicate, reorder,
+// relative sequence number, length and SYN/FIN/RST flags, and which
+// transmission of the connection's direction it is (see lossDraw): the
+// same seed loses the same first transmissions whatever the timing and
+// however the connections' packets interleave, and every retransmission
+// gets a fresh draw. Other random choices (jitter, duplicate, reorder,
 // corrupt, burst loss, loss of non-TCP packets) come from one generator
 // seeded with seed, so a run with the same seed and packet order makes the
 // same decisions.
