@@ -36,13 +36,16 @@ const (
 	// a burst of 10 000 connections' data queues for seconds; the bound
 	// only guards against hangs.
 	soakDeadline = 100 * time.Second
+	// soakSpread is how long the connections take to start sending once
+	// all are open, in order.
+	soakSpread = 2 * time.Second
 	// soakConnsEnv overrides the number of connections.
 	soakConnsEnv = "UNPLUG_SOAK_CONNS"
 )
 
 // TestSoak opens 10 000 connections to serve's echo service (dialled
 // soakDialers at a time, as a client pool ramping up would, then all open
-// together) on a link that loses 5 % of the packets in each direction and
+// together, starting to send within soakSpread) on a link that loses 5 % of the packets in each direction and
 // delays the rest by 1-50 ms (reordering them), with the host kernel's TCP
 // as the client; then every connection sends its random data at once,
 // half-closes, and reads the echo to its end. TCP delivers everything, so
@@ -115,6 +118,10 @@ func TestSoak(t *testing.T) {
 			defer c.Close()
 			r.addr = c.LocalAddr().String()
 			opened.Wait() // all open before any sends
+			// Spread the sends over soakSpread: 10 000 connections
+			// writing in the same millisecond overflow the TUN's queue
+			// (the kernel drops at the device, on top of the rules).
+			time.Sleep(time.Duration(id) * soakSpread / time.Duration(conns))
 			r.sent, r.got, r.n, r.err = echoRandom(c, id, size)
 			results <- r
 		})
@@ -391,6 +398,7 @@ func TestSoakHold(t *testing.T) {
 			opened.Wait() // all open before the clock of the hold starts
 			until := time.Now().Add(hold)
 			rng := rand.New(rand.NewPCG(uint64(id), 1))
+			time.Sleep(time.Duration(rng.Int64N(int64(soakSpread)))) // not all at once, as in TestSoak
 			buf := make([]byte, 64)
 			n := 0
 			for ; time.Now().Before(until); n++ {
