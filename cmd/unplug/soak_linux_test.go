@@ -31,36 +31,40 @@ const (
 	soakBytesStress = 16 << 10
 	soakConnsShort  = 2500
 	soakBytesShort  = 1 << 10
-	// soakDeadline bounds one connection's whole exchange. TCP recovers
-	// from 5 % loss, but a SYN lost several times waits 1+1+1+1+2+4 s and
-	// a burst of 10 000 connections' data queues for seconds; the bound
-	// only guards against hangs.
-	soakDeadline = 100 * time.Second
+	// soakDeadline bounds one connection's exchange (TestSoak) or one
+	// message's round trip (TestSoakHold). It only catches a connection
+	// that stopped retransmitting: both TCPs cap the RTO at 120 s, and on
+	// an overloaded machine (RTTs of seconds, measured with 6 test runs
+	// sharing 2 cores) a connection hit by two or three losses in a row
+	// legitimately waits more than 100 s.
+	soakDeadline = 5 * time.Minute
 	// soakSpread is how long the connections take to start sending once
 	// all are open, in order.
-	soakSpread = 2 * time.Second
+	soakSpread = 5 * time.Second
 	// soakConnsEnv overrides the number of connections.
 	soakConnsEnv = "UNPLUG_SOAK_CONNS"
 )
 
 // TestSoak opens 10 000 connections to serve's echo service (dialled
 // soakDialers at a time, as a client pool ramping up would, then all open
-// together, starting to send within soakSpread) on a link that loses 5 % of the packets in each direction and
+// together) on a link that loses 5 % of the packets in each direction and
 // delays the rest by 1-50 ms (reordering them), with the host kernel's TCP
-// as the client; then every connection sends its random data at once,
-// half-closes, and reads the echo to its end. TCP delivers everything, so
-// every connection must finish and every byte must come back: any
+// as the client; then every connection, within soakSpread, sends its
+// random data, half-closes, and reads the echo to its end. TCP delivers
+// everything, so every connection must finish and every byte must come back: any
 // difference is a bug in unplug (a corrupted, duplicated or invented
 // packet, a loss rule that loses a segment's every retransmission, or a
 // peer whose TCP stops retransmitting). The test also checks that the
-// faults really fired and that no packet was lost to a full queue.
+// faults really fired and that no packet was lost to a full delay queue;
+// it logs how many the kernel dropped at the TUN (a peer that cannot keep
+// up, as on an overloaded machine, adds that loss to the rule's).
 //
 // This is issue 14's soak: before the loss rule numbered transmissions per
 // connection (TestLossRetransmissionAfterBusyLink) it forgot segments that
 // waited out a long RTO among so many connections, lost their every
 // retransmission again, and tens to hundreds of connections stalled.
 //
-// On failure it lists the peer's connections that are not in TIME-WAIT. A
+// On failure it lists the peer's side of the failed connections. A
 // connection in LAST-ACK with Timeouts 0 whose client still waits (kernel
 // state 5, FIN-WAIT-2) is a peer that stopped retransmitting its FIN (and
 // any data before it) after a tail loss probe: with RACK on (not the
