@@ -94,13 +94,16 @@ func TestSoak(t *testing.T) {
 
 	type result struct {
 		id   int
-		addr string // the client's address
+		addr string        // the client's address
+		took time.Duration // its exchange, from its first write to the echo's end
 		err  error
 		sent [sha256.Size]byte
 		got  [sha256.Size]byte
 		n    int64
 	}
 	start := time.Now()
+	var allOpen time.Duration // since start, when the last dial returned
+	var allOpenOnce sync.Once
 	results := make(chan result, conns)
 	dialers := make(chan struct{}, soakDialers)
 	var opened sync.WaitGroup
@@ -122,11 +125,14 @@ func TestSoak(t *testing.T) {
 			defer c.Close()
 			r.addr = c.LocalAddr().String()
 			opened.Wait() // all open before any sends
+			allOpenOnce.Do(func() { allOpen = time.Since(start) })
 			// Spread the sends over soakSpread: 10 000 connections
 			// writing in the same millisecond overflow the TUN's queue
 			// (the kernel drops at the device, on top of the rules).
 			time.Sleep(time.Duration(id) * soakSpread / time.Duration(conns))
+			began := time.Now()
 			r.sent, r.got, r.n, r.err = echoRandom(c, id, size)
+			r.took = time.Since(began)
 			results <- r
 		})
 	}
@@ -134,7 +140,9 @@ func TestSoak(t *testing.T) {
 	close(results)
 	failed := 0
 	var failedAddrs sync.Map
+	var slowest time.Duration
 	for r := range results {
+		slowest = max(slowest, r.took)
 		switch {
 		case r.err != nil:
 			failed++
@@ -155,8 +163,8 @@ func TestSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := st.Link
-	t.Logf("%d connections of %d bytes in %v; link: in %d, out %d, dropped %d (%.1f %%), delayed %d, queue drops %d, TUN drops %d; TCP %v",
-		conns, size, time.Since(start).Round(time.Second), l.In, l.Out, l.Dropped, 100*float64(l.Dropped)/float64(l.In+l.Out), l.Delayed, l.QueueDrops, tunDrops(), st.TCP)
+	t.Logf("%d connections of %d bytes in %v (all open after %v, slowest exchange %v); link: in %d, out %d, dropped %d (%.1f %%), delayed %d, queue drops %d, TUN drops %d; TCP %v",
+		conns, size, time.Since(start).Round(time.Second), allOpen.Round(time.Second), slowest.Round(time.Second), l.In, l.Out, l.Dropped, 100*float64(l.Dropped)/float64(l.In+l.Out), l.Delayed, l.QueueDrops, tunDrops(), st.TCP)
 	if failed > 0 {
 		logStuckPeers(t, st, &failedAddrs)
 		t.Fatalf("%d of %d connections did not get their data back intact", failed, conns)
