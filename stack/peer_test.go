@@ -201,7 +201,10 @@ func TestPeerThroughRules(t *testing.T) {
 // with another loss in nearly every window the duplicate ACKs never pass it,
 // so fast retransmit stays off (fast_retransmits 0, 18 timeouts, RTO 4.6 s
 // measured on the memory link). Measured 2026-12-02: 4 of 6 runs over 30 s;
-// at 5 % and 128 KiB (TestPeerThroughRules) 6 of 6 in 0.9 s.
+// at 5 % and 128 KiB (TestPeerThroughRules) 6 of 6 in 0.9 s. Later the same
+// day 5 of 5 passed in 5-16 s and 1 of 4 took over 30 s with the loss
+// rule's old segment table (which a single connection never overflows):
+// run-to-run spread of the RTO chains, not a fix, so it stays opt-in.
 func TestPeerLossRecoveryStress(t *testing.T) {
 	if os.Getenv("UNPLUG_STRESS") == "" {
 		t.Skip("opt-in: UNPLUG_STRESS=1 (known slow recovery of the RACK-off peer under heavy loss)")

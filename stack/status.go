@@ -52,6 +52,14 @@ func (p *Peer) Status() Status {
 		"resets_sent":          t.ResetsSent.Value(),
 		"resets_received":      t.ResetsReceived.Value(),
 		"failed_port_reserves": t.FailedPortReservations.Value(),
+		"fast_retransmits":     t.FastRetransmit.Value(),
+		"tlp_recoveries":       t.TLPRecovery.Value(),
+		"invalid_segments":     t.InvalidSegmentsReceived.Value(),
+		"checksum_errors":      t.ChecksumErrors.Value(),
+		"syn_cookies_sent":     t.ListenOverflowSynCookieSent.Value(),
+		"syn_cookies_received": t.ListenOverflowSynCookieRcvd.Value(),
+		"listen_syn_drops":     t.ListenOverflowSynDrop.Value(),
+		"listen_ack_drops":     t.ListenOverflowAckDrop.Value(),
 	}
 	return st
 }

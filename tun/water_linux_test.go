@@ -58,8 +58,8 @@ func TestCreate(t *testing.T) {
 		t.Fatalf("Create: %v", err)
 	}
 	li, ok := linkExists(t, "created0")
-	if !ok || li.kind != "tun" || li.mtu != 1400 || li.tun.persist || !li.carrier {
-		t.Fatalf("created link %+v (exists %v); want an attached, non-persistent tun, MTU 1400", li, ok)
+	if !ok || li.kind != "tun" || li.mtu != 1400 || li.tun.persist || !li.carrier || li.txqlen != txQueueLen {
+		t.Fatalf("created link %+v (exists %v); want an attached, non-persistent tun, MTU 1400, queue %d", li, ok, txQueueLen)
 	}
 	if dev.Name() != "created0" || dev.MTU() != 1400 {
 		t.Fatalf("device %s MTU %d", dev.Name(), dev.MTU())

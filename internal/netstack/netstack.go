@@ -83,11 +83,17 @@ func newPeer(clock tcpip.Clock, seed uint64, handleLocal bool) (*stack.Stack, er
 
 // ConfigurePeer applies the peer's TCP settings to s. RACK is off: in this
 // gVisor version a lost tail-loss probe can leave a sender with
-// unacknowledged data and no retransmission timer (see
-// cmd/unplug/soak_linux_test.go), so a real application would wait forever
-// for the peer's last bytes; classic RTO recovery never stalls. The
-// virtual-time client keeps RACK: its timings are the ones FACTS.md
-// documents for a Linux sender.
+// unacknowledged data and no timer at all, so a real application would
+// wait forever for the peer's last bytes. The mechanism, as read in the
+// source (transport/tcp): after a probe, (*sender).postXmit arms the
+// retransmission timer only if s.Outstanding > 0, and during SACK recovery
+// (*sender).SetPipe recounts Outstanding stopping at the first segment
+// without payload, so a lone FIN (or a FIN behind SACKed data) counts 0;
+// schedulePTO has already disabled the RTO timer, the probe is lost, and
+// nothing fires again (seen as LAST-ACK with Timeouts 0 in cmd/unplug's
+// TestSoak). Classic RTO recovery never stalls. Turning RACK on needs a
+// patched copy of gVisor's TCP. The virtual-time client keeps RACK: its
+// timings are the ones FACTS.md documents for a Linux sender.
 func ConfigurePeer(s *stack.Stack) error {
 	noRACK := tcpip.TCPRecovery(0)
 	if terr := s.SetTransportProtocolOption(tcp.ProtocolNumber, &noRACK); terr != nil {

@@ -45,19 +45,19 @@ type Rule struct {
 	conns     int // connections opened in scope since the rule started (conn=)
 	target    flow.Key
 	hasTarget bool
-	nextFree  [2]tcpip.MonotonicTime     // rate: when each direction's queue drains
-	bad       [2]bool                    // burst loss: each direction's chain is in the Bad state
-	lossConns uint32                     // loss: TCP connections numbered so far
-	seen      flow.Table[uint64, uint32] // loss: transmissions seen per segment key
+	nextFree  [2]tcpip.MonotonicTime // rate: when each direction's queue drains
+	bad       [2]bool                // burst loss: each direction's chain is in the Bad state
+	lossConns uint32                 // loss: TCP connections numbered so far
 }
 
 // ruleFlow is what a rule remembers of one connection.
 type ruleFlow struct {
-	started bool    // the rule matched a segment of it
-	ordinal uint32  // loss: the connection's number in the order the rule first saw them
-	base    uint32  // its retransmissions (in the rule's directions) before that
-	healed  bool    // until=rto reached: the rule leaves it alone
-	fired   [2]bool // rst-at-seq sent, per direction
+	started bool      // the rule matched a segment of it
+	ordinal uint32    // loss: the connection's number in the order the rule first saw them
+	others  [2]uint32 // loss: per direction, segments judged that carry no new sequence space
+	base    uint32    // its retransmissions (in the rule's directions) before that
+	healed  bool      // until=rto reached: the rule leaves it alone
+	fired   [2]bool   // rst-at-seq sent, per direction
 }
 
 // Capture comments a rule precomputes, one per kind of decision.
@@ -124,10 +124,11 @@ type Controller struct {
 // drawing every random choice from seed. A loss rule's decision for a TCP
 // segment is a hash of the seed, the rule, the connection's number (in the
 // order the rule first saw connections), the direction, the segment's
-// relative sequence number, length and SYN/FIN/RST flags, and how many
-// times that segment was seen before (see lossDraw): the same seed loses
-// the same segments whatever the timing and however the connections'
-// packets interleave. Other random choices (jitter, duplicate, reorder,
+// relative sequence number, length and SYN/FIN/RST flags, and which
+// transmission of the connection's direction it is (see lossDraw): the
+// same seed loses the same first transmissions whatever the timing and
+// however the connections' packets interleave, and every retransmission
+// gets a fresh draw. Other random choices (jitter, duplicate, reorder,
 // corrupt, burst loss, loss of non-TCP packets) come from one generator
 // seeded with seed, so a run with the same seed and packet order makes the
 // same decisions.
@@ -167,9 +168,6 @@ func (c *Controller) Add(sp Spec) int {
 	r.initNotes()
 	if r.tracks || sp.Action == ActRate || sp.Action == ActBurstLoss {
 		r.flows = flow.NewTable[flow.Key, ruleFlow](MaxRuleFlows)
-	}
-	if sp.Action == ActLoss {
-		r.seen = flow.NewTable[uint64, uint32](MaxLossSegments)
 	}
 	if r.tracks {
 		c.flowMu.Lock()
@@ -637,36 +635,51 @@ func (c *Controller) act(r *Rule, p *packet.Packet, fi *flow.Info, now tcpip.Mon
 	return d, true
 }
 
-// MaxLossSegments bounds the segments one loss rule remembers how often it
-// saw (so a retransmission gets a fresh draw); beyond it the least recently
-// seen are forgotten.
-const MaxLossSegments = 1 << 16
-
 // lossDraw returns a loss rule's uniform draw in [0, 1) for p. For a TCP
 // segment the flow tracker followed (fi) it is a hash of the seed, the
 // rule, the connection's number, the direction, the relative sequence
-// number, the payload length, the SYN/FIN/RST flags and how many times the
-// rule saw that same segment before: the n-th transmission of a segment
-// always meets the same fate for a seed, whatever else the link carries
-// meanwhile. Anything else draws from the controller's generator.
+// number, the payload length, the SYN/FIN/RST flags and which transmission
+// of the connection's direction this is:
+//
+//   - a first transmission (new data, SYN or FIN) is transmission 0, so its
+//     fate depends on the segment alone, whatever the timing and whatever
+//     else the link carries;
+//   - a retransmission is numbered by the connection's retransmissions in
+//     that direction so far (flow.Info.Retrans), which only grows, so
+//     every resend of a segment gets a fresh draw;
+//   - anything else (pure ACKs, probes) is numbered by how many such
+//     segments the rule judged in that direction of the connection, so
+//     repeated duplicate ACKs get fresh draws too.
+//
+// The numbers live with the connection, never in a table of segments: a
+// segment waiting out a long RTO on a busy link cannot be forgotten and
+// drawn again as its first transmission, which lost it again and again
+// (issue 14). Anything else draws from the controller's generator.
 func (c *Controller) lossDraw(r *Rule, p *packet.Packet, fi *flow.Info) float64 {
 	if fi == nil || fi.Kind == flow.KindOther {
 		return c.random()
 	}
+	d := dirIndex(p.Dir)
 	r.mu.Lock()
 	rf, _ := r.flows.Get(fi.Key)
 	if rf.ordinal == 0 {
 		r.lossConns++
 		rf.ordinal = r.lossConns
-		r.flows.Put(fi.Key, rf)
 	}
+	var n uint64 // transmission 0: a first transmission
+	switch {
+	case fi.Kind == flow.KindRetransmit:
+		n = 1<<32 | uint64(fi.Retrans[d])
+	case fi.Kind != flow.KindNew || (p.PayloadLen == 0 && p.Flags&(packet.FlagSYN|packet.FlagFIN) == 0):
+		rf.others[d]++
+		n = 2<<32 | uint64(rf.others[d])
+	}
+	r.flows.Put(fi.Key, rf)
+	r.mu.Unlock()
 	k := mix(c.seed ^ uint64(r.ID)<<48)
 	k = mix(k ^ uint64(rf.ordinal)<<8 ^ uint64(p.Dir) ^ uint64(p.Flags&(packet.FlagSYN|packet.FlagFIN|packet.FlagRST))<<4)
 	k = mix(k ^ uint64(fi.RelSeq)<<20 ^ uint64(p.PayloadLen))
-	n, _ := r.seen.Get(k)
-	r.seen.Put(k, n+1)
-	r.mu.Unlock()
-	return unit(mix(k ^ uint64(n)))
+	return unit(mix(k ^ n))
 }
 
 // mix is splitmix64's finalizer: a bijective hash of 64 bits.
