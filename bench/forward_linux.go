@@ -217,18 +217,25 @@ func dialEcho(ctx context.Context, e *fwdEnv, addr string) error {
 type fwdResult struct {
 	up, down       float64 // MB/s
 	upCPU, downCPU float64 // CPU seconds per GB moved
-	rtt50          time.Duration
+	rtt50, rtt99   time.Duration
+	// rtt says the round trips were measured (their row was wanted).
+	rtt bool
 }
 
-// measureForwarder runs the upload, download and ping-pong through f.
+// measureForwarder runs the upload, download and ping-pong through f, each
+// only when its row is wanted.
 func measureForwarder(ctx context.Context, opts Options, e *fwdEnv, f *forwarder) (fwdResult, error) {
 	var r fwdResult
 	for _, x := range []struct {
+		row      string
 		xfer     transfer
 		upstream int
 		rate     *float64
 		cpu      *float64
-	}{{upload, 0, &r.up, &r.upCPU}, {download, 1, &r.down, &r.downCPU}} {
+	}{{RowForwardUp, upload, 0, &r.up, &r.upCPU}, {RowForwardDown, download, 1, &r.down, &r.downCPU}} {
+		if !opts.wants(x.row) {
+			continue
+		}
 		c0, err := f.cpu()
 		if err != nil {
 			return r, err
@@ -248,11 +255,14 @@ func measureForwarder(ctx context.Context, opts Options, e *fwdEnv, f *forwarder
 			*x.cpu = (c1 - c0).Seconds() / gb
 		}
 	}
+	if !opts.wants(RowForwardRTT) {
+		return r, nil
+	}
 	rtts, err := pingPong(ctx, e.dialer(f, 2), opts.PingPongs)
 	if err != nil {
 		return r, fmt.Errorf("%s: %w", f.name, err)
 	}
-	r.rtt50 = percentile(rtts, 50)
+	r.rtt50, r.rtt99, r.rtt = percentile(rtts, 50), percentile(rtts, 99), true
 	return r, nil
 }
 
@@ -339,6 +349,10 @@ func forwardRows(ctx context.Context, opts Options) []Row {
 	fill(&rows[0], func(r fwdResult) float64 { return r.up }, func(r fwdResult) float64 { return r.upCPU }, true)
 	fill(&rows[1], func(r fwdResult) float64 { return r.down }, func(r fwdResult) float64 { return r.downCPU }, true)
 	fill(&rows[2], func(r fwdResult) float64 { return micros(r.rtt50) }, nil, false)
+	if len(us) > 0 && us[0].rtt {
+		p99 := func(r fwdResult) float64 { return micros(r.rtt99) }
+		rows[2].Note = fmt.Sprintf("p99 unplug %.1f µs, toxiproxy %.1f µs; %d round trips per round; ", med(us, p99), med(ts, p99), opts.PingPongs) + rows[2].Note
+	}
 	return rows
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +146,23 @@ func TestForwardRows(t *testing.T) {
 	var table bytes.Buffer
 	rep.WriteTable(&table)
 	t.Logf("\n%s", table.String())
+	// The round-trip row alone: measured without the bulk rows, both p99s
+	// in its note.
+	rep, err = Run(ctx, Options{
+		Quick: true, Rounds: 1, PingPongs: 50,
+		ServeCommand: []string{filepath.Join(dir, "unplug"), "serve"},
+		Toxiproxy:    filepath.Join(dir, "toxiproxy-server"),
+		Only:         []string{RowForwardRTT},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 1 || rep.Rows[0].Name != RowForwardRTT {
+		t.Fatalf("rows %+v, want the round-trip row alone", rep.Rows)
+	}
+	if row := rep.Rows[0]; row.Error != "" || row.Unplug <= 0 || row.Baseline <= 0 || !regexp.MustCompile(`p99 unplug [0-9.]+ µs, toxiproxy [0-9.]+ µs`).MatchString(row.Note) {
+		t.Errorf("%s: unplug %v, toxiproxy %v, error %q, note %q (want both p99s)", row.Name, row.Unplug, row.Baseline, row.Error, row.Note)
+	}
 	for _, marker := range []string{"unplug-bench-fwd-"} {
 		if pid, err := findProcess(marker); err == nil {
 			t.Errorf("a forwarder (pid %d) is still running", pid)

@@ -56,6 +56,10 @@ type deviceLink struct {
 	wg        sync.WaitGroup
 	once      sync.Once
 	readErr   atomic.Pointer[error] // first read error other than closing
+	// queued counts the offload reader's packets handed to the
+	// delivering stage and not yet delivered; at 0 the reader delivers
+	// an ordinary packet itself.
+	queued atomic.Int64
 
 	// out is the outbound queue: WritePackets holds a reference to each
 	// packet (no copy) until the write loop has written it. outMu guards
@@ -87,6 +91,8 @@ func (l *deviceLink) Attach(d gstack.NetworkDispatcher) {
 type offloadCounters struct {
 	superPackets, segments, outPackets, outWrites atomic.Uint64
 	sentSuper, sentSegments                       atomic.Uint64 // counted by gsoEndpoint
+	// inline counts ordinary packets the offload reader delivered itself.
+	inline atomic.Uint64
 }
 
 // OffloadStats counts the work of the link on an offload device (all zero
@@ -272,6 +278,7 @@ func (l *deviceLink) readOffloadLoop() {
 		l.deliver(in)
 		in.reset()
 		free <- in
+		l.queued.Add(-1)
 	}
 }
 
@@ -318,18 +325,33 @@ func (l *deviceLink) readOffload(ready chan<- *inbound, free <-chan *inbound) {
 		if gso.Type == tun.GSONone && tun.CompleteChecksum(data, gso) != nil {
 			continue
 		}
-		in := <-free
-		in.proto = proto
 		if gso.Type == tun.GSONone {
 			pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(data)})
 			// A checksum the kernel left to us was just computed.
 			pkt.RXChecksumValidated = gso.NeedsCsum
+			if l.queued.Load() == 0 {
+				// Nothing is waiting for the other stage: deliver
+				// here, without waking it (a request's segment
+				// reaches TCP one goroutine hand-off sooner).
+				// Deliveries stay serialized and in order: the
+				// other stage is idle until the next hand-over.
+				l.InjectInbound(proto, pkt)
+				pkt.DecRef()
+				l.stats.inline.Add(1)
+				continue
+			}
+			in := <-free
+			in.proto = proto
 			in.pkts = append(in.pkts, pkt)
+			l.queued.Add(1)
 			ready <- in
 			continue
 		}
+		in := <-free
+		in.proto = proto
 		view.CapLength(n)
 		l.cutSegments(in, view, gso, scratch[:])
+		l.queued.Add(1)
 		ready <- in
 		view = buffer.NewViewSize(tun.MaxOffloadSize)
 	}

@@ -101,9 +101,9 @@ func (s *Set) serveForward(c *conn) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		splice(c, up, c) // client → target
+		splice(c, up, c) // target → client
 	}()
-	splice(up, c, c) // target → client
+	splice(up, c, c) // client → target
 	wg.Wait()
 }
 
