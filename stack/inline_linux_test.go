@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/unplug-dev/unplug/internal/packet"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
@@ -28,16 +29,16 @@ type flowCount struct {
 
 func (f *flowCount) Observe(ev *fault.Event) {
 	p := ev.Packet
-	if p.Proto != fault.ProtoTCP || p.PayloadLen == 0 || ev.Decision.Verdict == fault.Injected {
+	if p.Proto != packet.ProtoTCP || p.PayloadLen == 0 || ev.Decision.Verdict == fault.Injected {
 		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
-	case p.Dir == fault.In && p.SrcPort == f.port:
+	case p.Dir == packet.In && p.SrcPort == f.port:
 		f.in++
 		f.inBytes += p.PayloadLen
-	case p.Dir == fault.Out && p.DstPort == f.port:
+	case p.Dir == packet.Out && p.DstPort == f.port:
 		f.out++
 	default:
 		return
