@@ -13,7 +13,6 @@ package stack
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"reflect"
 	"sync"
@@ -24,7 +23,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/unplug-dev/unplug/internal/netaddr"
-	"github.com/unplug-dev/unplug/internal/netstack"
+	"github.com/unplug-dev/unplug/internal/peer"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
@@ -37,7 +36,7 @@ var (
 	DefaultAddr6 = netaddr.Peer6
 )
 
-const nicID tcpip.NICID = 1
+const nicID = peer.NIC
 
 // Options configure a peer.
 type Options struct {
@@ -101,22 +100,7 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 	if !opts.Addr6.IsValid() {
 		opts.Addr6 = DefaultAddr6
 	}
-	// The peer's TCP (RACK off, classic RTO recovery) is the same on the
-	// virtual link: netstack.NewPeer.
-	newPeer := netstack.NewPeer
-	if opts.Transparent {
-		newPeer = netstack.NewTransparentPeer
-	}
-	s, err := newPeer(opts.Clock, 0)
-	if err != nil {
-		if opts.Device != nil {
-			opts.Device.Close()
-		} else {
-			opts.Link.Close()
-		}
-		return nil, err
-	}
-	p := &Peer{Stack: s, realTime: realTime}
+	p := &Peer{realTime: realTime}
 	lower := opts.Link
 	if opts.Device != nil {
 		p.link = newDeviceLink(opts.Device)
@@ -125,41 +109,50 @@ func New(ctx context.Context, opts Options) (_ *Peer, err error) {
 		p.link.checksums = opts.Observer != nil
 		lower = p.link
 	}
+	addrs := []netip.Addr{opts.Addr4}
+	if !opts.NoIPv6 {
+		addrs = append(addrs, opts.Addr6)
+	}
+	cfg := peer.Config{
+		Clock: opts.Clock, FaultSeed: opts.Seed, Faults: opts.Faults, Observer: opts.Observer,
+		Transparent: opts.Transparent, Addrs: addrs,
+	}
+	if p.link != nil && p.link.offload != nil {
+		// On an offload device the peer's TCP sends super-packets; they
+		// are cut into wire segments above the fault layer. Inbound, the
+		// segments the link cuts from one super-packet go up as a batch:
+		// the fault layer judges them one by one, then merges again what
+		// passed (fault.Batch). Any other link delivers packet by packet.
+		cfg.Above = func(f *fault.Endpoint) gstack.LinkEndpoint {
+			return newGSOEndpoint(f, opts.Observer != nil, &p.link.stats)
+		}
+	}
+	// The peer's TCP (RACK off, classic RTO recovery), fault layer, NIC and
+	// addresses are assembled as on the virtual link: peer.Build.
+	core, err := peer.Build(lower, cfg)
+	if core == nil {
+		if opts.Device != nil {
+			opts.Device.Close()
+		} else {
+			opts.Link.Close()
+		}
+		return nil, err
+	}
+	p.Stack, p.Fault = core.Stack, core.Fault
 	defer func() {
 		if err != nil {
 			p.Close()
 		}
 	}()
-	ctl := fault.NewController(opts.Clock, opts.Seed)
-	for _, sp := range opts.Faults {
-		ctl.Add(sp)
-	}
-	// On an offload device the segments the link cuts from one
-	// super-packet go up as a batch: the fault layer judges them one by
-	// one, then merges again what passed (fault.Batch). Any other link
-	// delivers packet by packet.
-	p.Fault = fault.NewEndpoint(lower, ctl, opts.Observer)
-	var nicEP gstack.LinkEndpoint = p.Fault
-	if p.link != nil && p.link.offload != nil {
-		// The peer's TCP sends super-packets; they are cut into wire
-		// segments above the fault layer.
-		nicEP = newGSOEndpoint(p.Fault, opts.Observer != nil, &p.link.stats)
-	}
-	if err := s.CreateNIC(nicID, nicEP); err != nil {
-		if p.link == nil {
+	if err != nil {
+		if p.link == nil && !core.NICOwnsLink {
 			opts.Link.Close() // not the NIC's yet
 		}
-		return nil, fmt.Errorf("create NIC: %s", err)
+		return nil, err
 	}
-	addrs := []netip.Addr{opts.Addr4}
-	if !opts.NoIPv6 {
-		addrs = append(addrs, opts.Addr6)
-	}
+	s, ctl := core.Stack, core.Controller
 	opts.Services.Addrs = nil // the services listen on exactly the peer's addresses
 	for _, a := range addrs {
-		if err := netstack.AddAddress(s, nicID, a); err != nil {
-			return nil, err
-		}
 		opts.Services.Addrs = append(opts.Services.Addrs, tcpip.AddrFromSlice(a.AsSlice()))
 	}
 	if p.link != nil {

@@ -22,10 +22,10 @@
 //
 // A scenario runner loops "try the operation; if it returns ErrWouldBlock,
 // Step"; Driver is that loop, with the peer's services (a services.Poller)
-// polled whenever the stacks have settled. The peer stack has the TCP of
-// stack.New's peer (netstack.NewPeer), so a virtual run tests the peer a
-// real run tests; vlink depends on netstack and services, not on package
-// stack. Clock.OnFire names every timer as it fires (for gVisor's TCP timers
+// polled whenever the stacks have settled. The peer is assembled by the
+// same code as stack.New's (internal/peer.Build: its TCP, fault layer, NIC
+// and addresses), so a virtual run tests the peer a real run tests; vlink
+// depends on internal/peer and services, not on package stack. Clock.OnFire names every timer as it fires (for gVisor's TCP timers
 // the method a breakpoint would be set on, such as
 // tcp.(*sender).retransmitTimerExpired).
 //

@@ -7,11 +7,11 @@ import (
 	"sync"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/unplug-dev/unplug/internal/netaddr"
 	"github.com/unplug-dev/unplug/internal/netstack"
+	"github.com/unplug-dev/unplug/internal/peer"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
@@ -29,7 +29,7 @@ var (
 )
 
 // nicID is the only NIC of either stack.
-const nicID tcpip.NICID = 1
+const nicID = peer.NIC
 
 // NIC is the id of either stack's only NIC, for code that listens on the
 // peer's addresses itself (services.NewPoller).
@@ -93,29 +93,25 @@ func NewPair(opts PairOptions) (_ *Pair, err error) {
 	if p.Client, err = netstack.New(clock, 2*opts.Seed+1); err != nil {
 		return nil, fmt.Errorf("client stack: %w", err)
 	}
-	// The peer's stack is configured as on the TUN path (RACK off).
-	if p.Peer, err = netstack.NewPeer(clock, 2*opts.Seed+2); err != nil {
-		return nil, fmt.Errorf("peer stack: %w", err)
+	// The peer is assembled as on the TUN path (peer.Build: RACK off, the
+	// fault layer over the link, the same addresses).
+	core, err := peer.Build(peerEnd, peer.Config{
+		Clock: clock, StackSeed: 2*opts.Seed + 2, FaultSeed: opts.Seed,
+		Faults: opts.Faults, Observer: opts.Observer,
+		Addrs: []netip.Addr{PeerAddr4, PeerAddr6},
+	})
+	if core != nil {
+		p.Peer, p.Faults, p.Fault = core.Stack, core.Controller, core.Fault
 	}
-	p.Faults = fault.NewController(clock, opts.Seed)
-	for _, sp := range opts.Faults {
-		p.Faults.Add(sp)
+	if err != nil {
+		return nil, fmt.Errorf("peer: %w", err)
 	}
-	p.Fault = fault.NewEndpoint(peerEnd, p.Faults, opts.Observer)
 	if terr := p.Client.CreateNIC(nicID, clientEnd); terr != nil {
 		return nil, fmt.Errorf("create client NIC: %s", terr)
-	}
-	if terr := p.Peer.CreateNIC(nicID, p.Fault); terr != nil {
-		return nil, fmt.Errorf("create peer NIC: %s", terr)
 	}
 	for _, a := range []netip.Addr{ClientAddr4, ClientAddr6} {
 		if err := netstack.AddAddress(p.Client, nicID, a); err != nil {
 			return nil, fmt.Errorf("client: %w", err)
-		}
-	}
-	for _, a := range []netip.Addr{PeerAddr4, PeerAddr6} {
-		if err := netstack.AddAddress(p.Peer, nicID, a); err != nil {
-			return nil, fmt.Errorf("peer: %w", err)
 		}
 	}
 	return p, nil
