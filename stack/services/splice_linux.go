@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -127,6 +128,33 @@ type toSocket struct {
 	sent          int  // bytes the writev took
 	again         bool // the socket took less than offered
 	werr          error
+	vecs          []unix.Iovec
+}
+
+// rawWritev is writev(2) as a raw system call: a non-blocking write to a
+// socket never sleeps, so the Go runtime need not treat it as a system
+// call that might (which hands the P over to another thread, and keeps
+// sysmon polling every 20 µs to do so).
+func rawWritev(fd int, iovs [][]byte, vecs *[]unix.Iovec) (int, error) {
+	v := (*vecs)[:0]
+	for _, b := range iovs {
+		if len(b) == 0 {
+			continue
+		}
+		iov := unix.Iovec{Base: &b[0]}
+		iov.SetLen(len(b))
+		v = append(v, iov)
+	}
+	*vecs = v
+	if len(v) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&v[0])), uintptr(len(v)))
+	clear(v)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
 
 // peekCounter counts the bytes queued in whole views, up to the limits.
@@ -167,7 +195,7 @@ func (p *toSocket) flush() {
 		var err error
 		if cerr := p.rc.Write(func(fd uintptr) bool {
 			for {
-				n, err = unix.Writev(int(fd), iovs)
+				n, err = rawWritev(int(fd), iovs, &p.vecs)
 				if err != unix.EINTR {
 					return true
 				}
