@@ -86,13 +86,16 @@ func TestEchoThroughDevices(t *testing.T) {
 			if st.SuperPackets == 0 || st.Segments <= st.SuperPackets || st.Whole == 0 {
 				t.Errorf("offload counters %+v: want super-packets cut into more segments and delivered whole", st)
 			}
+			if st.SegmentPackets != 0 {
+				t.Errorf("offload counters %+v: with no rule and no observer, want every segment judged from its headers, none built", st)
+			}
 			if st.OutWrites == 0 || st.OutWrites >= st.OutPackets {
 				t.Errorf("offload counters %+v: want the peer's segments written in fewer writes than packets", st)
 			}
 		}},
 		{name: "offload with loss", rule: "loss 2% dir=in port=7 flags=data", check: func(t *testing.T, e *env) {
-			if st := e.peer.OffloadStats(); st.Merged == 0 {
-				t.Errorf("offload counters %+v: want batches merged again after losses", st)
+			if st := e.peer.OffloadStats(); st.Merged == 0 || st.SegmentPackets == 0 || st.SegmentPackets >= st.Segments {
+				t.Errorf("offload counters %+v: want batches merged again after losses, segments built only for the batches with a loss", st)
 			}
 			if e.peer.Fault.Stats().Dropped.Load() == 0 {
 				t.Error("the loss rule dropped nothing")
@@ -156,6 +159,9 @@ func TestObserverSeesWireSegments(t *testing.T) {
 	defer mu.Unlock()
 	if st.SuperPackets == 0 || inData.Load() < st.Segments {
 		t.Fatalf("observer saw %d inbound data segments, link cut %d from %d super-packets", inData.Load(), st.Segments, st.SuperPackets)
+	}
+	if st.SegmentPackets != st.Segments {
+		t.Errorf("link built %d of %d segments as packets; an observer needs every one", st.SegmentPackets, st.Segments)
 	}
 	if tooBig != 0 || bad != 0 {
 		t.Fatalf("of %d TCP packets observed, %d exceed the MTU and %d have bad checksums", seen, tooBig, bad)

@@ -90,6 +90,7 @@ func (l *deviceLink) Attach(d gstack.NetworkDispatcher) {
 // offloadCounters are the link's OffloadStats.
 type offloadCounters struct {
 	superPackets, segments, outPackets, outWrites atomic.Uint64
+	segmentPackets                                atomic.Uint64
 	sentSuper, sentSegments                       atomic.Uint64 // counted by gsoEndpoint
 	// inline counts ordinary packets the offload reader delivered itself.
 	inline atomic.Uint64
@@ -104,6 +105,11 @@ type OffloadStats struct {
 	// the MSS-sized segments cut from them for the fault layer.
 	SuperPackets uint64 `json:"super_packets"`
 	Segments     uint64 `json:"segments"`
+	// SegmentPackets counts the segments built as packets of their own:
+	// for an observer recording them, or because not all of a
+	// super-packet's segments passed. The others were judged from their
+	// headers alone.
+	SegmentPackets uint64 `json:"segment_packets"`
 	// Whole counts super-packets whose segments all passed and went up to
 	// TCP as one; Merged those whose surviving segments were merged again.
 	Whole  uint64 `json:"whole"`
@@ -126,12 +132,13 @@ func (p *Peer) OffloadStats() OffloadStats {
 	}
 	c := &p.link.stats
 	st := OffloadStats{
-		SuperPackets: c.superPackets.Load(),
-		Segments:     c.segments.Load(),
-		OutPackets:   c.outPackets.Load(),
-		OutWrites:    c.outWrites.Load(),
-		SentSuper:    c.sentSuper.Load(),
-		SentSegments: c.sentSegments.Load(),
+		SuperPackets:   c.superPackets.Load(),
+		Segments:       c.segments.Load(),
+		SegmentPackets: c.segmentPackets.Load(),
+		OutPackets:     c.outPackets.Load(),
+		OutWrites:      c.outWrites.Load(),
+		SentSuper:      c.sentSuper.Load(),
+		SentSegments:   c.sentSegments.Load(),
 	}
 	fs := p.Fault.Stats()
 	st.Whole, st.Merged = fs.Whole.Load(), fs.Merged.Load()
@@ -210,15 +217,46 @@ func (l *deviceLink) readLoop() {
 const readPipeline = 4
 
 // inbound is one packet read from an offload device, prepared for
-// delivery: an ordinary packet alone in pkts, or a super-packet's segments
-// in pkts and the super-packet itself in super. The batch owns one
-// reference to each; delivery releases them.
+// delivery: an ordinary packet alone in pkts, or a super-packet in super
+// with its segments cut in header form (heads, cuts), their packets built
+// into segs only when something needs them. The batch owns one reference
+// to each packet; delivery releases them.
 type inbound struct {
 	proto tcpip.NetworkProtocolNumber
 	pkts  []*gstack.PacketBuffer
 	super *buffer.View // the super-packet (headers included); nil for an ordinary packet
 	gso   tun.GSO
-	batch fault.Batch // Merge is in.merge, bound once
+	batch fault.Batch // Merge is in.merge, Segment in.segment, bound once
+
+	cuts      []segCut // the segments' payloads in super
+	heads     []byte   // their headers, hl bytes each
+	hl        int
+	headsList [][]byte
+	lens      []int
+	segs      []*gstack.PacketBuffer // built segments, nil until built
+	built     *atomic.Uint64         // counts them
+}
+
+// segment builds segment i of the super-packet (once; the batch keeps the
+// reference): its own header view followed by a clone of super trimmed to
+// its payload.
+func (in *inbound) segment(i int) *gstack.PacketBuffer {
+	if pkt := in.segs[i]; pkt != nil {
+		return pkt
+	}
+	sc := in.cuts[i]
+	payload := in.super.Clone()
+	payload.TrimFront(sc.off)
+	payload.CapLength(sc.len)
+	b := buffer.MakeWithView(payload)
+	b.Prepend(buffer.NewViewWithData(in.headsList[i]))
+	pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: b})
+	// The kernel built the segment's data; nothing on the way can have
+	// damaged it.
+	pkt.RXChecksumValidated = true
+	in.segs[i] = pkt
+	in.built.Add(1)
+	return pkt
 }
 
 // merge builds the packet carrying segments first to first+count-1 of the
@@ -232,7 +270,7 @@ func (in *inbound) merge(first, count int) *gstack.PacketBuffer {
 		return nil
 	}
 	var payload *buffer.View
-	if first == 0 && count == len(in.pkts) {
+	if first == 0 && count == len(in.cuts) {
 		payload, in.super = in.super, nil
 	} else {
 		payload = in.super.Clone()
@@ -256,6 +294,9 @@ func (in *inbound) reset() {
 	}
 	clear(in.pkts)
 	in.pkts = in.pkts[:0]
+	clear(in.headsList)
+	in.cuts, in.heads, in.headsList, in.lens = in.cuts[:0], in.heads[:0], in.headsList[:0], in.lens[:0]
+	in.segs = in.segs[:0]
 }
 
 // readOffloadLoop serves an offload device in two stages, so that the
@@ -268,8 +309,8 @@ func (l *deviceLink) readOffloadLoop() {
 	ready := make(chan *inbound, readPipeline)
 	free := make(chan *inbound, readPipeline+2)
 	for range cap(free) {
-		in := &inbound{pkts: make([]*gstack.PacketBuffer, 0, 64)}
-		in.batch.Merge = in.merge
+		in := &inbound{pkts: make([]*gstack.PacketBuffer, 0, 1), built: &l.stats.segmentPackets}
+		in.batch.Merge, in.batch.Segment = in.merge, in.segment
 		free <- in
 	}
 	l.wg.Add(1)
@@ -283,16 +324,29 @@ func (l *deviceLink) readOffloadLoop() {
 }
 
 // deliver injects one prepared packet, or a super-packet's segments as
-// one batch when the dispatcher takes batches.
+// one batch in header form when the dispatcher takes batches (one by one,
+// built, otherwise).
 func (l *deviceLink) deliver(in *inbound) {
-	if bd := l.batcher.Load(); in.super != nil && bd != nil {
-		in.batch.Proto, in.batch.Segments = in.proto, in.pkts
-		(*bd).DeliverBatch(&in.batch)
-		in.batch.Segments = nil
-	} else {
-		for _, pkt := range in.pkts {
-			l.InjectInbound(in.proto, pkt)
+	if in.super != nil {
+		if bd := l.batcher.Load(); bd != nil {
+			in.batch.Proto, in.batch.Segments = in.proto, nil
+			in.batch.Heads, in.batch.Lens = in.headsList, in.lens
+			(*bd).DeliverBatch(&in.batch)
+			in.batch.Segments, in.batch.Heads, in.batch.Lens = nil, nil, nil
+		} else {
+			for i := range in.cuts {
+				l.InjectInbound(in.proto, in.segment(i))
+			}
 		}
+		for i, pkt := range in.segs {
+			if pkt != nil {
+				pkt.DecRef()
+				in.segs[i] = nil
+			}
+		}
+	}
+	for _, pkt := range in.pkts {
+		l.InjectInbound(in.proto, pkt)
 	}
 	for _, pkt := range in.pkts {
 		pkt.DecRef()
@@ -357,32 +411,43 @@ func (l *deviceLink) readOffload(ready chan<- *inbound, free <-chan *inbound) {
 	}
 }
 
-// cutSegments fills in with the segments of the super-packet in super,
-// each its own header view followed by a clone of super trimmed to its
-// payload, and keeps super in in for merging them again. It takes over
-// the caller's reference to super.
+// cutSegments cuts the super-packet in super into the segments a wire
+// would carry, in header form: each segment's headers (with complete
+// checksums when l.checksums) and the place of its payload in super; the
+// segments' packets are built only when needed (inbound.segment). It
+// takes over the caller's reference to super.
 func (l *deviceLink) cutSegments(in *inbound, super *buffer.View, gso tun.GSO, scratch []byte) {
-	tun.SplitTCP(super.AsSlice(), gso, scratch, l.checksums, func(s tun.TCPSegment) error {
-		payload := super.Clone()
-		payload.TrimFront(s.Off)
-		payload.CapLength(s.Len)
-		b := buffer.MakeWithView(payload)
-		b.Prepend(buffer.NewViewWithData(s.Header))
-		pkt := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: b})
-		// The kernel built the segment's data; nothing on the way can have
-		// damaged it.
-		pkt.RXChecksumValidated = true
-		in.pkts = append(in.pkts, pkt)
+	in.hl = 0
+	err := tun.SplitTCP(super.AsSlice(), gso, scratch, l.checksums, func(s tun.TCPSegment) error {
+		if in.hl == 0 {
+			in.hl = len(s.Header)
+		} else if len(s.Header) != in.hl {
+			return errUnevenHeaders
+		}
+		in.heads = append(in.heads, s.Header...)
+		in.cuts = append(in.cuts, segCut{s.Off, s.Len})
+		in.lens = append(in.lens, len(s.Header)+s.Len)
 		return nil
 	})
+	if err != nil {
+		in.cuts, in.heads, in.lens = in.cuts[:0], in.heads[:0], in.lens[:0]
+	}
 	l.stats.superPackets.Add(1)
-	l.stats.segments.Add(uint64(len(in.pkts)))
-	if len(in.pkts) == 0 {
+	l.stats.segments.Add(uint64(len(in.cuts)))
+	if len(in.cuts) == 0 {
 		super.Release()
 		return
 	}
+	for i := range in.cuts {
+		in.headsList = append(in.headsList, in.heads[i*in.hl:(i+1)*in.hl:(i+1)*in.hl])
+		in.segs = append(in.segs, nil)
+	}
 	in.super, in.gso = super, gso
 }
+
+// errUnevenHeaders stops a cut whose segments' headers differ in length
+// (the cutter gives every segment the super-packet's headers).
+var errUnevenHeaders = errors.New("segments with headers of different lengths")
 
 // WritePackets implements stack.LinkEndpoint. When nothing is queued or
 // being written, the caller writes the packets itself, at once (as gVisor's

@@ -85,6 +85,7 @@ func (v retries2Value) Set(s string) error {
 func (v retries2Value) Type() string { return "N" }
 
 func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	peerProcs()
 	fs := newFlagSet("exec", stderr)
 	var (
 		faults      faultsValue

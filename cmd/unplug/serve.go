@@ -41,6 +41,7 @@ type serveFlags struct {
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	peerProcs()
 	fs := newFlagSet("serve", stderr)
 	f := serveFlags{svc: services.DefaultConfig()}
 	fs.StringVar(&f.tunName, "tun", "unplug0", "name of the TUN device to create")

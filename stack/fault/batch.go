@@ -1,6 +1,7 @@
 package fault
 
 import (
+	"github.com/unplug-dev/unplug/internal/packet"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -14,7 +15,21 @@ type Batch struct {
 	// Segments are the segments in order. The caller keeps its references
 	// and must hold them until DeliverBatch returns: their identities tell
 	// the segments that passed from other packets.
+	//
+	// A batch may come in header form instead: Segments nil, Heads and
+	// Lens set, and Segment building the packets on demand. DeliverBatch
+	// then judges the segments from their headers and builds them only
+	// when it needs them (an observer records their bytes, or not all of
+	// them pass), filling Segments.
 	Segments []*stack.PacketBuffer
+	// Heads are the segments' IP and TCP headers, in order; Lens their
+	// whole lengths (header form only).
+	Heads [][]byte
+	Lens  []int
+	// Segment returns segment i as a packet; the caller of DeliverBatch
+	// keeps the reference and releases it with the others (header form
+	// only).
+	Segment func(i int) *stack.PacketBuffer
 	// Merge returns one packet carrying count consecutive segments from
 	// first on, as a receiver's GRO would have built it, with one
 	// reference the caller of Merge owns; nil if it cannot. The run of all
@@ -46,11 +61,30 @@ var _ BatchDispatcher = (*Endpoint)(nil)
 // mark is set (deliveries up are serialized); every other packet is
 // verified by gVisor as usual.
 func (e *Endpoint) DeliverBatch(b *Batch) {
+	var verdicts [maxSuperSegments]Decision
+	decided := false
+	if b.Segments == nil {
+		n := len(b.Heads)
+		if e.obs == nil && n <= maxSuperSegments {
+			if e.deliverHeads(b, verdicts[:n]) {
+				return
+			}
+			decided = true
+		}
+		b.Segments = make([]*stack.PacketBuffer, n)
+		for i := range n {
+			b.Segments[i] = b.Segment(i)
+		}
+	}
 	e.up.Lock()
 	e.batch = true
 	e.up.Unlock()
-	for _, pkt := range b.Segments {
-		e.DeliverNetworkPacket(b.Proto, pkt)
+	for i, pkt := range b.Segments {
+		if decided {
+			e.deliverDecided(b.Proto, pkt, verdicts[i])
+		} else {
+			e.DeliverNetworkPacket(b.Proto, pkt)
+		}
 	}
 	e.up.Lock()
 	defer e.up.Unlock()
@@ -103,6 +137,43 @@ func (e *Endpoint) DeliverBatch(b *Batch) {
 		}
 		i += run
 	}
+}
+
+// deliverHeads judges the segments of a batch in header form from their
+// headers into verdicts, as DeliverNetworkPacket would one by one. When
+// every one passes and nothing is held back, it sends the super-packet up
+// whole and returns true; otherwise the caller builds the segments and
+// delivers them with these verdicts.
+func (e *Endpoint) deliverHeads(b *Batch, verdicts []Decision) bool {
+	e.stats.In.Add(uint64(len(b.Heads)))
+	plain := true
+	for i, h := range b.Heads {
+		var p packet.Packet
+		if packet.ParsePrefix(packet.In, h, b.Lens[i], &p) != nil {
+			e.stats.Unparseable.Add(1)
+		}
+		d := e.ctl.Decide(&p)
+		switch d.Verdict {
+		case Dropped:
+			e.stats.Dropped.Add(1)
+		case Delayed:
+			e.stats.Delayed.Add(1)
+		}
+		verdicts[i] = d
+		plain = plain && d.Verdict == Pass && d.Action != ActDuplicate
+	}
+	if !plain || e.held.Load() != 0 {
+		return false
+	}
+	e.passed[0].Add(uint64(len(b.Heads)))
+	e.up.Lock()
+	defer e.up.Unlock()
+	e.stats.Whole.Add(1)
+	if whole := b.Merge(0, len(b.Heads)); whole != nil {
+		e.deliverUpLocked(b.Proto, whole)
+		whole.DecRef()
+	}
+	return true
 }
 
 // heldPacket is a packet on its way up during a batch.

@@ -17,6 +17,10 @@ import (
 // that spare, drop or delay some of them, and checks what goes up: the
 // whole super-packet when all passed, runs of consecutive survivors merged,
 // lone survivors as they are, and delayed segments later on their own.
+// Each case runs with the segments built (Segments) and in header form
+// (Heads, segments built on demand), observed and not: the results and
+// counters must be the same, and without an observer the header form
+// builds no segment when all of them pass.
 func TestDeliverBatch(t *testing.T) {
 	const n = 6
 	for _, tc := range []struct {
@@ -31,46 +35,72 @@ func TestDeliverBatch(t *testing.T) {
 		{rule: "delay 1ms nth=2 dir=in", want: []string{"seg 0", "merge 2+4"}, later: []string{"seg 1"}},
 		{rule: "drop dir=in", want: nil},
 	} {
-		t.Run(tc.rule, func(t *testing.T) {
-			var specs []string
-			if tc.rule != "" {
-				specs = append(specs, tc.rule)
-			}
-			l := newLayer(t, specs...)
-			segs := make([]*stack.PacketBuffer, n)
-			names := map[string]string{}
-			for i := range segs {
-				b := in(packet.FlagACK, uint32(1+i*100), 1, 1000, 100)
-				names[string(b)] = fmt.Sprintf("seg %d", i)
-				segs[i] = stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
-			}
-			merge := func(first, count int) *stack.PacketBuffer {
-				m := []byte(fmt.Sprintf("merge %d+%d", first, count))
-				names[string(m)] = string(m)
-				return stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(m)})
-			}
-			l.ep.DeliverBatch(&Batch{Proto: header.IPv4ProtocolNumber, Segments: segs, Merge: merge})
-			for _, s := range segs {
-				s.DecRef()
-			}
-			got := func() []string {
-				var out []string
-				for _, p := range l.up.packets() {
-					out = append(out, names[string(p)])
+		for _, form := range []string{"segments", "heads", "heads unobserved"} {
+			t.Run(tc.rule+"/"+form, func(t *testing.T) {
+				var specs []string
+				if tc.rule != "" {
+					specs = append(specs, tc.rule)
 				}
-				return out
-			}
-			if g := got(); !slices.Equal(g, tc.want) {
-				t.Errorf("went up %q, want %q", g, tc.want)
-			}
-			st := l.ep.Stats()
-			if whole := st.Whole.Load() == 1; whole != tc.whole || st.Whole.Load()+st.Merged.Load() != 1 {
-				t.Errorf("whole %d, merged %d; want whole: %v", st.Whole.Load(), st.Merged.Load(), tc.whole)
-			}
-			l.clock.Advance(time.Millisecond)
-			if g := got()[len(tc.want):]; !slices.Equal(g, tc.later) {
-				t.Errorf("later %q, want %q", g, tc.later)
-			}
-		})
+				l := newLayerObserved(t, form != "heads unobserved", specs...)
+				segs := make([]*stack.PacketBuffer, n)
+				names := map[string]string{}
+				for i := range segs {
+					b := in(packet.FlagACK, uint32(1+i*100), 1, 1000, 100)
+					names[string(b)] = fmt.Sprintf("seg %d", i)
+					segs[i] = stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+				}
+				merge := func(first, count int) *stack.PacketBuffer {
+					m := []byte(fmt.Sprintf("merge %d+%d", first, count))
+					names[string(m)] = string(m)
+					return stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(m)})
+				}
+				batch := &Batch{Proto: header.IPv4ProtocolNumber, Segments: segs, Merge: merge}
+				built := 0
+				if form != "segments" {
+					batch.Segments = nil
+					for _, seg := range segs {
+						v := seg.ToView()
+						b := slices.Clone(v.AsSlice())
+						v.Release()
+						batch.Heads = append(batch.Heads, b[:header.IPv4MinimumSize+header.TCPMinimumSize])
+						batch.Lens = append(batch.Lens, len(b))
+					}
+					batch.Segment = func(i int) *stack.PacketBuffer { built++; return segs[i] }
+				}
+				l.ep.DeliverBatch(batch)
+				for _, s := range segs {
+					s.DecRef()
+				}
+				got := func() []string {
+					var out []string
+					for _, p := range l.up.packets() {
+						out = append(out, names[string(p)])
+					}
+					return out
+				}
+				if g := got(); !slices.Equal(g, tc.want) {
+					t.Errorf("went up %q, want %q", g, tc.want)
+				}
+				st := l.ep.Stats()
+				if whole := st.Whole.Load() == 1; whole != tc.whole || st.Whole.Load()+st.Merged.Load() != 1 {
+					t.Errorf("whole %d, merged %d; want whole: %v", st.Whole.Load(), st.Merged.Load(), tc.whole)
+				}
+				switch {
+				case form == "heads" && built != n:
+					t.Errorf("built %d segments for the observer, want %d", built, n)
+				case form == "heads unobserved" && tc.whole && built != 0:
+					t.Errorf("built %d segments, want none when all pass", built)
+				case form == "heads unobserved" && !tc.whole && built != n:
+					t.Errorf("built %d segments, want all %d when not all pass", built, n)
+				}
+				if st.In.Load() != n {
+					t.Errorf("counted %d in, want %d", st.In.Load(), n)
+				}
+				l.clock.Advance(time.Millisecond)
+				if g := got()[len(tc.want):]; !slices.Equal(g, tc.later) {
+					t.Errorf("later %q, want %q", g, tc.later)
+				}
+			})
+		}
 	}
 }

@@ -109,7 +109,11 @@ func (e *Endpoint) Stats() *Stats { return &e.stats }
 // overtaken) through the queue.
 func (e *Endpoint) DeliverNetworkPacket(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
 	e.stats.In.Add(1)
-	d := e.decide(packet.In, pkt)
+	e.deliverDecided(protocol, pkt, e.decide(packet.In, pkt))
+}
+
+// deliverDecided carries out decision d on the inbound packet pkt.
+func (e *Endpoint) deliverDecided(protocol tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer, d Decision) {
 	switch d.Verdict {
 	case Pass:
 		var dup *stack.PacketBuffer

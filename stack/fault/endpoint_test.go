@@ -71,14 +71,25 @@ type layer struct {
 
 func newLayer(t *testing.T, specs ...string) *layer {
 	t.Helper()
-	l := &layer{dev: channel.New(64, 1500, ""), up: &upper{}, obs: &events{}, clock: &testClock{}}
+	return newLayerObserved(t, true, specs...)
+}
+
+// newLayerObserved is newLayer with or without an observer (l.obs nil).
+func newLayerObserved(t *testing.T, observed bool, specs ...string) *layer {
+	t.Helper()
+	l := &layer{dev: channel.New(64, 1500, ""), up: &upper{}, clock: &testClock{}}
 	ctl := NewController(l.clock, 1)
 	for _, s := range specs {
 		if _, err := ctl.AddString(s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	l.ep = NewEndpoint(l.dev, ctl, l.obs)
+	if observed {
+		l.obs = &events{}
+		l.ep = NewEndpoint(l.dev, ctl, l.obs)
+	} else {
+		l.ep = NewEndpoint(l.dev, ctl, nil)
+	}
 	l.ep.Attach(l.up)
 	t.Cleanup(func() {
 		l.ep.Close()

@@ -110,7 +110,7 @@ func (s *Set) serveForward(c *conn) {
 // splice copies src to dst; on EOF it half-closes dst, on error it resets c
 // (and with it the upstream) so the other direction stops too.
 func splice(dst io.Writer, src io.Reader, c *conn) {
-	if _, err := io.Copy(dst, src); err != nil {
+	if _, err := copyForward(dst, src); err != nil {
 		c.abort()
 		return
 	}
