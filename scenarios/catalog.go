@@ -33,7 +33,7 @@ type Scenario struct {
 	// records the outcome with r.Outcome. It returns an error only when
 	// the experiment could not be carried out; what the network did to the
 	// application is the outcome, not an error.
-	Run func(ctx context.Context, env Env, p Params, r *Recorder) error
+	Run func(ctx context.Context, env runEnv, p Params, r *recorder) error
 	// Expect is the theory for p, for a kernel client or a gVisor one,
 	// before the run (nominal conditions).
 	Expect func(p Params, kernel bool) Theory
@@ -108,7 +108,7 @@ const settle = 100 * time.Millisecond
 // when it is an errno (what the network did to the application) and
 // returns nil; any other error (context cancelled, broken environment,
 // unexpected end of file) is returned as the scenario's failure.
-func outcomeOf(ctx context.Context, r *Recorder, op string, err error) error {
+func outcomeOf(ctx context.Context, r *recorder, op string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -125,7 +125,7 @@ func outcomeOf(ctx context.Context, r *Recorder, op string, err error) error {
 
 // readAll reads c until end of file; first is when the first byte arrived
 // (-1 if none).
-func readAll(env Env, c Conn) (data []byte, first time.Duration, err error) {
+func readAll(env runEnv, c envConn) (data []byte, first time.Duration, err error) {
 	buf := make([]byte, 64<<10)
 	first = -1
 	for {

@@ -8,13 +8,13 @@ import (
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
-// Env is the world a scenario runs in: a client that talks to the peer
+// runEnv is the world a scenario runs in: a client that talks to the peer
 // across the fault layer, the fault rules, and a clock. Scenarios are written
-// once, as straight-line blocking code against Env; the real environment
+// once, as straight-line blocking code against runEnv; the real environment
 // backs it with kernel sockets in a private network namespace and a TUN, the
 // virtual one with a gVisor client on a manual clock, where every blocking
 // call advances virtual time until it can return.
-type Env interface {
+type runEnv interface {
 	// Kernel reports whether the client is the host kernel's TCP (real
 	// mode) rather than a gVisor stack (virtual mode). Expectations differ.
 	Kernel() bool
@@ -22,7 +22,7 @@ type Env interface {
 	// has accepted the connection (so an outage started next cannot drop
 	// the handshake's final ACK). With opts.NoWaitAccept it returns after
 	// connect() alone.
-	Dial(ctx context.Context, port uint16, opts SockOpts) (Conn, error)
+	Dial(ctx context.Context, port uint16, opts SockOpts) (envConn, error)
 	// AddFault installs a rule on the peer's fault layer; its after= and
 	// for= count from now.
 	AddFault(spec string) (int, error)
@@ -58,11 +58,11 @@ type SockOpts struct {
 	ConnectTimeout time.Duration // bound on connect(); 0 = the stack's own SYN retries decide
 }
 
-// Conn is a client connection. Its methods block like a blocking socket's
+// envConn is a client connection. Its methods block like a blocking socket's
 // send(2) and recv(2) — one call each, so Write may return a short count —
 // and return errors that ErrnoName understands (ETIMEDOUT, EPIPE,
 // ECONNRESET...). Read returns io.EOF at end of file.
-type Conn interface {
+type envConn interface {
 	Write(p []byte) (int, error)
 	Read(p []byte) (int, error)
 	// SetDeadline makes Read and Write give up at scenario time t (as

@@ -35,7 +35,7 @@ func Exec(ctx context.Context, o ExecOptions) (ExecResult, error) {
 		return ExecResult{}, fmt.Errorf("create the private network namespace: %w", err)
 	}
 	defer ns.Close()
-	rec := NewRecorder()
+	rec := newRecorder()
 	clock := tcpip.NewStdClock()
 	rec.begin(clock)
 	var tracker *connTracker
@@ -296,7 +296,7 @@ func kernelChanged(a, b KernelSample) bool {
 		a.Backoff != b.Backoff || a.Probes != b.Probes || a.RTO != b.RTO || a.Closed != b.Closed
 }
 
-func buildExecReport(rec *Recorder, tracker *connTracker, kv *kernelView, sysctl func(string) (string, error), o ExecOptions, code int, exited time.Duration, stopped string) *Report {
+func buildExecReport(rec *recorder, tracker *connTracker, kv *kernelView, sysctl func(string) (string, error), o ExecOptions, code int, exited time.Duration, stopped string) *Report {
 	rep := &Report{
 		Scenario: "exec", Description: joinArgv(o.Argv), Clock: "real", Client: "kernel", Seed: o.Seed,
 		Wall: Wall{Start: rec.start},

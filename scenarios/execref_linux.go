@@ -31,7 +31,7 @@ func ExecIn(ctx context.Context, o ExecOptions, lab ExecLab) (ExecResult, error)
 	if len(o.Forwards) > 0 || o.Transparent {
 		return ExecResult{}, errors.New("the reference lab has no forwards and no transparent routing")
 	}
-	rec := NewRecorder()
+	rec := newRecorder()
 	rec.begin(tcpip.NewStdClock())
 	kv := startKernelViewNetns(ctx, lab.Netns(), o.SampleInterval)
 	defer kv.stop()

@@ -223,7 +223,7 @@ func (ct *connTracker) buildConns(end, exited time.Duration, stopped string, ker
 		}
 		cr.Theory = TheoryText(cr.Settings)
 		if cr.FaultHit != nil && (cr.Established == nil || *cr.Established > *cr.FaultHit) {
-			est, _ := ConnectTimeout(cr.Settings)
+			est, _ := connectTimeout(cr.Settings)
 			cr.Connect = &est
 			cr.Theory = connectPhrase(cr.Settings)
 		}

@@ -73,7 +73,7 @@ func TestConnEndings(t *testing.T) {
 		}}, EndTimeoutRetries},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := NewRecorder()
+			rec := newRecorder()
 			rec.start = time.Unix(0, 0)
 			ct := newConnTracker(rec)
 			for _, ev := range tc.events {

@@ -119,14 +119,14 @@ func inFlightPlan(s TimeoutSettings) (Estimate, string, dataPlan) {
 	return est, by, first
 }
 
-// ConnectTimeout predicts when connect() into a dead link fails with
+// connectTimeout predicts when connect() into a dead link fails with
 // ETIMEDOUT, counted from the first SYN, with the kernel's SYN timer model
 // (predictSyn in ktimers.go): SynLinear+1 firings 1 s apart, then
 // doubling, each rounded by the timer wheel over every jiffies phase; the
 // firing that finds tcp_model_timeout(SynRetries, 1 s) — or
 // TCP_USER_TIMEOUT, which also clamps the timer — used up since the first
 // SYN ends it. The plan holds the firings behind the estimate.
-func ConnectTimeout(s TimeoutSettings) (Estimate, synPrediction) {
+func connectTimeout(s TimeoutSettings) (Estimate, synPrediction) {
 	c := s.conditions()[0]
 	p := kernelClock{hz: c.hz()}.predictSyn(max(s.SynRetries, 1), max(s.SynLinear, 0), s.UserTimeout)
 	tol := s.tolerance(c)
@@ -141,7 +141,7 @@ func ConnectTimeout(s TimeoutSettings) (Estimate, synPrediction) {
 // past tcp_model_timeout(6, 1 s) = 127 s after the first SYN" (the timer
 // wheel rounds the long steps up).
 func connectPhrase(s TimeoutSettings) string {
-	est, p := ConnectTimeout(s)
+	est, p := connectTimeout(s)
 	src := "the namespace's tcp_syn_retries"
 	if s.Source == "getsockopt" {
 		src = "TCP_SYNCNT, read from the socket"

@@ -14,7 +14,7 @@ import (
 // the per-connection report needs. It is a fault.Observer placed after
 // the recorder.
 type connTracker struct {
-	rec *Recorder
+	rec *recorder
 	// onNew, if set, is called when a connection's first packet is seen.
 	onNew func()
 	mu    sync.Mutex
@@ -54,7 +54,7 @@ type connTrack struct {
 	injectedRST    bool
 }
 
-func newConnTracker(rec *Recorder) *connTracker {
+func newConnTracker(rec *recorder) *connTracker {
 	return &connTracker{rec: rec, conns: map[*connRec]*connTrack{}}
 }
 

@@ -21,14 +21,14 @@ import (
 // with the number of
 // connections; the timeline lists at most MaxTimelinePackets packets.
 type PeerRecorder struct {
-	rec     *Recorder
+	rec     *recorder
 	tracker *connTracker
 	kern    peerKernel
 }
 
 // NewPeerRecorder starts recording on clock (the peer's).
 func NewPeerRecorder(clock tcpip.Clock) *PeerRecorder {
-	rec := NewRecorder()
+	rec := newRecorder()
 	rec.begin(clock)
 	p := &PeerRecorder{rec: rec, tracker: newConnTracker(rec)}
 	p.tracker.onNew = p.rescanKernel

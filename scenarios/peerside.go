@@ -32,7 +32,7 @@ func peerServices() services.Config {
 // embeds it; the virtual one can too.
 type peerSide struct {
 	peer *stack.Peer
-	rec  *Recorder
+	rec  *recorder
 }
 
 // AddFault implements Env.

@@ -90,7 +90,7 @@ func (e *realEnv) Sleep(ctx context.Context, d time.Duration) error {
 // Dial implements Env: a kernel socket created in the namespace, options
 // set before connect(2), a blocking connect to the peer, then (unless
 // opts.NoWaitAccept) a wait until the peer's service has accepted.
-func (e *realEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Conn, error) {
+func (e *realEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (envConn, error) {
 	before := e.Peer().Accepted(port)
 	f, err := e.socket()
 	if err != nil {
@@ -202,7 +202,7 @@ type kernelConn struct {
 	deadline time.Duration // scenario time; 0 = none
 }
 
-var _ Conn = (*kernelConn)(nil)
+var _ envConn = (*kernelConn)(nil)
 
 // newKernelConn takes ownership of f, a non-blocking socket.
 func newKernelConn(f *os.File, now func() time.Duration) (*kernelConn, error) {

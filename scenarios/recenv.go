@@ -15,20 +15,20 @@ import (
 // lands in the recorder's timeline. Environments therefore record nothing
 // themselves except packets (through the recorder as fault Observer).
 type recordingEnv struct {
-	Env
-	rec   *Recorder
+	runEnv
+	rec   *recorder
 	nconn int
 	last  *recordingConn // the latest connection, for its TCP_INFO
 }
 
 // Dial implements Env, recording the attempt and its result.
-func (e *recordingEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Conn, error) {
+func (e *recordingEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (envConn, error) {
 	e.nconn++
 	id := e.nconn
 	e.rec.Event(EventConnect, id, "connect to port %d%s", port, describeOpts(opts))
-	start := e.Env.Now()
-	c, err := e.Env.Dial(ctx, port, opts)
-	took := e.Env.Now() - start
+	start := e.runEnv.Now()
+	c, err := e.runEnv.Dial(ctx, port, opts)
+	took := e.runEnv.Now() - start
 	if err != nil {
 		e.rec.Call(EventConnect, id, 0, 0, took, err)
 		return nil, err
@@ -38,7 +38,7 @@ func (e *recordingEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Co
 	} else {
 		e.rec.Event(EventAccepted, id, "connected; the peer accepted the connection (%s)", fmtDur(took))
 	}
-	rc := &recordingConn{Conn: c, rec: e.rec, id: id, now: e.Env.Now}
+	rc := &recordingConn{envConn: c, rec: e.rec, id: id, now: e.runEnv.Now}
 	e.last = rc
 	return rc, nil
 }
@@ -51,15 +51,15 @@ func (e *recordingEnv) snapshotClient() {
 	if c == nil || c.closed || e.rec.hasClientInfo() {
 		return
 	}
-	info := c.Conn.Info()
+	info := c.envConn.Info()
 	if info.State != "ESTABLISHED" || info.RTO <= 0 {
 		return
 	}
-	ci := ClientInfo{T: e.Env.Now(), RTT: info.RTT, RTO: info.RTO}
-	if e.Env.Kernel() {
+	ci := ClientInfo{T: e.runEnv.Now(), RTT: info.RTT, RTO: info.RTO}
+	if e.runEnv.Kernel() {
 		ci.HZ, ci.HZFrom = hostHZFrom()
 	}
-	if sb, ok := c.Conn.(sendBufferer); ok {
+	if sb, ok := c.envConn.(sendBufferer); ok {
 		if s, ok := sb.sendBuffer(); ok {
 			ci.SndBuf, ci.MSS = s.SndBuf, s.MSS
 		}
@@ -98,7 +98,7 @@ func (e *recordingEnv) AddFault(spec string) (int, error) {
 		return 0, err
 	}
 	e.snapshotClient()
-	id, err := e.Env.AddFault(sp.String())
+	id, err := e.runEnv.AddFault(sp.String())
 	if err != nil {
 		return 0, err
 	}
@@ -108,7 +108,7 @@ func (e *recordingEnv) AddFault(spec string) (int, error) {
 
 // RemoveFault implements Env.
 func (e *recordingEnv) RemoveFault(id int) error {
-	if err := e.Env.RemoveFault(id); err != nil {
+	if err := e.runEnv.RemoveFault(id); err != nil {
 		return err
 	}
 	e.rec.faultRemoved(id)
@@ -117,10 +117,10 @@ func (e *recordingEnv) RemoveFault(id int) error {
 
 // SetSysctl implements Env.
 func (e *recordingEnv) SetSysctl(name, value string) error {
-	if err := e.Env.SetSysctl(name, value); err != nil {
+	if err := e.runEnv.SetSysctl(name, value); err != nil {
 		return fmt.Errorf("set %s=%s in the private namespace: %w", name, value, err)
 	}
-	if e.Env.Kernel() {
+	if e.runEnv.Kernel() {
 		e.rec.Event(EventSysctl, 0, "%s = %s (in the private namespace)", name, value)
 	} else {
 		opt := map[string]string{
@@ -139,7 +139,7 @@ func (e *recordingEnv) SetSysctl(name, value string) error {
 // Sleep implements Env.
 func (e *recordingEnv) Sleep(ctx context.Context, d time.Duration) error {
 	e.rec.Event(EventWait, 0, "wait %s", d)
-	return e.Env.Sleep(ctx, d)
+	return e.runEnv.Sleep(ctx, d)
 }
 
 // Note implements Env.
@@ -148,12 +148,12 @@ func (e *recordingEnv) Note(kind, format string, args ...any) {
 }
 
 // Peer implements Env.
-func (e *recordingEnv) Peer() PeerControl { return recordingPeer{e.Env.Peer(), e.rec} }
+func (e *recordingEnv) Peer() PeerControl { return recordingPeer{e.runEnv.Peer(), e.rec} }
 
 // recordingPeer records the peer actions a scenario takes.
 type recordingPeer struct {
 	PeerControl
-	rec *Recorder
+	rec *recorder
 }
 
 // Forget implements PeerControl.
@@ -181,8 +181,8 @@ func (p recordingPeer) Conns(port uint16) []stack.ConnStatus { return p.PeerCont
 
 // recordingConn records every call on a client connection.
 type recordingConn struct {
-	Conn
-	rec    *Recorder
+	envConn
+	rec    *recorder
 	id     int
 	now    func() time.Duration
 	closed bool
@@ -191,7 +191,7 @@ type recordingConn struct {
 // Write implements Conn.
 func (c *recordingConn) Write(p []byte) (int, error) {
 	start := c.now()
-	n, err := c.Conn.Write(p)
+	n, err := c.envConn.Write(p)
 	c.rec.Call(EventSend, c.id, n, len(p), c.now()-start, err)
 	return n, err
 }
@@ -199,7 +199,7 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 // Read implements Conn.
 func (c *recordingConn) Read(p []byte) (int, error) {
 	start := c.now()
-	n, err := c.Conn.Read(p)
+	n, err := c.envConn.Read(p)
 	c.rec.Call(EventRecv, c.id, n, len(p), c.now()-start, err)
 	return n, err
 }
@@ -210,7 +210,7 @@ func (c *recordingConn) Close() error {
 		return nil
 	}
 	c.closed = true
-	err := c.Conn.Close()
+	err := c.envConn.Close()
 	c.rec.Event(EventClose, c.id, "close")
 	return err
 }

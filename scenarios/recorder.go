@@ -27,17 +27,17 @@ const MaxTimelinePackets = 20000
 // a few intervals, not correctness of the rest).
 const maxSegTimes = 1 << 17
 
-// Recorder collects what happens during a scenario: it is the fault
+// recorder collects what happens during a scenario: it is the fault
 // layer's Observer (every packet with its verdict), classifies segments
 // with capture's RetransmitTracker, computes retransmission intervals and
 // backoff ratios, and records the application's calls, the fault rules,
 // notes and measurements. It is safe for concurrent use; Observe is cheap
 // and never blocks on anything but the recorder's own lock.
 //
-// Scenarios receive a Recorder to add measurements (Measure), notes and
+// Scenarios receive a recorder to add measurements (Measure), notes and
 // their outcome (Outcome); environments call begin with their clock before
 // the first packet.
-type Recorder struct {
+type recorder struct {
 	mu    sync.Mutex
 	clock tcpip.Clock
 	start time.Time
@@ -97,10 +97,10 @@ type segTx struct {
 	n        int           // retransmissions so far
 }
 
-// NewRecorder returns an empty recorder. Its clock starts when an
+// newRecorder returns an empty recorder. Its clock starts when an
 // environment calls begin.
-func NewRecorder() *Recorder {
-	return &Recorder{
+func newRecorder() *recorder {
+	return &recorder{
 		tracker: flow.NewTracker(capture.DefaultMaxFlows),
 		conns:   make(map[flow.Key]*connRec),
 		lastApp: -1,
@@ -109,7 +109,7 @@ func NewRecorder() *Recorder {
 
 // begin starts the scenario clock: every time in the report is relative to
 // clock.Now() at this call. Environments call it once, before any packet.
-func (r *Recorder) begin(clock tcpip.Clock) {
+func (r *recorder) begin(clock tcpip.Clock) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.clock = clock
@@ -118,13 +118,13 @@ func (r *Recorder) begin(clock tcpip.Clock) {
 }
 
 // Now returns the time since begin on the scenario's clock (0 before).
-func (r *Recorder) Now() time.Duration {
+func (r *recorder) Now() time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.nowLocked()
 }
 
-func (r *Recorder) nowLocked() time.Duration {
+func (r *recorder) nowLocked() time.Duration {
 	if r.clock == nil {
 		return 0
 	}
@@ -132,7 +132,7 @@ func (r *Recorder) nowLocked() time.Duration {
 }
 
 // Observe implements fault.Observer.
-func (r *Recorder) Observe(ev *fault.Event) {
+func (r *recorder) Observe(ev *fault.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t := ev.Time.Sub(r.start)
@@ -186,7 +186,7 @@ func (r *Recorder) Observe(ev *fault.Event) {
 
 // tcpLocked fills in the TCP fields of pk, updates counters and records
 // retransmissions and probes.
-func (r *Recorder) tcpLocked(t time.Duration, p *packet.Packet, pk *Packet, info *flow.Info) {
+func (r *recorder) tcpLocked(t time.Duration, p *packet.Packet, pk *Packet, info *flow.Info) {
 	in := p.Dir == packet.In
 	kind := info.Kind
 	syn := p.Flags&packet.FlagSYN != 0
@@ -348,21 +348,21 @@ func fmtDur(d time.Duration) string {
 }
 
 // eventLocked appends a non-packet event and ends call merging.
-func (r *Recorder) eventLocked(ev Event) {
+func (r *recorder) eventLocked(ev Event) {
 	r.timeline = append(r.timeline, ev)
 	r.lastApp = -1
 }
 
 // Event records a free-form timeline event of the given kind at the
 // current time.
-func (r *Recorder) Event(kind string, conn int, format string, args ...any) {
+func (r *recorder) Event(kind string, conn int, format string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.eventLocked(Event{T: r.nowLocked(), Kind: kind, Conn: conn, Text: fmt.Sprintf(format, args...)})
 }
 
 // Note records a free-form note in the timeline.
-func (r *Recorder) Note(format string, args ...any) { r.Event(EventNote, 0, format, args...) }
+func (r *recorder) Note(format string, args ...any) { r.Event(EventNote, 0, format, args...) }
 
 // Call records the result of an application socket call: op is connect,
 // send, recv or close; want is how many bytes were asked for; took is how
@@ -370,7 +370,7 @@ func (r *Recorder) Note(format string, args ...any) { r.Event(EventNote, 0, form
 // report's errno list, except EOF and a deadline the scenario set itself.
 // Consecutive complete calls (and consecutive deadline expiries) of the
 // same op on the same connection merge into one event.
-func (r *Recorder) Call(op string, conn int, n, want int, took time.Duration, err error) {
+func (r *recorder) Call(op string, conn int, n, want int, took time.Duration, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t := r.nowLocked()
@@ -427,7 +427,7 @@ func (r *Recorder) Call(op string, conn int, n, want int, took time.Duration, er
 
 // faultAdded records a rule installed now (its after= and for= count from
 // now).
-func (r *Recorder) faultAdded(id int, sp fault.Spec) {
+func (r *recorder) faultAdded(id int, sp fault.Spec) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	start := r.nowLocked() + sp.After
@@ -459,7 +459,7 @@ func faultOffEvent(w FaultWindow) Event {
 }
 
 // faultRemoved records that rule id was removed now.
-func (r *Recorder) faultRemoved(id int) {
+func (r *recorder) faultRemoved(id int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.nowLocked()
@@ -478,7 +478,7 @@ func (r *Recorder) faultRemoved(id int) {
 }
 
 // setClientInfo records the client socket's state before the first fault.
-func (r *Recorder) setClientInfo(ci ClientInfo) {
+func (r *recorder) setClientInfo(ci ClientInfo) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.clientInfo == nil {
@@ -487,7 +487,7 @@ func (r *Recorder) setClientInfo(ci ClientInfo) {
 }
 
 // hasClientInfo reports whether setClientInfo was called.
-func (r *Recorder) hasClientInfo() bool {
+func (r *recorder) hasClientInfo() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.clientInfo != nil
@@ -495,7 +495,7 @@ func (r *Recorder) hasClientInfo() bool {
 
 // Measure records a measured value; a second call with the same name
 // replaces the first.
-func (r *Recorder) Measure(name string, value float64, unit string) {
+func (r *recorder) Measure(name string, value float64, unit string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.lastApp = -1
@@ -510,7 +510,7 @@ func (r *Recorder) Measure(name string, value float64, unit string) {
 
 // Anchor marks now as the instant the theory counts from ("request sent",
 // "outage starts"); expected times in the report are relative to it.
-func (r *Recorder) Anchor(label string) {
+func (r *recorder) Anchor(label string) {
 	r.mu.Lock()
 	r.anchor, r.anchorLabel = r.nowLocked(), label
 	r.lastApp = -1
@@ -522,7 +522,7 @@ func (r *Recorder) Anchor(label string) {
 }
 
 // AnchorAt is Anchor for an earlier instant t (scenario time).
-func (r *Recorder) AnchorAt(t time.Duration, label string) {
+func (r *recorder) AnchorAt(t time.Duration, label string) {
 	r.mu.Lock()
 	r.anchor, r.anchorLabel = t, label
 	r.lastApp = -1
@@ -533,13 +533,13 @@ func (r *Recorder) AnchorAt(t time.Duration, label string) {
 	}
 }
 
-func (r *Recorder) anchorTime() time.Duration {
+func (r *recorder) anchorTime() time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.anchor
 }
 
-func (r *Recorder) anchorName() string {
+func (r *recorder) anchorName() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.anchorLabel == "" {
@@ -551,12 +551,12 @@ func (r *Recorder) anchorName() string {
 // Outcome records the scenario's outcome (an errno name, or recovered,
 // survived, connected) as happening now, with a one-line explanation.
 // The first call wins.
-func (r *Recorder) Outcome(outcome, format string, args ...any) {
+func (r *recorder) Outcome(outcome, format string, args ...any) {
 	r.OutcomeAt(r.Now(), outcome, format, args...)
 }
 
 // HasOutcome reports whether an outcome was recorded.
-func (r *Recorder) HasOutcome() bool {
+func (r *recorder) HasOutcome() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.outcome != ""
@@ -564,7 +564,7 @@ func (r *Recorder) HasOutcome() bool {
 
 // OutcomeAt is Outcome for an earlier instant t (scenario time), such as
 // when the first byte of a late reply arrived.
-func (r *Recorder) OutcomeAt(t time.Duration, outcome, format string, args ...any) {
+func (r *recorder) OutcomeAt(t time.Duration, outcome, format string, args ...any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.outcome != "" {
@@ -586,7 +586,7 @@ type live struct {
 	hasOutcome   bool
 }
 
-func (r *Recorder) live() live {
+func (r *recorder) live() live {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return live{
@@ -599,7 +599,7 @@ func (r *Recorder) live() live {
 // fill copies everything recorded into rep: timeline (sorted, with fault
 // on/off events), retransmissions, counts, faults, errors, measurements and
 // the outcome. It ends the run at the current time.
-func (r *Recorder) fill(rep *Report) {
+func (r *recorder) fill(rep *Report) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	end := r.nowLocked()
@@ -663,7 +663,7 @@ func (r *Recorder) fill(rep *Report) {
 }
 
 // packetCounts returns the packets seen so far, teardown included.
-func (r *Recorder) packetCounts() PacketCounts {
+func (r *recorder) packetCounts() PacketCounts {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.counts

@@ -44,11 +44,11 @@ func tcpPacket(src, dst netip.AddrPort, flags uint8, seq, ack uint32, win uint16
 type recorderHarness struct {
 	t     *testing.T
 	clock *faketime.ManualClock
-	rec   *Recorder
+	rec   *recorder
 }
 
 func newRecorderHarness(t *testing.T) *recorderHarness {
-	h := &recorderHarness{t: t, clock: faketime.NewManualClock(), rec: NewRecorder()}
+	h := &recorderHarness{t: t, clock: faketime.NewManualClock(), rec: newRecorder()}
 	h.rec.begin(h.clock)
 	return h
 }

@@ -51,7 +51,7 @@ type Options struct {
 
 // envCloser is an environment Run can tear down.
 type envCloser interface {
-	Env
+	runEnv
 	Close() error
 }
 
@@ -59,7 +59,7 @@ type envCloser interface {
 type envConfig struct {
 	// Recorder must be started (begin) with the environment's clock
 	// before any packet flows.
-	Recorder *Recorder
+	Recorder *recorder
 	// Observer sees every packet: the recorder, and a capture if asked.
 	Observer fault.Observer
 	// Seed for the fault layer.
@@ -128,7 +128,7 @@ func runWith(ctx context.Context, sc Scenario, params Params, opts Options, fact
 			return nil, err
 		}
 	}
-	rec := NewRecorder()
+	rec := newRecorder()
 	var obs fault.Observer = rec
 	var pcap *capture.Writer
 	if opts.PcapPath != "" {
@@ -162,7 +162,7 @@ func runWith(ctx context.Context, sc Scenario, params Params, opts Options, fact
 		rep.Client = "kernel"
 	}
 	theory := sc.Expect(params, env.Kernel())
-	renv := &recordingEnv{Env: env, rec: rec}
+	renv := &recordingEnv{runEnv: env, rec: rec}
 	rec.anchorHook = renv.snapshotClient
 
 	stopProgress := startProgress(opts.Progress, sc.Name, rec, theory, progressAfter, progressEvery)
@@ -236,7 +236,7 @@ func sameDecl(a, b []Param) bool {
 // startProgress writes the live status line to w every `every` (wall time)
 // once the run has lasted `after`, until the returned stop is called, which
 // also erases the line. A nil w shows nothing.
-func startProgress(w io.Writer, name string, rec *Recorder, th Theory, after, every time.Duration) (stop func()) {
+func startProgress(w io.Writer, name string, rec *recorder, th Theory, after, every time.Duration) (stop func()) {
 	if w == nil {
 		return func() {}
 	}

@@ -25,7 +25,7 @@ import (
 // made up and shown to the observer like the fault layer would.
 type fakeEnv struct {
 	clock   *faketime.ManualClock
-	rec     *Recorder
+	rec     *recorder
 	obs     fault.Observer
 	ctl     *fault.Controller
 	sysctls map[string]string
@@ -45,7 +45,7 @@ func newFakeFactory(env **fakeEnv) envFactory {
 }
 
 func (e *fakeEnv) Kernel() bool { return false }
-func (e *fakeEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Conn, error) {
+func (e *fakeEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (envConn, error) {
 	e.clock.Advance(time.Millisecond)
 	return &fakeConn{env: e}, nil
 }
@@ -100,7 +100,7 @@ func fakeScenario() Scenario {
 	return Scenario{
 		Name: "fake", Summary: "a scripted timeout",
 		Params: []Param{{Name: "retries2", Kind: KindInt, Default: "3", Help: "h"}},
-		Run: func(ctx context.Context, env Env, p Params, r *Recorder) error {
+		Run: func(ctx context.Context, env runEnv, p Params, r *recorder) error {
 			if err := env.SetSysctl("net.ipv4.tcp_retries2", "3"); err != nil {
 				return err
 			}
@@ -197,11 +197,11 @@ func TestRunWithRecordsEverything(t *testing.T) {
 func TestRunWithFailures(t *testing.T) {
 	var env *fakeEnv
 	failing := fakeScenario()
-	failing.Run = func(ctx context.Context, env Env, p Params, r *Recorder) error {
+	failing.Run = func(ctx context.Context, env runEnv, p Params, r *recorder) error {
 		return errors.New("the peer vanished")
 	}
 	silent := fakeScenario()
-	silent.Run = func(ctx context.Context, env Env, p Params, r *Recorder) error { return nil }
+	silent.Run = func(ctx context.Context, env runEnv, p Params, r *recorder) error { return nil }
 	notErrno := fakeScenario()
 	tests := []struct {
 		name    string
@@ -283,7 +283,7 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 
 func TestProgress(t *testing.T) {
 	clock := faketime.NewManualClock()
-	rec := NewRecorder()
+	rec := newRecorder()
 	rec.begin(clock)
 	clock.Advance(time.Second)
 	rec.Anchor("request sent")

@@ -27,7 +27,7 @@ func idleOutageScenario() Scenario {
 // ping is what scenarios send to the echo service.
 var ping = []byte("ping\n")
 
-func runIdleOutage(ctx context.Context, env Env, p Params, r *Recorder) error {
+func runIdleOutage(ctx context.Context, env runEnv, p Params, r *recorder) error {
 	d := p.Duration("outage")
 	c, err := env.Dial(ctx, portEcho, SockOpts{})
 	if err != nil {
@@ -55,7 +55,7 @@ func runIdleOutage(ctx context.Context, env Env, p Params, r *Recorder) error {
 }
 
 // echo sends ping and reads it back; a socket error becomes the outcome.
-func echo(ctx context.Context, env Env, c Conn, r *Recorder) error {
+func echo(ctx context.Context, env runEnv, c envConn, r *recorder) error {
 	if _, err := c.Write(ping); err != nil {
 		return outcomeOf(ctx, r, "send", err)
 	}
@@ -122,7 +122,7 @@ func keepaliveScenario() Scenario {
 	}
 }
 
-func runKeepalive(ctx context.Context, env Env, p Params, r *Recorder) error {
+func runKeepalive(ctx context.Context, env runEnv, p Params, r *recorder) error {
 	opts := SockOpts{KeepIdle: p.Duration("idle"), KeepIntvl: p.Duration("intvl"), KeepCnt: p.Int("count")}
 	c, err := env.Dial(ctx, portEcho, opts)
 	if err != nil {
@@ -205,7 +205,7 @@ func synTimeoutScenario() Scenario {
 	}
 }
 
-func runSynTimeout(ctx context.Context, env Env, p Params, r *Recorder) error {
+func runSynTimeout(ctx context.Context, env runEnv, p Params, r *recorder) error {
 	if err := env.SetSysctl("net.ipv4.tcp_syn_retries", strconv.Itoa(p.Int("syn-retries"))); err != nil {
 		return err
 	}
@@ -317,7 +317,7 @@ func halfOpenScenario() Scenario {
 	}
 }
 
-func runHalfOpen(ctx context.Context, env Env, p Params, r *Recorder) error {
+func runHalfOpen(ctx context.Context, env runEnv, p Params, r *recorder) error {
 	d := p.Duration("outage")
 	c, err := env.Dial(ctx, portEcho, SockOpts{})
 	if err != nil {
@@ -392,7 +392,7 @@ func peerRetransmitScenario() Scenario {
 // gave up.
 const peerPoll = 250 * time.Millisecond
 
-func runPeerRetransmit(ctx context.Context, env Env, p Params, r *Recorder) error {
+func runPeerRetransmit(ctx context.Context, env runEnv, p Params, r *recorder) error {
 	pt := p.Duration("peer-timeout")
 	c, err := env.Dial(ctx, portSource, SockOpts{})
 	if err != nil {

@@ -29,7 +29,7 @@ func timeoutScenario() Scenario {
 	}
 }
 
-func runTimeout(ctx context.Context, env Env, p Params, r *Recorder) error {
+func runTimeout(ctx context.Context, env runEnv, p Params, r *recorder) error {
 	if err := env.SetSysctl("net.ipv4.tcp_retries2", strconv.Itoa(p.Int("retries2"))); err != nil {
 		return err
 	}
@@ -101,7 +101,7 @@ func briefOutageScenario() Scenario {
 	}
 }
 
-func runBriefOutage(ctx context.Context, env Env, p Params, r *Recorder) error {
+func runBriefOutage(ctx context.Context, env runEnv, p Params, r *recorder) error {
 	d := p.Duration("outage")
 	c, err := env.Dial(ctx, portHTTP, SockOpts{})
 	if err != nil {
@@ -276,7 +276,7 @@ func sendbufFullScenario() Scenario {
 // blockedAfter is how long a send must take to count as blocked.
 const blockedAfter = 250 * time.Millisecond
 
-func runSendbufFull(ctx context.Context, env Env, p Params, r *Recorder) error {
+func runSendbufFull(ctx context.Context, env runEnv, p Params, r *recorder) error {
 	chunk := bytes.Repeat([]byte("*"), int(p.Size("chunk")))
 	c, err := env.Dial(ctx, portSink, SockOpts{UserTimeout: p.Duration("user-timeout")})
 	if err != nil {

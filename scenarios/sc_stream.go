@@ -46,7 +46,7 @@ const windowRTOName = "client RTO as the window closed"
 // fillLimit bounds the bytes written while filling the window.
 const fillLimit = 256 << 20
 
-func runZeroWindow(ctx context.Context, env Env, p Params, r *Recorder) error {
+func runZeroWindow(ctx context.Context, env runEnv, p Params, r *recorder) error {
 	c, err := env.Dial(ctx, portSink, SockOpts{UserTimeout: p.Duration("user-timeout")})
 	if err != nil {
 		return fmt.Errorf("connect to the peer's sink service: %w", err)
@@ -290,7 +290,7 @@ func senderName(kernel bool) string {
 	return "gVisor's TCP on the virtual client (RACK on; the peer only acknowledges)"
 }
 
-func runLoss(ctx context.Context, env Env, p Params, r *Recorder) error {
+func runLoss(ctx context.Context, env runEnv, p Params, r *recorder) error {
 	pct, reqs, size := p.Percent("loss"), p.Int("requests"), p.Size("size")
 	env.Note(EventNote, "sender: %s", senderName(env.Kernel()))
 	if pct > 0 {

@@ -28,7 +28,7 @@ import (
 // and a run is deterministic for a given seed.
 type virtualEnv struct {
 	pair    *vlink.Pair
-	rec     *Recorder
+	rec     *recorder
 	svc     *virtualServices
 	stepper *vlink.Stepper
 }
@@ -133,7 +133,7 @@ func (e *virtualEnv) SetSysctl(name, value string) error {
 }
 
 // Dial implements Env.
-func (e *virtualEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (Conn, error) {
+func (e *virtualEnv) Dial(ctx context.Context, port uint16, opts SockOpts) (envConn, error) {
 	before := e.svc.Accepted(port)
 	c, err := e.pair.Dial(vlink.PeerAddr4.String(), port)
 	if err != nil {
