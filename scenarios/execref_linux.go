@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 
+	"github.com/unplug-dev/unplug/internal/netns"
 	"github.com/unplug-dev/unplug/internal/sockdiag"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
@@ -75,7 +75,7 @@ func ExecIn(ctx context.Context, o ExecOptions, lab ExecLab) (ExecResult, error)
 
 // startKernelViewNetns is startKernelView for a named namespace: the
 // sock_diag socket is made on a thread inside it.
-func startKernelViewNetns(ctx context.Context, netns string, interval time.Duration) *kernelView {
+func startKernelViewNetns(ctx context.Context, nsName string, interval time.Duration) *kernelView {
 	if interval <= 0 {
 		interval = sockdiag.DefaultInterval
 	}
@@ -85,13 +85,13 @@ func startKernelViewNetns(ctx context.Context, netns string, interval time.Durat
 		close(kv.done)
 		return kv
 	}
-	path := "/run/netns/" + netns
+	path := netns.Named(nsName)
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
-		return fail(fmt.Errorf("namespace %s: %w", netns, err))
+		return fail(fmt.Errorf("namespace %s: %w", nsName, err))
 	}
 	fd := -1
-	err := inNamedNetns(path, func() error {
+	err := netns.Do(path, func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 		return err
@@ -109,40 +109,6 @@ func startKernelViewNetns(ctx context.Context, netns string, interval time.Durat
 		kv.sampler.Run(ctx)
 	}()
 	return kv
-}
-
-// inNamedNetns runs fn on a locked OS thread inside the namespace at
-// path; a thread that cannot switch back stays locked, so Go discards it.
-func inNamedNetns(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		err = fn()
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
 }
 
 // netnsProgram is a program started with `ip netns exec`, which enters
