@@ -394,7 +394,11 @@ func TestSamplerCloseTimeWait(t *testing.T) {
 		if n := len(states); n == 0 || states[n-1] != smp.State {
 			states = append(states, smp.State)
 		}
-		if smp.State != StateEstablished && smp.Inode != 0 {
+		// tcp_close moves the socket to FIN_WAIT1 and sends the FIN
+		// before sock_orphan clears its inode, and inet_diag reads
+		// without the socket's lock: a poll in between sees FIN_WAIT1
+		// with the inode (seen once in CI). From FIN_WAIT2 on it is 0.
+		if smp.State != StateEstablished && smp.State != StateFinWait1 && smp.Inode != 0 {
 			t.Errorf("closed socket in %s still has inode %d", smp.State, smp.Inode)
 		}
 	}
