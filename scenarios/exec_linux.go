@@ -187,23 +187,43 @@ type kernelView struct {
 }
 
 func startKernelView(ns *tun.Namespace, interval time.Duration) *kernelView {
-	if interval <= 0 {
-		interval = sockdiag.DefaultInterval
-	}
-	kv := &kernelView{interval: interval, done: make(chan struct{})}
+	kv := newKernelView(interval)
 	nl, err := ns.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
-		kv.why = fmt.Sprintf("no kernel view: sock_diag socket: %v", err)
-		close(kv.done)
-		return kv
+		return kv.none(fmt.Errorf("sock_diag socket: %w", err))
 	}
 	ino, err := sockdiag.NetnsInode(ns.PID())
 	if err != nil {
 		nl.Close()
-		kv.why = fmt.Sprintf("no kernel view: %v", err)
-		close(kv.done)
-		return kv
+		return kv.none(err)
 	}
+	ehash := 0
+	if v, err := ns.Sysctl("net.ipv4.tcp_ehash_entries"); err == nil {
+		ehash, _ = strconv.Atoi(v)
+	}
+	return kv.start(nl, ino, ehash)
+}
+
+// newKernelView returns a view that does not sample yet; start or none
+// completes it.
+func newKernelView(interval time.Duration) *kernelView {
+	if interval <= 0 {
+		interval = sockdiag.DefaultInterval
+	}
+	return &kernelView{interval: interval, done: make(chan struct{})}
+}
+
+// none ends kv as no view, saying why.
+func (kv *kernelView) none(err error) *kernelView {
+	kv.why = fmt.Sprintf("no kernel view: %v", err)
+	close(kv.done)
+	return kv
+}
+
+// start samples the namespace whose inode is ino through its sock_diag
+// socket nl until stop (its lifetime; not a context's). ehash is the size
+// of the namespace's own TCP table, 0 when it shares the host's.
+func (kv *kernelView) start(nl *os.File, ino uint64, ehash int) *kernelView {
 	kv.nl = nl
 	kv.reader = sockdiag.NewOptionsReader(ino)
 	// A full dump walks the namespace's whole TCP table. With a table of
@@ -213,13 +233,10 @@ func startKernelView(ns *tun.Namespace, interval time.Duration) *kernelView {
 	// lookups in between, and a new connection on the link (rescan) makes
 	// the next one full.
 	kv.tracker = sockdiag.NewTracker(sockdiag.NewDumper(nl))
-	if v, err := ns.Sysctl("net.ipv4.tcp_ehash_entries"); err == nil {
-		if n, _ := strconv.Atoi(v); n > 0 {
-			kv.tracker.FullEvery, kv.table = -1, fmt.Sprintf("a full dump each time (the namespace's own %d-bucket TCP table)", n)
-		}
+	if ehash > 0 {
+		kv.tracker.FullEvery, kv.table = -1, fmt.Sprintf("a full dump each time (the namespace's own %d-bucket TCP table)", ehash)
 	}
-	kv.sampler = sockdiag.NewSampler(kv.tracker.Dump, kv.reader.Options, interval)
-	// The sampling runs until stop (its lifetime), not until a context ends.
+	kv.sampler = sockdiag.NewSampler(kv.tracker.Dump, kv.reader.Options, kv.interval)
 	ctx, cancel := context.WithCancel(context.Background())
 	kv.cancel = cancel
 	go func() {

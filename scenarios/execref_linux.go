@@ -14,7 +14,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 
 	"github.com/unplug-dev/unplug/internal/netns"
-	"github.com/unplug-dev/unplug/internal/sockdiag"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
@@ -33,7 +32,7 @@ func ExecIn(ctx context.Context, o ExecOptions, lab ExecLab) (ExecResult, error)
 	}
 	rec := newRecorder()
 	rec.begin(tcpip.NewStdClock())
-	kv := startKernelViewNetns(ctx, lab.Netns(), o.SampleInterval)
+	kv := startKernelViewNetns(lab.Netns(), o.SampleInterval)
 	defer kv.stop()
 	tracker := newConnTracker(rec)
 	tracker.onNew = kv.rescan
@@ -75,20 +74,12 @@ func ExecIn(ctx context.Context, o ExecOptions, lab ExecLab) (ExecResult, error)
 
 // startKernelViewNetns is startKernelView for a named namespace: the
 // sock_diag socket is made on a thread inside it.
-func startKernelViewNetns(ctx context.Context, nsName string, interval time.Duration) *kernelView {
-	if interval <= 0 {
-		interval = sockdiag.DefaultInterval
-	}
-	kv := &kernelView{interval: interval, done: make(chan struct{})}
-	fail := func(err error) *kernelView {
-		kv.why = fmt.Sprintf("no kernel view: %v", err)
-		close(kv.done)
-		return kv
-	}
+func startKernelViewNetns(nsName string, interval time.Duration) *kernelView {
+	kv := newKernelView(interval)
 	path := netns.Named(nsName)
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
-		return fail(fmt.Errorf("namespace %s: %w", nsName, err))
+		return kv.none(fmt.Errorf("namespace %s: %w", nsName, err))
 	}
 	fd := -1
 	err := netns.Do(path, func() error {
@@ -97,18 +88,9 @@ func startKernelViewNetns(ctx context.Context, nsName string, interval time.Dura
 		return err
 	})
 	if err != nil {
-		return fail(fmt.Errorf("sock_diag socket: %w", err))
+		return kv.none(fmt.Errorf("sock_diag socket: %w", err))
 	}
-	kv.nl = os.NewFile(uintptr(fd), "sock_diag")
-	kv.reader = sockdiag.NewOptionsReader(st.Ino)
-	kv.tracker = sockdiag.NewTracker(sockdiag.NewDumper(kv.nl))
-	kv.sampler = sockdiag.NewSampler(kv.tracker.Dump, kv.reader.Options, interval)
-	ctx, kv.cancel = context.WithCancel(ctx)
-	go func() {
-		defer close(kv.done)
-		kv.sampler.Run(ctx)
-	}()
-	return kv
+	return kv.start(os.NewFile(uintptr(fd), "sock_diag"), st.Ino, 0)
 }
 
 // netnsProgram is a program started with `ip netns exec`, which enters
