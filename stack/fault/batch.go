@@ -146,22 +146,7 @@ func (e *Endpoint) DeliverBatch(b *Batch) {
 // delivers them with these verdicts.
 func (e *Endpoint) deliverHeads(b *Batch, verdicts []Decision) bool {
 	e.stats.In.Add(uint64(len(b.Heads)))
-	plain := true
-	for i, h := range b.Heads {
-		var p packet.Packet
-		if packet.ParsePrefix(packet.In, h, b.Lens[i], &p) != nil {
-			e.stats.Unparseable.Add(1)
-		}
-		d := e.ctl.Decide(&p)
-		switch d.Verdict {
-		case Dropped:
-			e.stats.Dropped.Add(1)
-		case Delayed:
-			e.stats.Delayed.Add(1)
-		}
-		verdicts[i] = d
-		plain = plain && d.Verdict == Pass && d.Action != ActDuplicate
-	}
+	plain := e.judgeHeads(packet.In, b.Heads, b.Lens, verdicts)
 	if !plain || e.held.Load() != 0 {
 		return false
 	}
@@ -237,4 +222,28 @@ func samePackets(held []heldPacket, pkts []*stack.PacketBuffer) bool {
 		}
 	}
 	return true
+}
+
+// judgeHeads decides each segment given in header form (heads, with the
+// whole lengths in lens) travelling dir into verdicts, counting them as
+// one-by-one delivery would, and reports whether every one passed plainly
+// (no drop, delay or duplicate): then the super-packet may travel whole.
+func (e *Endpoint) judgeHeads(dir packet.Direction, heads [][]byte, lens []int, verdicts []Decision) (plain bool) {
+	plain = true
+	for i, h := range heads {
+		var p packet.Packet
+		if packet.ParsePrefix(dir, h, lens[i], &p) != nil {
+			e.stats.Unparseable.Add(1)
+		}
+		d := e.ctl.Decide(&p)
+		switch d.Verdict {
+		case Dropped:
+			e.stats.Dropped.Add(1)
+		case Delayed:
+			e.stats.Delayed.Add(1)
+		}
+		verdicts[i] = d
+		plain = plain && d.Verdict == Pass && d.Action != ActDuplicate
+	}
+	return plain
 }

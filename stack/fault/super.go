@@ -41,22 +41,7 @@ func (e *Endpoint) WriteSuper(s *Super) tcpip.Error {
 	}
 	e.stats.Out.Add(uint64(n))
 	var verdicts [maxSuperSegments]Decision
-	plain := true
-	for i, h := range s.Heads {
-		var p packet.Packet
-		if packet.ParsePrefix(packet.Out, h, s.Lens[i], &p) != nil {
-			e.stats.Unparseable.Add(1)
-		}
-		d := e.ctl.Decide(&p)
-		switch d.Verdict {
-		case Dropped:
-			e.stats.Dropped.Add(1)
-		case Delayed:
-			e.stats.Delayed.Add(1)
-		}
-		verdicts[i] = d
-		plain = plain && d.Verdict == Pass && d.Action != ActDuplicate
-	}
+	plain := e.judgeHeads(packet.Out, s.Heads, s.Lens, verdicts[:n])
 	if plain && e.held.Load() == 0 {
 		e.passed[1].Add(uint64(n))
 		var l stack.PacketBufferList
