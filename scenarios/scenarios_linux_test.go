@@ -155,22 +155,12 @@ func TestScenarioCapture(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "timeout.pcapng")
 	rep := runReal(t, "timeout", map[string]string{"user-timeout": "500ms"}, Options{PcapPath: path})
-	f, err := os.Open(path)
+	recs, err := capture.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	rd, err := capture.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, dropped := 0, 0
-	for {
-		rec, err := rd.Next()
-		if err != nil {
-			break
-		}
-		n++
+	n, dropped := len(recs), 0
+	for _, rec := range recs {
 		if strings.Contains(rec.Comment, "dropped by rule") {
 			dropped++
 		}

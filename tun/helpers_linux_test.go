@@ -170,27 +170,3 @@ func childPIDs(t *testing.T) map[string]bool {
 	}
 	return pids
 }
-
-// awaitExit waits (through a pidfd, not by polling) until pid has exited.
-func awaitExit(t *testing.T, pid int) {
-	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err == unix.ESRCH {
-		return
-	}
-	if err != nil {
-		t.Fatalf("pidfd_open(%d): %v", pid, err)
-	}
-	defer unix.Close(fd)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, int(safetyTimeout/time.Millisecond))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || n != 1 {
-			t.Fatalf("process %d still running (poll: %d, %v)", pid, n, err)
-		}
-		return
-	}
-}

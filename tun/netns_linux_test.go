@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unplug-dev/unplug/internal/tuntest"
 	"golang.org/x/sys/unix"
 )
 
@@ -422,7 +423,7 @@ func TestNamespaceClose(t *testing.T) {
 	if err := unix.Kill(agent, 0); err != unix.ESRCH {
 		t.Errorf("agent %d still exists after Close (kill: %v)", agent, err)
 	}
-	awaitExit(t, program)
+	tuntest.AwaitExit(t, program, safetyTimeout)
 	if err := ns.Err(); !errors.Is(err, ErrClosed) {
 		t.Errorf("Err() = %v, want ErrClosed", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/internal/reference"
+	"github.com/unplug-dev/unplug/internal/tuntest"
 	"github.com/unplug-dev/unplug/stack/fault"
 )
 
@@ -226,7 +227,7 @@ func TestExecReferenceSignals(t *testing.T) {
 				t.Errorf("exit %d, stderr:\n%s\nwant 1 and %q", code, p.stderr.String(), tc.stderr)
 			}
 			for _, k := range kids {
-				awaitGone(t, k)
+				tuntest.AwaitExit(t, k, safetyTimeout)
 			}
 			if !tc.inRef {
 				created = nil
@@ -278,7 +279,7 @@ func TestExecReferenceStaleLab(t *testing.T) {
 	p.wait(t)
 	for _, k := range kids { // the orphaned sleep: ours to end
 		syscall.Kill(k, syscall.SIGKILL)
-		awaitGone(t, k)
+		tuntest.AwaitExit(t, k, safetyTimeout)
 	}
 	for _, n := range left {
 		if _, err := os.Stat("/run/netns/" + n); err != nil {

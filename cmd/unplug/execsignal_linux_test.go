@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/unplug-dev/unplug/internal/tuntest"
 )
 
 // TestExecSignals: SIGTERM and SIGINT sent to unplug reach the program,
@@ -47,7 +49,7 @@ func TestExecSignals(t *testing.T) {
 				t.Errorf("stdout %q lacks %q", p.stdout.String(), tc.out)
 			}
 			for _, k := range kids {
-				awaitGone(t, k)
+				tuntest.AwaitExit(t, k, safetyTimeout)
 			}
 			if st, err := os.Stat(pcap); err != nil || st.Size() == 0 {
 				t.Errorf("capture %s not written: %v", pcap, err)

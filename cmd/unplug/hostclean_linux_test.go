@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/unplug-dev/unplug/internal/capture"
+	"github.com/unplug-dev/unplug/internal/tuntest"
 	"github.com/unplug-dev/unplug/stack"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
@@ -252,7 +253,7 @@ func startIsolatedServe(t *testing.T, dir string) (*proc, uint64) {
 	})
 	p.awaitReady(t)
 	pid := p.cmd.Process.Pid
-	if got := cmdline(pid); got != unplugBinary(t) {
+	if got := tuntest.Cmdline(pid); got != unplugBinary(t) {
 		t.Fatalf("process %d is %q, not unplug (unshare must exec it)", pid, got)
 	}
 	netns := netnsOf(t, pid)
@@ -296,9 +297,9 @@ func useServe(t *testing.T, p *proc, dir string) {
 // that nothing is in, or holds, the network namespace netns any more.
 func checkGone(t *testing.T, pid int, kids []int, netns uint64) {
 	t.Helper()
-	awaitGone(t, pid)
+	tuntest.AwaitExit(t, pid, safetyTimeout)
 	for _, k := range kids {
-		awaitGone(t, k)
+		tuntest.AwaitExit(t, k, safetyTimeout)
 	}
 	if h := netnsHolders(netns); len(h) > 0 {
 		t.Errorf("the private network namespace lives on: %s", strings.Join(h, "; "))
@@ -309,27 +310,11 @@ func checkGone(t *testing.T, pid int, kids []int, netns uint64) {
 // the packets of the traffic.
 func checkCapture(t *testing.T, path string) {
 	t.Helper()
-	f, err := os.Open(path)
+	recs, err := capture.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	rd, err := capture.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for {
-		_, err := rd.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("capture record %d: %v", n, err)
-		}
-		n++
-	}
-	if n < 10 {
+	if n := len(recs); n < 10 {
 		t.Errorf("capture holds %d packets, want the echo and the request", n)
 	}
 }
@@ -410,7 +395,7 @@ func awaitDescendant(t *testing.T, p *proc, name string) int {
 	deadline := time.Now().Add(safetyTimeout)
 	for time.Now().Before(deadline) {
 		for _, k := range descendants(p.cmd.Process.Pid) {
-			if strings.HasSuffix(cmdline(k), name) {
+			if strings.HasSuffix(tuntest.Cmdline(k), name) {
 				return k
 			}
 		}

@@ -183,41 +183,6 @@ func ppidOf(pid int) (int, bool) {
 	return pp, err == nil
 }
 
-// cmdline returns a process's argv[0], or "" if it is gone.
-func cmdline(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return ""
-	}
-	arg0, _, _ := bytes.Cut(b, []byte{0})
-	return string(arg0)
-}
-
-// awaitGone waits (through a pidfd, not by polling) until pid has exited
-// and fails the test if it survives the safety timeout.
-func awaitGone(t *testing.T, pid int) {
-	t.Helper()
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err == unix.ESRCH {
-		return
-	}
-	if err != nil {
-		t.Fatalf("pidfd_open(%d): %v", pid, err)
-	}
-	defer unix.Close(fd)
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(fds, int(safetyTimeout/time.Millisecond))
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil || n != 1 {
-			t.Fatalf("process %d (%s) survived (poll: %d, %v)", pid, cmdline(pid), n, err)
-		}
-		return
-	}
-}
-
 // netnsOf returns the inode of pid's network namespace.
 func netnsOf(t *testing.T, pid int) uint64 {
 	t.Helper()

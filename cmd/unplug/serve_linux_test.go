@@ -273,24 +273,12 @@ func TestServeCapture(t *testing.T) {
 			t.Fatalf("read: %v, want ETIMEDOUT", err)
 		}
 	})
-	f, err := os.Open(pcap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rd, err := capture.NewReader(f)
+	recs, err := capture.ReadFile(pcap)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var times []time.Time
-	for {
-		rec, err := rd.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, rec := range recs {
 		var p packet.Packet
 		if packet.Parse(rec.Dir, rec.Data, &p) != nil || p.Dir != packet.In || p.PayloadLen == 0 {
 			continue

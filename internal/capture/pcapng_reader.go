@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"os"
 	"time"
 
 	"github.com/unplug-dev/unplug/internal/packet"
@@ -312,4 +313,30 @@ func tsTime(ts uint64, ifc iface) time.Time {
 	hi, lo := bits.Mul64(rem, 1e9)
 	ns, _ := bits.Div64(hi, lo, ifc.units)
 	return time.Unix(int64(sec)+ifc.offset, int64(ns))
+}
+
+// ReadFile reads every packet of the capture at path. Unlike a loop that
+// stops at the first error, it fails on a capture cut short inside a block,
+// which is what tests of unplug's flushing (kill -9, signals) must see.
+func ReadFile(path string) ([]Record, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rd, err := NewReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var recs []Record
+	for {
+		rec, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return recs, nil
+		}
+		if err != nil {
+			return recs, fmt.Errorf("%s: record %d: %w", path, len(recs), err)
+		}
+		recs = append(recs, rec)
+	}
 }

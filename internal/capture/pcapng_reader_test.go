@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -372,4 +374,40 @@ func FuzzRoundTrip(f *testing.F) {
 			t.Errorf("packet after the fuzzed one read back as %+v", recs[1])
 		}
 	})
+}
+
+// TestReadFile reads a whole capture back, and fails on one cut inside its
+// last block, returning the packets before the cut.
+func TestReadFile(t *testing.T) {
+	evs := sampleEvents(t)
+	full := writeAll(t, evs)
+	dir := t.TempDir()
+	tests := []struct {
+		name    string
+		data    []byte
+		want    int
+		wantErr error
+	}{
+		{"whole", full, len(evs), nil},
+		{"cut in the last block", full[:len(full)-3], len(evs) - 1, io.ErrUnexpectedEOF},
+		{"not a capture", []byte("hello, world"), 0, ErrFormat},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".pcapng")
+			if err := os.WriteFile(path, tt.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			recs, err := ReadFile(path)
+			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+				t.Fatalf("ReadFile: %v, want %v", err, tt.wantErr)
+			}
+			if len(recs) != tt.want {
+				t.Errorf("read %d packets, want %d", len(recs), tt.want)
+			}
+		})
+	}
+	if _, err := ReadFile(filepath.Join(dir, "missing.pcapng")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v, want ErrNotExist", err)
+	}
 }
