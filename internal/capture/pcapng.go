@@ -239,15 +239,7 @@ func (w *Writer) tick() {
 		w.mu.Unlock()
 		return
 	}
-	var report func(error)
-	if err := w.flushLocked(); err != nil {
-		report = w.failLocked(err)
-	}
-	err := w.err
-	w.mu.Unlock()
-	if report != nil {
-		report(err)
-	}
+	w.unlockReporting(w.flushLocked())
 }
 
 // optLen is the encoded size of an option with an n-byte value.
@@ -277,15 +269,23 @@ func (w *Writer) Observe(ev *fault.Event) {
 		w.mu.Unlock()
 		return
 	}
+	w.unlockReporting(w.writeEPB(ev))
+}
+
+// unlockReporting ends a locked write: err, if any, becomes the capture's
+// first error; the lock is released before OnError runs (once). It returns
+// the capture's first error.
+func (w *Writer) unlockReporting(err error) error {
 	var report func(error)
-	if err := w.writeEPB(ev); err != nil {
+	if err != nil {
 		report = w.failLocked(err)
 	}
-	err := w.err
+	first := w.err
 	w.mu.Unlock()
 	if report != nil {
-		report(err)
+		report(first)
 	}
+	return first
 }
 
 // failLocked records err as the first error and returns the callback to run
@@ -425,16 +425,7 @@ func (w *Writer) Flush() error {
 		w.mu.Unlock()
 		return err
 	}
-	var report func(error)
-	if err := w.flushLocked(); err != nil {
-		report = w.failLocked(err)
-	}
-	err := w.err
-	w.mu.Unlock()
-	if report != nil {
-		report(err)
-	}
-	return err
+	return w.unlockReporting(w.flushLocked())
 }
 
 // Close flushes buffered packets and closes the underlying writer if it is an
