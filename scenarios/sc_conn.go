@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -242,56 +241,56 @@ func preciseSynTimeout(p Params, c Conditions) Theory {
 		// the SYN 6 times, at 1, 3, 7 … 63 s, and fails at 127 s.
 		n, linear = gvisorSynRetries, 0
 	}
-	at, k, ok := synRecovery(n, linear, d)
-	th := Theory{Outcome: OutcomeConnected, At: at,
-		AtBasis: "the first SYN sent after the link is back gets through"}
-	end := k - 1 // the firing that sends the SYN that gets through
-	if d == 0 || !ok {
-		at, k = synTimeout(n, linear)
-		end = k // the firing after the last retransmission ends it
-		th = Theory{Outcome: "ETIMEDOUT", At: at,
-			AtBasis: fmt.Sprintf("tcp_syn_retries=%d: connect gives up when the SYN timer fires tcp_model_timeout(%d, 1 s) = %s or more after the first SYN", n, n, synBoundary(n))}
-		if !kernel {
-			th.AtBasis = "gVisor's handshake resends the SYN 6 times (1, 2, 4 … 32 s apart) and fails at 127 s; --syn-retries does not apply to it"
-		}
-	}
-	// The SYN timer's firings: exact on gVisor's clock; on the kernel in
-	// jiffies, rounded up by the timer wheel (a 1 s timer fires after
-	// 1.004–1.032 s).
-	fires := synFires(linear, end+1)
+	// The SYN timer's firings, times after connect() started: on the
+	// kernel the exec report's model (predictSyn: jiffies, the timer
+	// wheel's rounding over every phase, a late handler, the retry limit
+	// checked at each firing); on gVisor's virtual clock exact.
 	var chain []firingRange
+	var ending firingRange
+	minRetx, maxRetx := 0, 0
+	var boundaryNote string
 	if kernel {
-		steps := make([]time.Duration, len(fires))
-		prev := time.Duration(0)
-		for i, f := range fires {
-			steps[i], prev = f-prev, f
-		}
-		chain = kernelClock{hz: c.hz()}.timerChain(steps)
+		ps := kernelClock{hz: c.hz()}.predictSyn(n, linear, 0)
+		chain, ending, minRetx, maxRetx = ps.Firings, ps.End, ps.MinRetx, ps.MaxRetx
+		boundaryNote = fmt.Sprintf("tcp_syn_retries=%d: connect gives up at the first SYN timer firing at or past tcp_model_timeout(%d, 1 s) = %s after the first SYN; the timer runs on jiffies (HZ %d), rounded up by the timer wheel", n, n, synBoundary(n), c.hz())
 	} else {
-		for i, f := range fires {
+		at, k := synTimeout(n, linear)
+		for i, f := range synFires(linear, k+1) {
 			chain = append(chain, firingRange{Kind: "timer", N: i + 1, Lo: f, Hi: f})
 		}
+		ending, minRetx, maxRetx = firingRange{Kind: "end", Lo: at, Hi: at}, k, k
+		boundaryNote = "gVisor's handshake resends the SYN 6 times (1, 2, 4 … 32 s apart) and fails at 127 s; --syn-retries does not apply to it"
 	}
 	tol := c.tolerance()
-	lo, hi := chain[end].Lo, chain[end].Hi
-	if th.Outcome == OutcomeConnected { // the SYN-ACK comes back one RTT later
+	th := Theory{Outcome: "ETIMEDOUT", AtBasis: boundaryNote}
+	lo, hi := ending.Lo, ending.Hi
+	if at, k, ok := synRecovery(n, linear, d); d > 0 && ok && k <= len(chain) {
+		// The first SYN sent after the link is back gets through; its
+		// SYN-ACK comes back one RTT later.
+		th = Theory{Outcome: OutcomeConnected, At: at, AtBasis: "the first SYN sent after the link is back gets through"}
 		rtt := 2 * c.LinkDelay
-		lo, hi = lo+rtt, hi+rtt
+		lo, hi = chain[k-1].Lo+rtt, chain[k-1].Hi+rtt
+		minRetx, maxRetx = k, k
+		if kernel {
+			th.AtBasis += fmt.Sprintf("; the SYN timer runs on jiffies (HZ %d), rounded up by the timer wheel", c.hz())
+		}
 	}
 	th.At, th.AtLo, th.AtHi = (lo+hi)/2, max(lo-tol, 0), hi+tol
-	th.AtBasis += "; the SYN timer runs on jiffies (HZ " + fmt.Sprint(c.hz()) + "), rounded up by the timer wheel"
-	if !kernel {
-		th.AtBasis = strings.Replace(th.AtBasis, "; the SYN timer runs on jiffies (HZ "+fmt.Sprint(c.hz())+"), rounded up by the timer wheel", "", 1)
-	}
-	th.Checks = append(th.Checks, countCheck("SYN retransmissions", "in", "retransmit", k, k, k,
+	th.Checks = append(th.Checks, countCheck("SYN retransmissions", "in", "retransmit", maxRetx, minRetx, maxRetx,
 		fmt.Sprintf("one SYN each time the timer fires: %d at a constant 1 s, then doubling", linear+1)))
-	if k > 0 {
-		th.Checks = append(th.Checks, scheduleCheck("SYN times", chain[:k], c.LinkDelay, tol,
+	if maxRetx > 0 {
+		th.Checks = append(th.Checks, scheduleCheck("SYN times", chain[:maxRetx], c.LinkDelay, tol,
 			"the SYN timer: 1 s (TCP_TIMEOUT_INIT), constant for the linear timeouts, then doubling; times after connect() started"))
 	}
 	// Ratios from the second retransmission on; the linear ones are 1.
-	if k >= linear+2 {
-		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", linear, 2, 1.6, 2.5,
+	if minRetx >= linear+2 {
+		// Exact on gVisor's clock (its six steps stay under the 120 s
+		// cap); the kernel's are rounded by the timer wheel.
+		rlo, rhi := 1.6, 2.5
+		if !kernel {
+			rlo, rhi = 2, 2
+		}
+		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", linear, 2, rlo, rhi,
 			"after the linear timeouts the SYN RTO doubles: 1, 2, 4 s…"))
 	}
 	return th

@@ -393,6 +393,18 @@ var evidenceCases = []struct {
 		{"ETIMEDOUT instead of connecting", nil, func(r *Report) { r.Outcome = "ETIMEDOUT" },
 			[]string{"outcome", "time to connected"}},
 	}},
+	{"syn-timeout-virtual.json", []mutation{
+		{"a SYN 1 ms late on the exact clock", nil, shiftRetrans(2, time.Millisecond),
+			[]string{"SYN times"}},
+		{"timeout 1 ms late on the exact clock", nil, shiftOutcome(time.Millisecond),
+			[]string{"time to ETIMEDOUT"}},
+		{"SYN timer ×1.9 instead of doubling", nil, setRatios("in", 1.9),
+			[]string{"backoff ratio"}},
+		{"a SYN lost from the list", nil, dropRetrans("in", -1),
+			[]string{"SYN retransmissions"}},
+		{"ECONNREFUSED instead of ETIMEDOUT", nil, wrongErrno("ECONNREFUSED"),
+			[]string{"outcome", "time to ETIMEDOUT"}},
+	}},
 	{"half-open.json", []mutation{
 		{"a second RST lost in the outage", nil, addPacket("R", "drop"),
 			[]string{"peer's RST lost in the outage"}},
