@@ -21,6 +21,13 @@ type Conditions struct {
 	// PeerRTO is the peer's RTO read before its packets start dying
 	// (peer-retransmit); 0 when not read.
 	PeerRTO time.Duration
+	// PeerFirstSent is when the peer first sent the segment its RTO then
+	// retransmits (the original transmission of the first retransmission
+	// of its longest series), relative to the anchor; HasPeerFirstSent
+	// says the timeline holds it (peer-retransmit: gVisor's user timeout
+	// counts from it).
+	PeerFirstSent    time.Duration
+	HasPeerFirstSent bool
 	// SndBuf and MSS are the kernel client's SO_SNDBUF and send MSS.
 	SndBuf, MSS int
 	// LastReceived is when the client last received a packet before the
@@ -132,7 +139,30 @@ func conditionsOf(rep *Report) Conditions {
 		c.OutcomeAt = rep.OutcomeAt - rep.Anchor
 	}
 	c.WindowClosed, c.HasWindowClosed = windowClosed(rep)
+	c.PeerFirstSent, c.HasPeerFirstSent = peerFirstSent(rep)
 	return c
+}
+
+// peerFirstSent finds the original transmission of the segment the peer
+// retransmits first: the last packet from the peer on the same connection
+// with the same sequence number before that retransmission. Its time is
+// relative to the anchor.
+func peerFirstSent(rep *Report) (time.Duration, bool) {
+	s := longestSeries(rep, "out", "retransmit")
+	if len(s) == 0 {
+		return 0, false
+	}
+	first := s[0]
+	at, ok := time.Duration(0), false
+	for _, ev := range rep.Timeline {
+		if ev.T >= first.T {
+			break
+		}
+		if p := ev.Packet; p != nil && p.Dir == "out" && p.Proto == "tcp" && p.Conn == first.Conn && p.Seq == first.Seq && p.Len > 0 {
+			at, ok = ev.T-rep.Anchor, true
+		}
+	}
+	return at, ok
 }
 
 // windowClosed finds the peer's ACK that closed the window for good: the

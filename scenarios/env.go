@@ -74,6 +74,15 @@ type envConn interface {
 	Info() ConnInfo
 }
 
+// untilReader is a connection whose Read can also end when a condition
+// holds: the virtual one checks it after every settled instant, so the
+// call returns at the very instant it becomes true (stopped, no data).
+// Real kernel sockets cannot wait on a peer condition; scenarios poll
+// there.
+type untilReader interface {
+	readUntil(p []byte, stop func() bool) (n int, stopped bool, err error)
+}
+
 // ConnInfo is the client's view of its connection. State uses the Linux
 // names: ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, TIME_WAIT,
 // CLOSE, CLOSE_WAIT, LAST_ACK, LISTEN, CLOSING.

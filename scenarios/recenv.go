@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -202,6 +203,22 @@ func (c *recordingConn) Read(p []byte) (int, error) {
 	n, err := c.envConn.Read(p)
 	c.rec.Call(EventRecv, c.id, n, len(p), c.now()-start, err)
 	return n, err
+}
+
+// readUntil implements untilReader when the connection underneath does,
+// recording the call like Read (a stop records nothing: the scenario notes
+// what it waited for); errors.ErrUnsupported when it does not.
+func (c *recordingConn) readUntil(p []byte, stop func() bool) (int, bool, error) {
+	ur, ok := c.envConn.(untilReader)
+	if !ok {
+		return 0, false, errors.ErrUnsupported
+	}
+	start := c.now()
+	n, stopped, err := ur.readUntil(p, stop)
+	if !stopped {
+		c.rec.Call(EventRecv, c.id, n, len(p), c.now()-start, err)
+	}
+	return n, stopped, err
 }
 
 // Close implements Conn; closing twice records once.

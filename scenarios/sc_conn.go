@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -242,56 +241,56 @@ func preciseSynTimeout(p Params, c Conditions) Theory {
 		// the SYN 6 times, at 1, 3, 7 … 63 s, and fails at 127 s.
 		n, linear = gvisorSynRetries, 0
 	}
-	at, k, ok := synRecovery(n, linear, d)
-	th := Theory{Outcome: OutcomeConnected, At: at,
-		AtBasis: "the first SYN sent after the link is back gets through"}
-	end := k - 1 // the firing that sends the SYN that gets through
-	if d == 0 || !ok {
-		at, k = synTimeout(n, linear)
-		end = k // the firing after the last retransmission ends it
-		th = Theory{Outcome: "ETIMEDOUT", At: at,
-			AtBasis: fmt.Sprintf("tcp_syn_retries=%d: connect gives up when the SYN timer fires tcp_model_timeout(%d, 1 s) = %s or more after the first SYN", n, n, synBoundary(n))}
-		if !kernel {
-			th.AtBasis = "gVisor's handshake resends the SYN 6 times (1, 2, 4 … 32 s apart) and fails at 127 s; --syn-retries does not apply to it"
-		}
-	}
-	// The SYN timer's firings: exact on gVisor's clock; on the kernel in
-	// jiffies, rounded up by the timer wheel (a 1 s timer fires after
-	// 1.004–1.032 s).
-	fires := synFires(linear, end+1)
+	// The SYN timer's firings, times after connect() started: on the
+	// kernel the exec report's model (predictSyn: jiffies, the timer
+	// wheel's rounding over every phase, a late handler, the retry limit
+	// checked at each firing); on gVisor's virtual clock exact.
 	var chain []firingRange
+	var ending firingRange
+	minRetx, maxRetx := 0, 0
+	var boundaryNote string
 	if kernel {
-		steps := make([]time.Duration, len(fires))
-		prev := time.Duration(0)
-		for i, f := range fires {
-			steps[i], prev = f-prev, f
-		}
-		chain = kernelClock{hz: c.hz()}.timerChain(steps)
+		ps := kernelClock{hz: c.hz()}.predictSyn(n, linear, 0)
+		chain, ending, minRetx, maxRetx = ps.Firings, ps.End, ps.MinRetx, ps.MaxRetx
+		boundaryNote = fmt.Sprintf("tcp_syn_retries=%d: connect gives up at the first SYN timer firing at or past tcp_model_timeout(%d, 1 s) = %s after the first SYN; the timer runs on jiffies (HZ %d), rounded up by the timer wheel", n, n, synBoundary(n), c.hz())
 	} else {
-		for i, f := range fires {
+		at, k := synTimeout(n, linear)
+		for i, f := range synFires(linear, k+1) {
 			chain = append(chain, firingRange{Kind: "timer", N: i + 1, Lo: f, Hi: f})
 		}
+		ending, minRetx, maxRetx = firingRange{Kind: "end", Lo: at, Hi: at}, k, k
+		boundaryNote = "gVisor's handshake resends the SYN 6 times (1, 2, 4 … 32 s apart) and fails at 127 s; --syn-retries does not apply to it"
 	}
 	tol := c.tolerance()
-	lo, hi := chain[end].Lo, chain[end].Hi
-	if th.Outcome == OutcomeConnected { // the SYN-ACK comes back one RTT later
+	th := Theory{Outcome: "ETIMEDOUT", AtBasis: boundaryNote}
+	lo, hi := ending.Lo, ending.Hi
+	if at, k, ok := synRecovery(n, linear, d); d > 0 && ok && k <= len(chain) {
+		// The first SYN sent after the link is back gets through; its
+		// SYN-ACK comes back one RTT later.
+		th = Theory{Outcome: OutcomeConnected, At: at, AtBasis: "the first SYN sent after the link is back gets through"}
 		rtt := 2 * c.LinkDelay
-		lo, hi = lo+rtt, hi+rtt
+		lo, hi = chain[k-1].Lo+rtt, chain[k-1].Hi+rtt
+		minRetx, maxRetx = k, k
+		if kernel {
+			th.AtBasis += fmt.Sprintf("; the SYN timer runs on jiffies (HZ %d), rounded up by the timer wheel", c.hz())
+		}
 	}
 	th.At, th.AtLo, th.AtHi = (lo+hi)/2, max(lo-tol, 0), hi+tol
-	th.AtBasis += "; the SYN timer runs on jiffies (HZ " + fmt.Sprint(c.hz()) + "), rounded up by the timer wheel"
-	if !kernel {
-		th.AtBasis = strings.Replace(th.AtBasis, "; the SYN timer runs on jiffies (HZ "+fmt.Sprint(c.hz())+"), rounded up by the timer wheel", "", 1)
-	}
-	th.Checks = append(th.Checks, countCheck("SYN retransmissions", "in", "retransmit", k, k, k,
+	th.Checks = append(th.Checks, countCheck("SYN retransmissions", "in", "retransmit", maxRetx, minRetx, maxRetx,
 		fmt.Sprintf("one SYN each time the timer fires: %d at a constant 1 s, then doubling", linear+1)))
-	if k > 0 {
-		th.Checks = append(th.Checks, scheduleCheck("SYN times", chain[:k], c.LinkDelay, tol,
+	if maxRetx > 0 {
+		th.Checks = append(th.Checks, scheduleCheck("SYN times", chain[:maxRetx], c.LinkDelay, tol,
 			"the SYN timer: 1 s (TCP_TIMEOUT_INIT), constant for the linear timeouts, then doubling; times after connect() started"))
 	}
 	// Ratios from the second retransmission on; the linear ones are 1.
-	if k >= linear+2 {
-		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", linear, 2, 1.6, 2.5,
+	if minRetx >= linear+2 {
+		// Exact on gVisor's clock (its six steps stay under the 120 s
+		// cap); the kernel's are rounded by the timer wheel.
+		rlo, rhi := 1.6, 2.5
+		if !kernel {
+			rlo, rhi = 2, 2
+		}
+		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", linear, 2, rlo, rhi,
 			"after the linear timeouts the SYN RTO doubles: 1, 2, 4 s…"))
 	}
 	return th
@@ -424,14 +423,36 @@ func runPeerRetransmit(ctx context.Context, env runEnv, p Params, r *recorder) e
 	var after int64
 	lastData := anchor
 	limit := 2*pt + 30*time.Second
-	for len(env.Peer().Conns(portSource)) > 0 {
+	gone := func() bool { return len(env.Peer().Conns(portSource)) == 0 }
+	// On the virtual clock the read wakes at the instant the peer drops
+	// the connection, so the give-up time is exact; a kernel socket cannot
+	// wait on the peer, so the real client polls every peerPoll.
+	ur, exact := c.(untilReader)
+	for !gone() {
 		if env.Now()-anchor > limit {
 			return fmt.Errorf("the peer did not give up within %s", limit)
 		}
-		if err := c.SetDeadline(env.Now() + peerPoll); err != nil {
-			return err
+		var n int
+		var err error
+		if exact {
+			if err := c.SetDeadline(anchor + limit); err != nil {
+				return err
+			}
+			var stopped bool
+			n, stopped, err = ur.readUntil(buf, gone)
+			if errors.Is(err, errors.ErrUnsupported) {
+				exact = false
+				continue
+			}
+			if stopped {
+				break
+			}
+		} else {
+			if err := c.SetDeadline(env.Now() + peerPoll); err != nil {
+				return err
+			}
+			n, err = c.Read(buf)
 		}
-		n, err := c.Read(buf)
 		if n > 0 {
 			after += int64(n)
 			lastData = env.Now()
@@ -502,6 +523,48 @@ func preciseHalfOpen(p Params, c Conditions) Theory {
 	}
 }
 
+// peerGaveUpCheck is the row for when gVisor gives up. retransmitTimerExpired
+// (snd.go) counts the user timeout from the original transmission of the
+// segment it first retransmits (firstRetransmittedSegXmitTime) and caps
+// each doubled RTO to what is left of it, so a firing lands exactly on
+// that send + TCP_USER_TIMEOUT and returns ErrTimeout there (the peer's
+// 15-retry limit, xmitCount > maxRetries, is only reached by user timeouts
+// of ≈ 15 min and more). On the virtual clock the client wakes at that
+// instant and the timeline holds the send: the row is exact. On the real
+// clock the client polls every peerPoll and the peer's timer runs late by
+// scheduling: from the send (when the timeline holds it; otherwise from
+// the anchor less one peer RTO, the longest a segment can have been
+// unacknowledged before the drop without being retransmitted) + the user
+// timeout, to that + one poll, each widened by the run's tolerance (two
+// jiffies + twice the measured RTT).
+func peerGaveUpCheck(pt, rto time.Duration, c Conditions) Check {
+	const name = "peer gave up after"
+	if c.Virtual && c.HasPeerFirstSent {
+		at := c.PeerFirstSent + pt
+		return measured(name, "s", at.Seconds(), at.Seconds(), at.Seconds(), false,
+			fmt.Sprintf("gVisor gives up TCP_USER_TIMEOUT after the original send of the segment it retransmits (%s): retransmitTimerExpired caps the last RTO to what is left, so a firing lands on it; exact on the virtual clock", sinceAnchor(c.PeerFirstSent)))
+	}
+	tol := c.tolerance()
+	lo, hi := pt-rto, pt
+	from := fmt.Sprintf("the anchor less one peer RTO (%s)", fmtDur(rto))
+	if c.HasPeerFirstSent {
+		lo, hi = c.PeerFirstSent+pt, c.PeerFirstSent+pt
+		from = fmt.Sprintf("the original send of the segment it retransmits (%s)", sinceAnchor(c.PeerFirstSent))
+	}
+	want := (lo + hi) / 2
+	return measured(name, "s", want.Seconds(), (lo - tol).Seconds(), (hi + peerPoll + tol).Seconds(), true,
+		fmt.Sprintf("gVisor gives up TCP_USER_TIMEOUT after %s (retransmitTimerExpired caps the last RTO to what is left); the client notices within one poll (%s); ± %s (%s)",
+			from, fmtDur(peerPoll), fmtDur(tol), c.describeClient()))
+}
+
+// sinceAnchor says where a time relative to the anchor lies.
+func sinceAnchor(d time.Duration) string {
+	if d < 0 {
+		return fmt.Sprintf("%.3f s before the anchor", (-d).Seconds())
+	}
+	return fmt.Sprintf("%.3f s after the anchor", d.Seconds())
+}
+
 func precisePeerRetransmit(p Params, c Conditions) Theory {
 	pt := p.Duration("peer-timeout")
 	rto := c.PeerRTO
@@ -509,10 +572,8 @@ func precisePeerRetransmit(p Params, c Conditions) Theory {
 		rto = 200 * time.Millisecond // the minimum, on a fast link
 	}
 	want := len(gvisorPeerRTOs(rto, pt))
-	tol := c.tolerance()
 	th := Theory{Outcome: "ECONNRESET", Checks: []Check{
-		measured("peer gave up after", "s", pt.Seconds(), (pt - tol - 200*time.Millisecond).Seconds(), (pt + peerPoll + tol).Seconds(), true,
-			"gVisor gives up when TCP_USER_TIMEOUT has passed since its oldest unacknowledged segment was sent (retransmitTimerExpired; the RTO is capped to what is left); the client notices within one poll ("+fmtDur(peerPoll)+")"),
+		peerGaveUpCheck(pt, rto, c),
 		{Name: "peer retransmissions", Unit: "count", Want: float64(want), Min: float64(want), Max: float64(want),
 			Basis: fmt.Sprintf("retransmissions of the oldest segment, one per RTO firing before the user timeout: the peer's RTO %s (read before the drop), doubling; the peer has RACK off, so no tail-loss probe", fmtDur(rto)),
 			measure: func(r *Report) (float64, bool) {
@@ -520,8 +581,15 @@ func precisePeerRetransmit(p Params, c Conditions) Theory {
 			}},
 	}}
 	if want >= 3 {
-		th.Checks = append(th.Checks, backoffCheck("peer backoff ratio", "out", "retransmit", 0, 2, 1.6, 2.5,
-			"gVisor doubles its RTO at each timeout (snd.go)"))
+		// The doubling is exact on the virtual clock while the RTO stays
+		// under gVisor's 120 s cap (the capped tail lowers the median only
+		// when most steps are capped: not for timeouts under ≈ 20 min).
+		lo, hi := 1.6, 2.5
+		if c.Virtual && rto<<uint(want) <= gvisorRTOMax {
+			lo, hi = 2, 2
+		}
+		th.Checks = append(th.Checks, backoffCheck("peer backoff ratio", "out", "retransmit", 0, 2, lo, hi,
+			"gVisor doubles its RTO at each timeout (snd.go); exact on the virtual clock, ± the peer's timer delays on the real one"))
 	}
 	return th
 }

@@ -393,6 +393,18 @@ var evidenceCases = []struct {
 		{"ETIMEDOUT instead of connecting", nil, func(r *Report) { r.Outcome = "ETIMEDOUT" },
 			[]string{"outcome", "time to connected"}},
 	}},
+	{"syn-timeout-virtual.json", []mutation{
+		{"a SYN 1 ms late on the exact clock", nil, shiftRetrans(2, time.Millisecond),
+			[]string{"SYN times"}},
+		{"timeout 1 ms late on the exact clock", nil, shiftOutcome(time.Millisecond),
+			[]string{"time to ETIMEDOUT"}},
+		{"SYN timer ×1.9 instead of doubling", nil, setRatios("in", 1.9),
+			[]string{"backoff ratio"}},
+		{"a SYN lost from the list", nil, dropRetrans("in", -1),
+			[]string{"SYN retransmissions"}},
+		{"ECONNREFUSED instead of ETIMEDOUT", nil, wrongErrno("ECONNREFUSED"),
+			[]string{"outcome", "time to ETIMEDOUT"}},
+	}},
 	{"half-open.json", []mutation{
 		{"a second RST lost in the outage", nil, addPacket("R", "drop"),
 			[]string{"peer's RST lost in the outage"}},
@@ -454,6 +466,32 @@ var evidenceCases = []struct {
 		{"a peer retransmission lost from the list", nil, dropRetrans("out", 1),
 			[]string{"peer retransmissions"}},
 		{"peer RTO not doubling", nil, setRatios("out", 1),
+			[]string{"peer backoff ratio"}},
+		{"EPIPE instead of ECONNRESET", nil, wrongErrno("EPIPE"),
+			[]string{"outcome"}},
+	}},
+	// The virtual run gives up exactly TCP_USER_TIMEOUT after the original
+	// send of the segment gVisor retransmits: one timer more or less, or a
+	// millisecond, fails it.
+	{"peer-retransmit-virtual.json", []mutation{
+		{"give-up 1 ms late on the exact clock", nil, addMeasurement("peer gave up after", 0.001),
+			[]string{"peer gave up after"}},
+		{"given up at the last RTO firing (one timer early)", nil, func(r *Report) {
+			s := longestSeries(r, "out", "retransmit")
+			setMeasurement("peer gave up after", (s[len(s)-1].T - r.Anchor).Seconds())(r)
+		}, []string{"peer gave up after"}},
+		{"given up one doubled RTO after the last firing (no cap to the user timeout)", nil, func(r *Report) {
+			s := longestSeries(r, "out", "retransmit")
+			last := s[len(s)-1]
+			setMeasurement("peer gave up after", (last.T + 2*last.Interval - r.Anchor).Seconds())(r)
+		}, []string{"peer gave up after"}},
+		{"peer-timeout 5s instead of 4s", map[string]string{"peer-timeout": "5s"}, nil,
+			[]string{"peer gave up after"}},
+		{"peer-timeout 2s instead of 4s", map[string]string{"peer-timeout": "2s"}, nil,
+			[]string{"peer gave up after", "peer retransmissions"}},
+		{"a peer retransmission lost from the list", nil, dropRetrans("out", 2),
+			[]string{"peer retransmissions"}},
+		{"peer RTO ×1.9 instead of doubling", nil, setRatios("out", 1.9),
 			[]string{"peer backoff ratio"}},
 		{"EPIPE instead of ECONNRESET", nil, wrongErrno("EPIPE"),
 			[]string{"outcome"}},

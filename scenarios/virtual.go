@@ -298,6 +298,37 @@ func (vc *virtualConn) Read(p []byte) (int, error) {
 	return n, wrapRead(rerr)
 }
 
+// readUntil implements untilReader: Read that also returns (0, true, nil)
+// at the first settled instant at which stop holds, so a scenario waiting
+// for something on the peer wakes at that very instant instead of at its
+// next poll.
+func (vc *virtualConn) readUntil(p []byte, stop func() bool) (int, bool, error) {
+	var n int
+	var rerr error
+	stopped := false
+	try := func() bool {
+		n, rerr = vc.c.Read(p)
+		if !errors.Is(rerr, vlink.ErrWouldBlock) {
+			return true
+		}
+		stopped = stop()
+		return stopped
+	}
+	if try() {
+		if stopped {
+			return 0, true, nil
+		}
+		return n, false, wrapRead(rerr)
+	}
+	if err := vc.drive(try); err != nil {
+		return 0, false, fmt.Errorf("recv: %w", err)
+	}
+	if stopped {
+		return 0, true, nil
+	}
+	return n, false, wrapRead(rerr)
+}
+
 func wrapRead(err error) error {
 	if err == nil || errors.Is(err, io.EOF) {
 		return err

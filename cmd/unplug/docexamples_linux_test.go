@@ -65,6 +65,12 @@ type docCase struct {
 	// given in the entry (a timing row outside its tolerance on a loaded
 	// machine).
 	codes []int
+	// timingMayFail accepts exit 1 when every row marked FAIL is a timing
+	// row ("name *"): on a loaded machine the application wakes late
+	// (measured: sendbuf-full under 20 busy loops on 2 cores, 3 of 25
+	// runs 11–174 ms past the tolerance), while the mechanism rows must
+	// still pass.
+	timingMayFail bool
 	// keepShown, if set, chooses the lines of a console block's shown
 	// output that must appear (the others vary from run to run: timing
 	// rows, generated names); want then checks what they stood for.
@@ -144,10 +150,10 @@ var docCases = map[string]docCase{
 	`README.md: sudo ./unplug bench --only bulk,bulk-down,forward-up,forward-down,forward-rtt --toxiproxy ./toxiproxy-server`: {skip: "minutes of transfers at full load; bench's TestForwardRows builds toxiproxy-server the same way and runs these rows with small sizes"},
 
 	// README: the tour.
-	`README.md: ./unplug run sendbuf-full`:             {},
-	`README.md: ./unplug run brief-outage --outage 3s`: {},
-	`README.md: ./unplug run idle-outage`:              {},
-	`README.md: ./unplug run keepalive`:                {},
+	`README.md: ./unplug run sendbuf-full`:             {timingMayFail: true},
+	`README.md: ./unplug run brief-outage --outage 3s`: {timingMayFail: true},
+	`README.md: ./unplug run idle-outage`:              {timingMayFail: true},
+	`README.md: ./unplug run keepalive`:                {timingMayFail: true},
 	`README.md: curl -si http://198.18.0.2/404 | head -1`: {
 		serveFirst: "sudo ./unplug serve --pcap tour.pcapng", serveOutput: "unplug: interrupt: shutting down"},
 	`README.md: sudo ./unplug fault add 'drop for=3s'`:                                            {},
@@ -714,6 +720,13 @@ func (w *docWorld) runBlock(t *testing.T, block []docCommand, plain map[string][
 		}
 		t.Run(name, func(t *testing.T) {
 			code, out := w.run(t, c.text, dir, stdin, timeout)
+			if dc.timingMayFail && code == exitFail {
+				if rows := mechanismFails(out); len(rows) > 0 {
+					t.Errorf("%s: mechanism rows failed: %s\n%s", c.text, strings.Join(rows, "; "), out)
+				} else {
+					code = dc.code // only timing rows missed their tolerance
+				}
+			}
 			if code != dc.code && !slices.Contains(dc.codes, code) {
 				t.Errorf("%s\nexit %d, want %d:\n%s", c.text, code, dc.code, out)
 			}
@@ -802,6 +815,22 @@ func checkWant(t *testing.T, want []string, out string) {
 			t.Errorf("output does not match %s:\n%s", re, out)
 		}
 	}
+}
+
+// mechanismFails returns the report rows marked FAIL that are not timing
+// rows (a timing row's name is followed by "*").
+func mechanismFails(out string) []string {
+	var rows []string
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[len(f)-1] != "FAIL" || strings.HasPrefix(l, "verdict") {
+			continue
+		}
+		if !strings.Contains(l, " * ") {
+			rows = append(rows, strings.TrimSpace(l))
+		}
+	}
+	return rows
 }
 
 // checkShape checks that each shown line appears in out, in order, with
