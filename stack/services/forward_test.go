@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 func TestParseForward(t *testing.T) {
@@ -275,5 +276,30 @@ func TestForwardRealDialRefused(t *testing.T) {
 	waitFor(t, set, "forward to finish", func() bool { return len(set.Conns()) == 0 })
 	if st := statsOf(t, set, ServiceForward, 9000); st.DialErrors != 1 {
 		t.Errorf("dial errors = %d, want 1", st.DialErrors)
+	}
+}
+
+func TestForwardBufferSizes(t *testing.T) {
+	// A forward's connections get gVisor's largest buffers (the window a
+	// kernel client can fill); a built-in service keeps gVisor's default,
+	// which the scenarios' theories are about.
+	up := newUpstream(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	h := newHarness(t)
+	set := h.start(t, Config{Echo: 7, Forwards: []Forward{{Port: 9000, Target: up.Addr().String()}}})
+	h.dial(t, peerV4, 9000)
+	h.dial(t, peerV4, 7)
+	waitFor(t, set, "both connections accepted", func() bool { return len(set.Conns()) == 2 })
+	want := map[string]int64{ServiceForward: tcp.MaxBufferSize, "echo": tcp.DefaultReceiveBufferSize}
+	wantSend := map[string]int64{ServiceForward: tcp.MaxBufferSize, "echo": tcp.DefaultSendBufferSize}
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	for c := range set.conns {
+		opts := c.ep.SocketOptions()
+		if got := opts.GetReceiveBufferSize(); got != want[c.svc.name] {
+			t.Errorf("%s: receive buffer %d, want %d", c.svc.name, got, want[c.svc.name])
+		}
+		if got := opts.GetSendBufferSize(); got != wantSend[c.svc.name] {
+			t.Errorf("%s: send buffer %d, want %d", c.svc.name, got, wantSend[c.svc.name])
+		}
 	}
 }
