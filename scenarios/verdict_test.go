@@ -457,6 +457,8 @@ var evidenceCases = []struct {
 			[]string{"window probes"}},
 		{"probes not backing off", nil, setRatios("in", 1),
 			[]string{"probe backoff ratio"}},
+		{"probe interval ×1.9 instead of doubling on the exact clock", nil, setRatios("in", 1.9),
+			[]string{"probe backoff ratio"}},
 		{"ETIMEDOUT instead of surviving", nil, func(r *Report) { r.Outcome = "ETIMEDOUT" },
 			[]string{"outcome"}},
 	}},
