@@ -229,6 +229,39 @@ func backoffCheck(name, dir, kinds string, skip int, want, lo, hi float64, basis
 		}}
 }
 
+// looseRatioLo and looseRatioHi are the range a backoff ratio row keeps
+// where the model does not bound its steps (a step clamped to a user
+// timeout or to gVisor's 120 s cap).
+const looseRatioLo, looseRatioHi = 1.6, 2.5
+
+// backoffBounds is the range of backoffCheck's median when the timer's
+// n-th packet of a series follows the one before it after an interval
+// within iv[n-1] (iv[0]: from the original send to the first
+// retransmission), each interval read from the packets' times within
+// ±tol, and between nLo and nHi packets are seen. Ratio n (n ≥ 2) then
+// lies within [(iv[n-1].lo−tol)/(iv[n-2].hi+tol),
+// (iv[n-1].hi+tol)/(iv[n-2].lo−tol)]; a median is monotone in each of its
+// values, so it lies between the medians of those bounds. ok is false
+// when no count in the range leaves a ratio after the first skip.
+func backoffBounds(iv []span, tol time.Duration, skip, nLo, nHi int) (lo, hi float64, ok bool) {
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for n := max(nLo, skip+2); n <= min(nHi, len(iv)); n++ {
+		var los, his []float64
+		for i := 1 + skip; i < n; i++ {
+			prev, cur := iv[i-1], iv[i]
+			los = append(los, float64(cur.lo-tol)/float64(prev.hi+tol))
+			his = append(his, float64(cur.hi+tol)/float64(max(prev.lo-tol, time.Millisecond)))
+		}
+		lo, hi, ok = min(lo, median(los)), max(hi, median(his)), true
+	}
+	if ok {
+		// Shown with two decimals: round outwards so that what the
+		// table shows is what is checked.
+		lo, hi = math.Floor(lo*100)/100, math.Ceil(hi*100)/100
+	}
+	return lo, hi, ok
+}
+
 // seriesRatios returns the ratios (from the second retransmission on) of
 // the longest series of retransmissions of one segment in direction dir,
 // among the kinds listed.

@@ -317,6 +317,29 @@ func (k kernelClock) keepaliveEnd(idle, intvl time.Duration, count int) (probes 
 	return probes, end
 }
 
+// span is a range of durations, both ends included.
+type span struct{ lo, hi time.Duration }
+
+// timerIntervals is, for each of steps, the range of the interval between
+// two firings of a timer re-armed at each firing for that step: the wheel
+// rounds the expiry up to its level's granularity (by at least a jiffy)
+// from whatever phase the jiffies counter is in, and the handler may run
+// up to timerLate jiffies late. What the backoff ratios of a kernel
+// timer's packets may be follows from these (backoffBounds).
+func (k kernelClock) timerIntervals(steps []time.Duration) []span {
+	out := make([]span, len(steps))
+	for i, st := range steps {
+		j := k.jiffies(st)
+		lo, hi := int64(1<<62), int64(0)
+		for phase := int64(0); phase < wheelPhases; phase++ {
+			d := wheelFire(phase, j) - phase
+			lo, hi = min(lo, d), max(hi, d)
+		}
+		out[i] = span{k.dur(lo), k.dur(hi + timerLate)}
+	}
+	return out
+}
+
 // timerChain is the range, over timer phases and late handlers, of the
 // firing times (after the jiffy of the first arming) of a timer re-armed
 // at each firing with the next of steps (a SYN's RTOs).

@@ -284,16 +284,30 @@ func preciseSynTimeout(p Params, c Conditions) Theory {
 	}
 	// Ratios from the second retransmission on; the linear ones are 1.
 	if minRetx >= linear+2 {
-		// Exact on gVisor's clock (its six steps stay under the 120 s
-		// cap); the kernel's are rounded by the timer wheel.
-		rlo, rhi := 1.6, 2.5
-		if !kernel {
-			rlo, rhi = 2, 2
-		}
-		th.Checks = append(th.Checks, backoffCheck("backoff ratio", "in", "retransmit", linear, 2, rlo, rhi,
-			"after the linear timeouts the SYN RTO doubles: 1, 2, 4 s…"))
+		th.Checks = append(th.Checks, synBackoffCheck(c, kernel, linear, minRetx, maxRetx, tol))
 	}
 	return th
+}
+
+// synBackoffCheck is syn-timeout's backoff row: exact on gVisor's clock
+// (its six steps stay under the 120 s cap); on the kernel each SYN timer
+// step is rounded up by the timer wheel and may run late, and each
+// interval is read within the run's tolerance (backoffBounds).
+func synBackoffCheck(c Conditions, kernel bool, linear, nLo, nHi int, tol time.Duration) Check {
+	why := "after the linear timeouts the SYN RTO doubles: 1, 2, 4 s…"
+	if !kernel {
+		return backoffCheck("backoff ratio", "in", "retransmit", linear, 2, 2, 2, why+"; virtual clock: exact")
+	}
+	fires := synFires(linear, nHi)
+	steps := make([]time.Duration, len(fires))
+	for i, f := range fires {
+		steps[i] = f - fires[max(i-1, 0)]
+	}
+	steps[0] = fires[0]
+	lo, hi, _ := backoffBounds(kernelClock{hz: c.hz()}.timerIntervals(steps), tol, linear, nLo, nHi)
+	return backoffCheck("backoff ratio", "in", "retransmit", linear, 2, lo, hi,
+		fmt.Sprintf("%s; each step rounded up by the timer wheel and up to %d jiffies late (HZ %d), each interval ± %s (%s)",
+			why, timerLate, c.hz(), fmtDur(tol), c.describeClient()))
 }
 
 // gvisorSynRetries is how many times gVisor resends a SYN before connect
@@ -584,12 +598,36 @@ func precisePeerRetransmit(p Params, c Conditions) Theory {
 		// The doubling is exact on the virtual clock while the RTO stays
 		// under gVisor's 120 s cap (the capped tail lowers the median only
 		// when most steps are capped: not for timeouts under ≈ 20 min).
-		lo, hi := 1.6, 2.5
-		if c.Virtual && rto<<uint(want) <= gvisorRTOMax {
-			lo, hi = 2, 2
-		}
-		th.Checks = append(th.Checks, backoffCheck("peer backoff ratio", "out", "retransmit", 0, 2, lo, hi,
-			"gVisor doubles its RTO at each timeout (snd.go); exact on the virtual clock, ± the peer's timer delays on the real one"))
+		th.Checks = append(th.Checks, peerBackoffCheck(c, rto, want))
 	}
 	return th
+}
+
+// peerBackoffCheck is peer-retransmit's backoff row. The doubling is
+// exact on the virtual clock while the RTO stays under gVisor's 120 s cap
+// (the capped tail lowers the median only when most steps are capped: not
+// for timeouts under ≈ 20 min). On the real clock gVisor's timers run on
+// Go's, each interval read within the run's tolerance; the first interval
+// is left out there: it runs from the segment's original send, and the
+// timer may have been armed (by an earlier send or ACK) before it.
+func peerBackoffCheck(c Conditions, rto time.Duration, n int) Check {
+	const name = "peer backoff ratio"
+	why := "gVisor doubles its RTO at each timeout (snd.go)"
+	if c.Virtual {
+		if rto<<uint(n) <= gvisorRTOMax {
+			return backoffCheck(name, "out", "retransmit", 0, 2, 2, 2, why+"; exact on the virtual clock")
+		}
+		return backoffCheck(name, "out", "retransmit", 0, 2, looseRatioLo, looseRatioHi, why+", up to its 120 s cap")
+	}
+	steps := make([]span, n)
+	for i, st := 0, rto; i < n; i, st = i+1, min(2*st, gvisorRTOMax) {
+		steps[i] = span{st, st}
+	}
+	lo, hi, ok := backoffBounds(steps, c.tolerance(), 1, n, n)
+	if !ok {
+		return backoffCheck(name, "out", "retransmit", 0, 2, looseRatioLo, looseRatioHi, why)
+	}
+	return backoffCheck(name, "out", "retransmit", 1, 2, lo, hi,
+		fmt.Sprintf("%s, from the second retransmission on (the first interval runs from the original send, and the timer may be older); each interval of the peer's RTO %s, doubling, ± %s (%s)",
+			why, fmtDur(rto), fmtDur(c.tolerance()), c.describeClient()))
 }

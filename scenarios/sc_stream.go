@@ -137,8 +137,8 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 	}
 	tol := c.tolerance()
 	var chain []firingRange
+	var steps []time.Duration
 	if c.Kernel {
-		var steps []time.Duration
 		for t, st := time.Duration(0), base; t < endHi+time.Second; st = min(2*st, kernelRTOMax) {
 			t += st
 			steps = append(steps, st)
@@ -194,26 +194,41 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 		lo, hi = probesLo, probesHi
 		basis = fmt.Sprintf("the persist timer starts at the RTO (%s) and doubles, each step clamped to what is left of TCP_USER_TIMEOUT; one probe per firing before the one that ends it", fmtDur(base))
 	}
-	want, exact := lo, false
+	want, capped := lo, false
 	if !c.Kernel {
-		var capped bool
 		want, lo, hi, capped, basis = gvisorWindowProbes(c, endLo, endHi)
-		exact = c.Virtual && !capped
 	}
 	th.Checks = append(th.Checks, countCheck("window probes", "in", "zero-window-probe,retransmit", want, lo, hi, basis))
 	if lo >= 3 {
-		// The first probe's interval counts from the last data segment,
-		// not from a timer firing, so its ratio says nothing of the
-		// doubling; from the second ratio on, gVisor's persist timer
-		// doubles exactly on the virtual clock (below its 120 s cap).
-		skip, rlo, rhi, why := 0, 1.6, 2.5, "each probe the peer answers with a closed window doubles the interval"
-		if exact {
-			skip, rlo, rhi = 1, 2, 2
-			why += " (from the third probe on: the first interval runs from the last data segment; virtual clock: exact)"
-		}
-		th.Checks = append(th.Checks, backoffCheck("probe backoff ratio", "in", "zero-window-probe,retransmit", skip, 2, rlo, rhi, why))
+		th.Checks = append(th.Checks, windowBackoffCheck(c, steps, probesLo >= 0 || capped, tol, lo, hi))
 	}
 	return th
+}
+
+// windowBackoffCheck is zero-window's probe backoff row. The first
+// probe's interval runs from the last data segment, not from a timer
+// firing, so its ratio says nothing of the doubling and is left out; from
+// the third probe on, gVisor's persist timer doubles exactly on the
+// virtual clock, and the kernel's ratios are bounded by its timer wheel's
+// rounding of each step and the run's tolerance (backoffBounds). Steps
+// clamped to a user timeout, or capped, keep the loose 1.6–2.5.
+func windowBackoffCheck(c Conditions, steps []time.Duration, clamped bool, tol time.Duration, nLo, nHi int) Check {
+	const name, kinds = "probe backoff ratio", "zero-window-probe,retransmit"
+	why := "each probe the peer answers with a closed window doubles the interval"
+	if clamped {
+		return backoffCheck(name, "in", kinds, 0, 2, looseRatioLo, looseRatioHi, why)
+	}
+	why += "; from the third probe on (the first interval runs from the last data segment)"
+	if c.Virtual {
+		return backoffCheck(name, "in", kinds, 1, 2, 2, 2, why+"; virtual clock: exact")
+	}
+	lo, hi, ok := backoffBounds(kernelClock{hz: c.hz()}.timerIntervals(steps), tol, 1, nLo, nHi)
+	if !ok {
+		return backoffCheck(name, "in", kinds, 0, 2, looseRatioLo, looseRatioHi, why)
+	}
+	return backoffCheck(name, "in", kinds, 1, 2, lo, hi,
+		fmt.Sprintf("%s; each step (%s, doubling) rounded up by the timer wheel and up to %d jiffies late (HZ %d), each interval ± %s (%s)",
+			why, fmtDur(steps[0]), timerLate, c.hz(), fmtDur(tol), c.describeClient()))
 }
 
 // gvisorWindowProbes is the virtual clock's exact count of the gVisor

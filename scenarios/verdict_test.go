@@ -378,6 +378,10 @@ var evidenceCases = []struct {
 			[]string{"SYN times"}},
 		{"SYN timer not doubling", nil, setRatios("in", 1),
 			[]string{"backoff ratio"}},
+		// Inside the old fixed 1.6–2.5; outside what the timer wheel and
+		// the measured RTT allow.
+		{"SYN timer ×1.85 instead of doubling", nil, setRatios("in", 1.85),
+			[]string{"backoff ratio"}},
 		{"ECONNREFUSED instead of ETIMEDOUT", nil, wrongErrno("ECONNREFUSED"),
 			[]string{"outcome", "time to ETIMEDOUT"}},
 	}},
@@ -430,8 +434,10 @@ var evidenceCases = []struct {
 			for i := 0; i < 3; i++ {
 				dropRetransKinds("in", "zero-window-probe,retransmit", 0)(r)
 			}
-		}, []string{"window probes"}},
+		}, []string{"window probes", "probe backoff ratio"}},
 		{"probes not backing off", nil, setRatios("in", 1),
+			[]string{"probe backoff ratio"}},
+		{"probe interval ×1.7 instead of doubling", nil, setRatios("in", 1.7),
 			[]string{"probe backoff ratio"}},
 		{"ETIMEDOUT instead of surviving", nil, func(r *Report) { r.Outcome = "ETIMEDOUT" },
 			[]string{"outcome"}},
@@ -468,6 +474,8 @@ var evidenceCases = []struct {
 		{"a peer retransmission lost from the list", nil, dropRetrans("out", 1),
 			[]string{"peer retransmissions"}},
 		{"peer RTO not doubling", nil, setRatios("out", 1),
+			[]string{"peer backoff ratio"}},
+		{"peer RTO ×1.8 instead of doubling", nil, setRatios("out", 1.8),
 			[]string{"peer backoff ratio"}},
 		{"EPIPE instead of ECONNRESET", nil, wrongErrno("EPIPE"),
 			[]string{"outcome"}},
