@@ -262,6 +262,28 @@ func backoffBounds(iv []span, tol time.Duration, skip, nLo, nHi int) (lo, hi flo
 	return lo, hi, ok
 }
 
+// boundedBackoffCheck is a backoff row whose range is what the intervals
+// iv a timer model allows give within the run's tolerance
+// (backoffBounds), the first skip ratios left out; how says where iv
+// comes from. With no ratio left to bound it keeps the loose range.
+func boundedBackoffCheck(name, dir, kinds string, skip int, iv []span, c Conditions, nLo, nHi int, why, how string) Check {
+	tol := c.tolerance()
+	lo, hi, ok := backoffBounds(iv, tol, skip, nLo, nHi)
+	if !ok {
+		return backoffCheck(name, dir, kinds, skip, 2, looseRatioLo, looseRatioHi, why)
+	}
+	return backoffCheck(name, dir, kinds, skip, 2, lo, hi,
+		fmt.Sprintf("%s; %s, each interval ± %s (%s)", why, how, fmtDur(tol), c.describeClient()))
+}
+
+// kernelBackoffCheck is boundedBackoffCheck for a kernel timer re-armed
+// at each firing for the next of steps (timerIntervals), whose packets
+// the client sends.
+func kernelBackoffCheck(name, kinds string, skip int, steps []time.Duration, c Conditions, nLo, nHi int, why string) Check {
+	return boundedBackoffCheck(name, "in", kinds, skip, kernelClock{hz: c.hz()}.timerIntervals(steps), c, nLo, nHi, why,
+		fmt.Sprintf("each step rounded up by the timer wheel and up to %d jiffies late (HZ %d)", timerLate, c.hz()))
+}
+
 // seriesRatios returns the ratios (from the second retransmission on) of
 // the longest series of retransmissions of one segment in direction dir,
 // among the kinds listed.

@@ -284,7 +284,7 @@ func preciseSynTimeout(p Params, c Conditions) Theory {
 	}
 	// Ratios from the second retransmission on; the linear ones are 1.
 	if minRetx >= linear+2 {
-		th.Checks = append(th.Checks, synBackoffCheck(c, kernel, linear, minRetx, maxRetx, tol))
+		th.Checks = append(th.Checks, synBackoffCheck(c, kernel, linear, minRetx, maxRetx))
 	}
 	return th
 }
@@ -292,8 +292,8 @@ func preciseSynTimeout(p Params, c Conditions) Theory {
 // synBackoffCheck is syn-timeout's backoff row: exact on gVisor's clock
 // (its six steps stay under the 120 s cap); on the kernel each SYN timer
 // step is rounded up by the timer wheel and may run late, and each
-// interval is read within the run's tolerance (backoffBounds).
-func synBackoffCheck(c Conditions, kernel bool, linear, nLo, nHi int, tol time.Duration) Check {
+// interval is read within the run's tolerance (kernelBackoffCheck).
+func synBackoffCheck(c Conditions, kernel bool, linear, nLo, nHi int) Check {
 	why := "after the linear timeouts the SYN RTO doubles: 1, 2, 4 s…"
 	if !kernel {
 		return backoffCheck("backoff ratio", "in", "retransmit", linear, 2, 2, 2, why+"; virtual clock: exact")
@@ -304,13 +304,7 @@ func synBackoffCheck(c Conditions, kernel bool, linear, nLo, nHi int, tol time.D
 	for i, f := range fires {
 		steps[i], prev = f-prev, f
 	}
-	lo, hi, ok := backoffBounds(kernelClock{hz: c.hz()}.timerIntervals(steps), tol, linear, nLo, nHi)
-	if !ok {
-		return backoffCheck("backoff ratio", "in", "retransmit", linear, 2, looseRatioLo, looseRatioHi, why)
-	}
-	return backoffCheck("backoff ratio", "in", "retransmit", linear, 2, lo, hi,
-		fmt.Sprintf("%s; each step rounded up by the timer wheel and up to %d jiffies late (HZ %d), each interval ± %s (%s)",
-			why, timerLate, c.hz(), fmtDur(tol), c.describeClient()))
+	return kernelBackoffCheck("backoff ratio", "retransmit", linear, steps, c, nLo, nHi, why)
 }
 
 // gvisorSynRetries is how many times gVisor resends a SYN before connect
@@ -623,11 +617,7 @@ func peerBackoffCheck(c Conditions, rto time.Duration, n int) Check {
 	for i, st := 0, rto; i < n; i, st = i+1, min(2*st, gvisorRTOMax) {
 		steps[i] = span{st, st}
 	}
-	lo, hi, ok := backoffBounds(steps, c.tolerance(), 1, n, n)
-	if !ok {
-		return backoffCheck(name, "out", "retransmit", 0, 2, looseRatioLo, looseRatioHi, why)
-	}
-	return backoffCheck(name, "out", "retransmit", 1, 2, lo, hi,
-		fmt.Sprintf("%s, from the second retransmission on (the first interval runs from the original send, and the timer may be older); each interval of the peer's RTO %s, doubling, ± %s (%s)",
-			why, fmtDur(rto), fmtDur(c.tolerance()), c.describeClient()))
+	return boundedBackoffCheck(name, "out", "retransmit", 1, steps, c, n, n,
+		why+", from the second retransmission on (the first interval runs from the original send, and the timer may be older)",
+		fmt.Sprintf("steps of the peer's RTO %s, doubling", fmtDur(rto)))
 }

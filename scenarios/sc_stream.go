@@ -200,7 +200,7 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 	}
 	th.Checks = append(th.Checks, countCheck("window probes", "in", "zero-window-probe,retransmit", want, lo, hi, basis))
 	if lo >= 3 {
-		th.Checks = append(th.Checks, windowBackoffCheck(c, steps, probesLo >= 0 || capped, tol, lo, hi))
+		th.Checks = append(th.Checks, windowBackoffCheck(c, steps, probesLo >= 0 || capped, lo, hi))
 	}
 	return th
 }
@@ -210,9 +210,9 @@ func preciseZeroWindow(p Params, c Conditions) Theory {
 // firing, so its ratio says nothing of the doubling and is left out; from
 // the third probe on, gVisor's persist timer doubles exactly on the
 // virtual clock, and the kernel's ratios are bounded by its timer wheel's
-// rounding of each step and the run's tolerance (backoffBounds). Steps
+// rounding of each step and the run's tolerance (kernelBackoffCheck). Steps
 // clamped to a user timeout, or capped, keep the loose 1.6–2.5.
-func windowBackoffCheck(c Conditions, steps []time.Duration, clamped bool, tol time.Duration, nLo, nHi int) Check {
+func windowBackoffCheck(c Conditions, steps []time.Duration, clamped bool, nLo, nHi int) Check {
 	const name, kinds = "probe backoff ratio", "zero-window-probe,retransmit"
 	why := "each probe the peer answers with a closed window doubles the interval"
 	if clamped {
@@ -222,13 +222,7 @@ func windowBackoffCheck(c Conditions, steps []time.Duration, clamped bool, tol t
 	if c.Virtual {
 		return backoffCheck(name, "in", kinds, 1, 2, 2, 2, why+"; virtual clock: exact")
 	}
-	lo, hi, ok := backoffBounds(kernelClock{hz: c.hz()}.timerIntervals(steps), tol, 1, nLo, nHi)
-	if !ok {
-		return backoffCheck(name, "in", kinds, 0, 2, looseRatioLo, looseRatioHi, why)
-	}
-	return backoffCheck(name, "in", kinds, 1, 2, lo, hi,
-		fmt.Sprintf("%s; each step (%s, doubling) rounded up by the timer wheel and up to %d jiffies late (HZ %d), each interval ± %s (%s)",
-			why, fmtDur(steps[0]), timerLate, c.hz(), fmtDur(tol), c.describeClient()))
+	return kernelBackoffCheck(name, kinds, 1, steps, c, nLo, nHi, why)
 }
 
 // gvisorWindowProbes is the virtual clock's exact count of the gVisor
