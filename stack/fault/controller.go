@@ -502,6 +502,49 @@ func dirIndex(d packet.Direction) int {
 	return 0
 }
 
+// Concerns reports whether any rule could decide, count or track a
+// segment of p's connection travelling in p's direction at this instant.
+// It reads only what every segment of one TCP super-packet shares (the
+// direction, the addresses and ports), so false means Decide would pass
+// each of them, whatever its sequence number, flags or length, and change
+// nothing: a batch is then judged once instead of segment by segment.
+func (c *Controller) Concerns(p *packet.Packet) bool {
+	rules := *c.rules.Load()
+	if len(rules) == 0 {
+		return false
+	}
+	now := c.clock.NowMonotonic()
+	for _, r := range rules {
+		if r.concerns(p, now) {
+			return true
+		}
+	}
+	return false
+}
+
+// concerns is Concerns for one rule: false only when Decide would skip r
+// for every segment sharing p's direction, addresses and ports.
+func (r *Rule) concerns(p *packet.Packet, now tcpip.MonotonicTime) bool {
+	if r.expired(now) {
+		return false
+	}
+	if r.tracks && r.inScope(p) {
+		return true // the tracker sees every segment in its scope
+	}
+	sp := &r.Spec
+	switch {
+	case now.Before(r.start), sp.Dir&p.Dir == 0:
+		return false
+	case r.tcpOnly && (p.Proto != packet.ProtoTCP || p.Version == 0):
+		return false
+	case sp.Port != 0 && (p.Version == 0 || p.Port() != sp.Port):
+		return false
+	case sp.Flow.IsValid() && (p.Version == 0 || !hasEnd(p, sp)):
+		return false
+	}
+	return true
+}
+
 // Decide returns the fate of packet p: the first active rule whose selectors
 // match and whose action fires decides it. Every active matching rule counts
 // the packet as matched, up to and including the deciding one.

@@ -2,6 +2,7 @@ package fault
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -322,5 +323,93 @@ func TestLossIsKeyedBySegment(t *testing.T) {
 	}
 	if passed == 0 || passed == len(x) {
 		t.Errorf("50%% loss let %d of %d transmissions of one segment through", passed, len(x))
+	}
+}
+
+// TestConcerns: a rule that Concerns reports as not concerning a
+// connection's direction leaves every segment of it alone (Decide passes
+// it and no count, flow or state changes), whatever its flags, sequence
+// number or length: a super-packet's segments may then pass unjudged.
+// The want columns are Concerns for the connection's data segments in
+// each direction at the start.
+func TestConcerns(t *testing.T) {
+	tests := []struct {
+		spec            string
+		wantIn, wantOut bool
+	}{
+		{"drop", true, true},
+		{"drop dir=in", true, false},
+		{"drop dir=out", false, true},
+		{"drop port=80", true, true},
+		{"drop port=81", false, false},
+		{"drop flow=198.18.0.1:40000", true, true},
+		{"drop flow=198.18.0.2:80", true, true},
+		{"drop flow=198.18.0.1:40001", false, false},
+		{"drop flags=syn", true, true}, // judged segment by segment
+		{"drop count=1 port=80", true, true},
+		{"drop nth=2 dir=in", true, false},
+		{"drop after=1s", false, false},
+		{"delay 10ms port=81", false, false},
+		{"rate 1mbit dir=in", true, false},
+		{"rate 1mbit port=81", false, false},
+		// Tracking rules see both directions of a connection in scope.
+		{"loss 50% dir=out", true, true},
+		{"loss 50% port=81", false, false},
+		{"drop after=established dir=out port=80", true, true},
+		{"drop match=retransmission dir=in port=81", false, false},
+		{"rst-at-seq=1000 port=81", false, false},
+		{"reject match=data dir=out", false, true},
+	}
+	const iss, irs = 1000, 5000
+	conn := []struct {
+		dir packet.Direction
+		pkt []byte
+	}{
+		{packet.In, in(packet.FlagSYN, iss, 0, 65535, 0)},
+		{packet.Out, out(packet.FlagSYN|packet.FlagACK, irs, iss+1, 65535, 0)},
+		{packet.In, in(packet.FlagACK, iss+1, irs+1, 65535, 0)},
+		{packet.In, in(packet.FlagACK, iss+1, irs+1, 65535, 1448)},
+		{packet.In, in(packet.FlagACK|packet.FlagPSH, iss+1449, irs+1, 65535, 1448)},
+		{packet.Out, out(packet.FlagACK, irs+1, iss+2897, 65535, 0)},
+		{packet.Out, out(packet.FlagACK|packet.FlagPSH, irs+1, iss+2897, 65535, 100)},
+		{packet.Out, out(packet.FlagACK|packet.FlagPSH, irs+1, iss+2897, 65535, 100)}, // retransmitted
+		{packet.In, in(packet.FlagACK, iss+1449, irs+1, 65535, 1448)},                 // retransmitted
+		{packet.In, in(packet.FlagACK|packet.FlagFIN, iss+2897, irs+101, 65535, 0)},
+		{packet.Out, out(packet.FlagACK|packet.FlagFIN, irs+101, iss+2898, 65535, 0)},
+		{packet.In, in(packet.FlagRST, iss+2898, 0, 0, 0)},
+	}
+	dataIn, dataOut := conn[3], conn[6]
+	for _, tt := range tests {
+		t.Run(tt.spec, func(t *testing.T) {
+			clock := &testClock{}
+			c := NewController(clock, 1)
+			if _, err := c.AddString(tt.spec); err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Concerns(parsed(t, dataIn.dir, dataIn.pkt)); got != tt.wantIn {
+				t.Errorf("Concerns(data in) = %v, want %v", got, tt.wantIn)
+			}
+			if got := c.Concerns(parsed(t, dataOut.dir, dataOut.pkt)); got != tt.wantOut {
+				t.Errorf("Concerns(data out) = %v, want %v", got, tt.wantOut)
+			}
+			for round := range 2 {
+				for i, s := range conn {
+					p := parsed(t, s.dir, s.pkt)
+					concerns := c.Concerns(p)
+					before, tracked := c.Status(), c.TrackedConns()
+					d := c.Decide(p)
+					if concerns {
+						continue
+					}
+					if d != (Decision{}) {
+						t.Errorf("round %d, segment %d (%v): Concerns false, Decide %+v", round, i, s.dir, d)
+					}
+					if after := c.Status(); !reflect.DeepEqual(after, before) || c.TrackedConns() != tracked {
+						t.Errorf("round %d, segment %d (%v): Concerns false, Decide changed the state:\n%+v (%d conns)\n%+v (%d conns)", round, i, s.dir, before, tracked, after, c.TrackedConns())
+					}
+				}
+				clock.Advance(2 * time.Second) // past after=1s
+			}
+		})
 	}
 }
