@@ -42,7 +42,7 @@ const gsoMaxSize = tun.MaxOffloadSize
 type gsoEndpoint struct {
 	nested.Endpoint
 	checksums bool
-	stats     *offloadCounters // sentSuper, sentSegments
+	stats     *offloadCounters // sentSuper, sentSegments, sentCut
 	cuts      sync.Pool        // *superCut, reused (several KiB each)
 }
 
@@ -52,7 +52,7 @@ var _ gstack.GSOEndpoint = (*gsoEndpoint)(nil)
 // newGSOEndpoint wraps lower (the fault layer, or what wraps it).
 func newGSOEndpoint(lower gstack.LinkEndpoint, checksums bool, stats *offloadCounters) *gsoEndpoint {
 	e := &gsoEndpoint{checksums: checksums, stats: stats}
-	e.cuts.New = func() any { return new(superCut) }
+	e.cuts.New = func() any { return &superCut{stats: stats} }
 	e.Init(lower, e)
 	return e
 }
@@ -113,14 +113,14 @@ func (e *gsoEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Err
 			continue
 		}
 		e.stats.sentSuper.Add(1)
-		e.stats.sentSegments.Add(uint64(len(c.cuts)))
+		e.stats.sentSegments.Add(uint64(c.count))
 		if sw != nil {
 			flush()
 			if werr := sw.WriteSuper(c.super()); werr != nil && err == nil {
 				err = werr
 			}
 		} else {
-			for i := range c.cuts {
+			for i := range c.count {
 				seg := c.segment(i)
 				owned = append(owned, seg)
 				out.PushBack(seg)
@@ -171,18 +171,23 @@ func (e *gsoEndpoint) plain(pkt *gstack.PacketBuffer) {
 	binary.BigEndian.PutUint16(th[header.TCPChecksumOffset:], ^sum)
 }
 
-// superCut is a super-packet cut into wire segments: their headers,
-// built at once into one buffer (with complete checksums if asked), and
-// their packets, built on demand sharing the headers' chunk and the
-// super-packet's payload.
+// superCut is a super-packet to be cut into wire segments: their
+// headers, built on demand (cut) into one buffer (with complete checksums
+// if asked), and their packets, built on demand sharing the headers'
+// chunk and the super-packet's payload.
 type superCut struct {
-	pkt      *gstack.PacketBuffer
-	nh, hl   int // network header length; both headers' length
-	cuts     []segCut
-	heads    []byte // hl bytes per segment
-	data     buffer.Buffer
-	headView *buffer.View // heads as a view, once a segment packet needs it
-	f        fault.Super
+	stats     *offloadCounters // sentCut
+	pkt       *gstack.PacketBuffer
+	gso       tun.GSO
+	checksums bool
+	nh, hl    int // network header length; both headers' length
+	size      int // payload bytes
+	count     int // segments
+	cuts      []segCut
+	heads     []byte // hl bytes per segment
+	data      buffer.Buffer
+	headView  *buffer.View // heads as a view, once a segment packet needs it
+	f         fault.Super
 
 	cutsBuf   [64]segCut
 	headsBuf  [64 * 80]byte
@@ -195,7 +200,8 @@ type superCut struct {
 // segCut locates a segment's payload in the super-packet's.
 type segCut struct{ off, len int }
 
-// init cuts pkt; false when it holds at most one segment or cannot be cut.
+// init readies pkt to be cut, counting its segments; false when it holds
+// at most one segment or cannot be cut.
 func (c *superCut) init(pkt *gstack.PacketBuffer, checksums bool) bool {
 	mss := int(pkt.GSOOptions.MSS)
 	size := pkt.Data().Size()
@@ -211,18 +217,30 @@ func (c *superCut) init(pkt *gstack.PacketBuffer, checksums bool) bool {
 	if pkt.GSOOptions.Type == gstack.GSOTCPv6 {
 		g.Type = tun.GSOTCPv6
 	}
+	count, err := tun.SegmentCountHeaders(hdr, size, g, c.scratch[:])
+	if err != nil {
+		return false
+	}
+	c.pkt, c.gso, c.checksums = pkt, g, checksums
+	c.nh, c.hl, c.size, c.count = len(nh), len(hdr), size, count
+	return true
+}
+
+// cut builds the segments' headers, once.
+func (c *superCut) cut() {
+	if c.cuts != nil {
+		return
+	}
+	c.stats.sentCut.Add(1)
 	c.cuts, c.heads = c.cutsBuf[:0], c.headsBuf[:0]
-	err := tun.SplitTCPHeaders(hdr, size, g, c.scratch[:], func(s tun.TCPSegment) error {
+	// init counted the segments with the same cutter: this cannot fail.
+	tun.SplitTCPHeaders(c.hdrBuf[:c.hl], c.size, c.gso, c.scratch[:], func(s tun.TCPSegment) error {
 		c.cuts = append(c.cuts, segCut{s.Off, s.Len})
 		c.heads = append(c.heads, s.Header...)
 		return nil
 	})
-	if err != nil {
-		return false
-	}
-	c.pkt, c.nh, c.hl = pkt, len(nh), len(hdr)
-	c.data = pkt.Data().ToBuffer()
-	if checksums {
+	c.data = c.pkt.Data().ToBuffer()
+	if c.checksums {
 		for i, sc := range c.cuts {
 			tcp := c.heads[i*c.hl+c.nh : (i+1)*c.hl]
 			partial := binary.BigEndian.Uint16(tcp[header.TCPChecksumOffset:])
@@ -235,16 +253,18 @@ func (c *superCut) init(pkt *gstack.PacketBuffer, checksums bool) bool {
 			binary.BigEndian.PutUint16(tcp[header.TCPChecksumOffset:], ^sum)
 		}
 	}
-	return true
+	f := &c.f.HeaderForm
+	f.Heads, f.Lens = c.headsList[:0], c.lensBuf[:0]
+	for i, sc := range c.cuts {
+		f.Heads = append(f.Heads, c.heads[i*c.hl:(i+1)*c.hl])
+		f.Lens = append(f.Lens, c.hl+sc.len)
+	}
 }
 
-// super describes c for the fault layer.
+// super describes c for the fault layer, in lazy header form.
 func (c *superCut) super() *fault.Super {
-	c.f = fault.Super{Packet: c.pkt, Segment: c.segment, Heads: c.headsList[:0], Lens: c.lensBuf[:0]}
-	for i, sc := range c.cuts {
-		c.f.Heads = append(c.f.Heads, c.heads[i*c.hl:(i+1)*c.hl])
-		c.f.Lens = append(c.f.Lens, c.hl+sc.len)
-	}
+	c.f = fault.Super{Packet: c.pkt, Segment: c.segment}
+	c.f.Head, c.f.Len, c.f.Count, c.f.Cut = c.hdrBuf[:c.hl], c.hl+c.size, c.count, c.cut
 	return &c.f
 }
 
@@ -253,6 +273,7 @@ func (c *superCut) super() *fault.Super {
 // here on: the fault layer and the device copy a header before changing
 // it), its payload views of the super-packet's.
 func (c *superCut) segment(i int) *gstack.PacketBuffer {
+	c.cut()
 	if c.headView == nil {
 		c.headView = buffer.NewViewWithData(c.heads)
 	}
@@ -291,7 +312,7 @@ func (c *superCut) release() {
 		c.headView = nil
 	}
 	clear(c.headsList[:])
-	c.pkt, c.f = nil, fault.Super{}
+	c.pkt, c.f, c.cuts = nil, fault.Super{}, nil
 }
 
 // checksumAt adds b, which starts at byte offset off of the data being

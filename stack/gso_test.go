@@ -91,12 +91,12 @@ func TestGSOSegments(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pkt, want := gsoPacket(t, tc.mss, tc.views)
 			defer pkt.DecRef()
-			var c superCut
+			c := superCut{stats: new(offloadCounters)}
 			if !c.init(pkt, tc.checksums) {
 				t.Fatal("the super-packet was not cut")
 			}
 			var segs []*gstack.PacketBuffer
-			for i := range c.cuts {
+			for i := range c.count {
 				segs = append(segs, c.segment(i))
 			}
 			defer func() {

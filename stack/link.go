@@ -90,8 +90,8 @@ func (l *deviceLink) Attach(d gstack.NetworkDispatcher) {
 // offloadCounters are the link's OffloadStats.
 type offloadCounters struct {
 	superPackets, segments, outPackets, outWrites atomic.Uint64
-	segmentPackets                                atomic.Uint64
-	sentSuper, sentSegments                       atomic.Uint64 // counted by gsoEndpoint
+	cut, segmentPackets                           atomic.Uint64
+	sentSuper, sentSegments, sentCut              atomic.Uint64 // counted by gsoEndpoint
 	// inline counts ordinary packets the offload reader delivered itself.
 	inline atomic.Uint64
 }
@@ -102,9 +102,13 @@ type offloadCounters struct {
 // peer's packets took.
 type OffloadStats struct {
 	// SuperPackets are TCP super-packets read from the device; Segments
-	// the MSS-sized segments cut from them for the fault layer.
+	// the MSS-sized segments they carry, for the fault layer. Cut counts
+	// the super-packets cut into their segments' headers, to be judged
+	// one by one: those of a connection some rule concerns, or all of
+	// them for an observer. The others went up whole, unjudged.
 	SuperPackets uint64 `json:"super_packets"`
 	Segments     uint64 `json:"segments"`
+	Cut          uint64 `json:"cut"`
 	// SegmentPackets counts the segments built as packets of their own:
 	// for an observer recording them, or because not all of a
 	// super-packet's segments passed. The others were judged from their
@@ -119,9 +123,11 @@ type OffloadStats struct {
 	OutPackets uint64 `json:"out_packets"`
 	OutWrites  uint64 `json:"out_writes"`
 	// SentSuper are TCP super-packets the peer's netstack built (GSO);
-	// SentSegments the wire segments cut from them for the fault layer.
+	// SentSegments the wire segments they carry, for the fault layer;
+	// SentCut those cut into their segments' headers (as Cut).
 	SentSuper    uint64 `json:"sent_super_packets"`
 	SentSegments uint64 `json:"sent_segments"`
+	SentCut      uint64 `json:"sent_cut"`
 }
 
 // OffloadStats returns the link's offload counters (zero on a link other
@@ -134,11 +140,13 @@ func (p *Peer) OffloadStats() OffloadStats {
 	st := OffloadStats{
 		SuperPackets:   c.superPackets.Load(),
 		Segments:       c.segments.Load(),
+		Cut:            c.cut.Load(),
 		SegmentPackets: c.segmentPackets.Load(),
 		OutPackets:     c.outPackets.Load(),
 		OutWrites:      c.outWrites.Load(),
 		SentSuper:      c.sentSuper.Load(),
 		SentSegments:   c.sentSegments.Load(),
+		SentCut:        c.sentCut.Load(),
 	}
 	fs := p.Fault.Stats()
 	st.Whole, st.Merged = fs.Whole.Load(), fs.Merged.Load()
@@ -217,30 +225,36 @@ func (l *deviceLink) readLoop() {
 const readPipeline = 4
 
 // inbound is one packet read from an offload device, prepared for
-// delivery: an ordinary packet alone in pkts, or a super-packet in super
-// with its segments cut in header form (heads, cuts), their packets built
-// into segs only when something needs them. The batch owns one reference
-// to each packet; delivery releases them.
+// delivery: an ordinary packet alone in pkts, or a super-packet in super,
+// counted in segments. The super-packet's segments are cut in header form
+// (heads, cuts) only when something needs them (cut: a rule that concerns
+// its connection, an observer), and their packets built into segs only
+// when something needs those. The batch owns one reference to each
+// packet; delivery releases them.
 type inbound struct {
 	proto tcpip.NetworkProtocolNumber
 	pkts  []*gstack.PacketBuffer
 	super *buffer.View // the super-packet (headers included); nil for an ordinary packet
 	gso   tun.GSO
-	batch fault.Batch // Merge is in.merge, Segment in.segment, bound once
+	count int         // its segments
+	batch fault.Batch // Merge is in.merge, Segment in.segment, Cut in.cut, bound once
+	link  *deviceLink
 
-	cuts      []segCut // the segments' payloads in super
+	cuts      []segCut // the segments' payloads in super, once cut
 	heads     []byte   // their headers, hl bytes each
 	hl        int
 	headsList [][]byte
 	lens      []int
 	segs      []*gstack.PacketBuffer // built segments, nil until built
 	built     *atomic.Uint64         // counts them
+	scratch   [256]byte
 }
 
 // segment builds segment i of the super-packet (once; the batch keeps the
 // reference): its own header view followed by a clone of super trimmed to
 // its payload.
 func (in *inbound) segment(i int) *gstack.PacketBuffer {
+	in.cut()
 	if pkt := in.segs[i]; pkt != nil {
 		return pkt
 	}
@@ -270,7 +284,7 @@ func (in *inbound) merge(first, count int) *gstack.PacketBuffer {
 		return nil
 	}
 	var payload *buffer.View
-	if first == 0 && count == len(in.cuts) {
+	if first == 0 && count == in.count {
 		payload, in.super = in.super, nil
 	} else {
 		payload = in.super.Clone()
@@ -296,7 +310,7 @@ func (in *inbound) reset() {
 	in.pkts = in.pkts[:0]
 	clear(in.headsList)
 	in.cuts, in.heads, in.headsList, in.lens = in.cuts[:0], in.heads[:0], in.headsList[:0], in.lens[:0]
-	in.segs = in.segs[:0]
+	in.segs, in.count = in.segs[:0], 0
 }
 
 // readOffloadLoop serves an offload device in two stages, so that the
@@ -309,8 +323,8 @@ func (l *deviceLink) readOffloadLoop() {
 	ready := make(chan *inbound, readPipeline)
 	free := make(chan *inbound, readPipeline+2)
 	for range cap(free) {
-		in := &inbound{pkts: make([]*gstack.PacketBuffer, 0, 1), built: &l.stats.segmentPackets}
-		in.batch.Merge, in.batch.Segment = in.merge, in.segment
+		in := &inbound{pkts: make([]*gstack.PacketBuffer, 0, 1), built: &l.stats.segmentPackets, link: l}
+		in.batch.Merge, in.batch.Segment, in.batch.Cut = in.merge, in.segment, in.cut
 		free <- in
 	}
 	l.wg.Add(1)
@@ -324,17 +338,18 @@ func (l *deviceLink) readOffloadLoop() {
 }
 
 // deliver injects one prepared packet, or a super-packet's segments as
-// one batch in header form when the dispatcher takes batches (one by one,
-// built, otherwise).
+// one batch in header form, cut on demand, when the dispatcher takes
+// batches (one by one, built, otherwise).
 func (l *deviceLink) deliver(in *inbound) {
 	if in.super != nil {
 		if bd := l.batcher.Load(); bd != nil {
-			in.batch.Proto, in.batch.Segments = in.proto, nil
-			in.batch.Heads, in.batch.Lens = in.headsList, in.lens
+			h := &in.batch.HeaderForm
+			in.batch.Proto, in.batch.Segments, h.Heads, h.Lens = in.proto, nil, nil, nil
+			h.Head, h.Len, h.Count = in.super.AsSlice(), in.super.Size(), in.count
 			(*bd).DeliverBatch(&in.batch)
-			in.batch.Segments, in.batch.Heads, in.batch.Lens = nil, nil, nil
+			in.batch.Segments, h.Heads, h.Lens, h.Head = nil, nil, nil, nil
 		} else {
-			for i := range in.cuts {
+			for i := range in.count {
 				l.InjectInbound(in.proto, in.segment(i))
 			}
 		}
@@ -364,7 +379,7 @@ func (l *deviceLink) readOffload(ready chan<- *inbound, free <-chan *inbound) {
 	defer close(ready)
 	view := buffer.NewViewSize(tun.MaxOffloadSize)
 	defer func() { view.Release() }()
-	var scratch [256]byte
+	var scratch [256]byte // headers, for counting a super-packet's segments
 	for {
 		n, gso, err := l.offload.ReadOffload(view.AsSlice())
 		if err != nil {
@@ -401,53 +416,46 @@ func (l *deviceLink) readOffload(ready chan<- *inbound, free <-chan *inbound) {
 			ready <- in
 			continue
 		}
+		count, err := tun.SegmentCount(data, gso, scratch[:])
+		l.stats.superPackets.Add(1)
+		if err != nil || count == 0 {
+			continue // headers no segment can be cut from: dropped
+		}
+		l.stats.segments.Add(uint64(count))
 		in := <-free
-		in.proto = proto
 		view.CapLength(n)
-		l.cutSegments(in, view, gso, scratch[:])
+		in.proto, in.super, in.gso, in.count = proto, view, gso, count
 		l.queued.Add(1)
 		ready <- in
 		view = buffer.NewViewSize(tun.MaxOffloadSize)
 	}
 }
 
-// cutSegments cuts the super-packet in super into the segments a wire
-// would carry, in header form: each segment's headers (with complete
-// checksums when l.checksums) and the place of its payload in super; the
-// segments' packets are built only when needed (inbound.segment). It
-// takes over the caller's reference to super.
-func (l *deviceLink) cutSegments(in *inbound, super *buffer.View, gso tun.GSO, scratch []byte) {
-	in.hl = 0
-	err := tun.SplitTCP(super.AsSlice(), gso, scratch, l.checksums, func(s tun.TCPSegment) error {
-		if in.hl == 0 {
-			in.hl = len(s.Header)
-		} else if len(s.Header) != in.hl {
-			return errUnevenHeaders
-		}
+// cut cuts the super-packet into the segments a wire would carry, in
+// header form: each segment's headers (with complete checksums when the
+// link's observer records them) and the place of its payload in super;
+// the segments' packets are built only when needed (inbound.segment). It
+// cuts once; the reader counted the segments with the same cutter, so
+// this cut cannot fail. The cutter gives every segment the super-packet's
+// headers, so they share one length.
+func (in *inbound) cut() {
+	if len(in.cuts) > 0 {
+		return
+	}
+	in.link.stats.cut.Add(1)
+	tun.SplitTCP(in.super.AsSlice(), in.gso, in.scratch[:], in.link.checksums, func(s tun.TCPSegment) error {
+		in.hl = len(s.Header)
 		in.heads = append(in.heads, s.Header...)
 		in.cuts = append(in.cuts, segCut{s.Off, s.Len})
 		in.lens = append(in.lens, len(s.Header)+s.Len)
 		return nil
 	})
-	if err != nil {
-		in.cuts, in.heads, in.lens = in.cuts[:0], in.heads[:0], in.lens[:0]
-	}
-	l.stats.superPackets.Add(1)
-	l.stats.segments.Add(uint64(len(in.cuts)))
-	if len(in.cuts) == 0 {
-		super.Release()
-		return
-	}
 	for i := range in.cuts {
 		in.headsList = append(in.headsList, in.heads[i*in.hl:(i+1)*in.hl:(i+1)*in.hl])
 		in.segs = append(in.segs, nil)
 	}
-	in.super, in.gso = super, gso
+	in.batch.Heads, in.batch.Lens = in.headsList, in.lens
 }
-
-// errUnevenHeaders stops a cut whose segments' headers differ in length
-// (the cutter gives every segment the super-packet's headers).
-var errUnevenHeaders = errors.New("segments with headers of different lengths")
 
 // WritePackets implements stack.LinkEndpoint. When nothing is queued or
 // being written, the caller writes the packets itself, at once (as gVisor's

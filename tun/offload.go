@@ -190,14 +190,10 @@ func SplitTCP(pkt []byte, gso GSO, scratch []byte, checksums bool, fn func(TCPSe
 // caller to finish over the payload or leave to the kernel; IPv4 header
 // checksums are complete.
 func SplitTCPHeaders(hdr []byte, payloadLen int, gso GSO, scratch []byte, fn func(TCPSegment) error) error {
-	c, err := newCutter(hdr, gso, scratch)
+	c, err := newHeaderCutter(hdr, payloadLen, gso, scratch)
 	if err != nil {
 		return err
 	}
-	if c.hdrLen != len(hdr) || payloadLen <= 0 {
-		return fmt.Errorf("split: %w: %d header bytes of %d, %d bytes of payload", errBadGSO, c.hdrLen, len(hdr), payloadLen)
-	}
-	c.size = c.hdrLen + payloadLen
 	for i, off := 0, c.hdrLen; off < c.size; i, off = i+1, off+c.mss {
 		s := c.cut(i, 1, false)
 		s.Off -= c.hdrLen
@@ -230,7 +226,17 @@ func SegmentCount(pkt []byte, gso GSO, scratch []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return (len(pkt) - c.hdrLen + c.mss - 1) / c.mss, nil
+	return c.segments(), nil
+}
+
+// SegmentCountHeaders returns how many segments SplitTCPHeaders cuts the
+// super-packet into, or the error it would return.
+func SegmentCountHeaders(hdr []byte, payloadLen int, gso GSO, scratch []byte) (int, error) {
+	c, err := newHeaderCutter(hdr, payloadLen, gso, scratch)
+	if err != nil {
+		return 0, err
+	}
+	return c.segments(), nil
 }
 
 // cutter holds what SplitTCP and MergeTCP read once from a super-packet's
@@ -274,6 +280,23 @@ func newCutter(pkt []byte, gso GSO, scratch []byte) (cutter, error) {
 	c.flags = pkt[ipLen+13]
 	return c, nil
 }
+
+// newHeaderCutter is newCutter for a super-packet of which hdr holds the
+// headers and payloadLen bytes of payload follow elsewhere.
+func newHeaderCutter(hdr []byte, payloadLen int, gso GSO, scratch []byte) (cutter, error) {
+	c, err := newCutter(hdr, gso, scratch)
+	if err != nil {
+		return cutter{}, err
+	}
+	if c.hdrLen != len(hdr) || payloadLen <= 0 {
+		return cutter{}, fmt.Errorf("split: %w: %d header bytes of %d, %d bytes of payload", errBadGSO, c.hdrLen, len(hdr), payloadLen)
+	}
+	c.size = c.hdrLen + payloadLen
+	return c, nil
+}
+
+// segments returns how many segments c cuts.
+func (c *cutter) segments() int { return (c.size - c.hdrLen + c.mss - 1) / c.mss }
 
 // cut builds the header of segments i to i+count-1 as one packet.
 func (c *cutter) cut(i, count int, checksums bool) TCPSegment {

@@ -129,6 +129,13 @@ func TestSplitTCP(t *testing.T) {
 			if len(got) != tt.wantSeg {
 				t.Fatalf("got %d segments, want %d", len(got), tt.wantSeg)
 			}
+			hdrLen := ipLen + int(super[ipLen+12]>>4)*4
+			if n, err := SegmentCount(super, g, scratch[:]); err != nil || n != tt.wantSeg {
+				t.Errorf("SegmentCount = %d, %v; want %d", n, err, tt.wantSeg)
+			}
+			if n, err := SegmentCountHeaders(super[:hdrLen], tt.size, g, scratch[:]); err != nil || n != tt.wantSeg {
+				t.Errorf("SegmentCountHeaders = %d, %v; want %d", n, err, tt.wantSeg)
+			}
 			for i, seg := range got {
 				off := i * mss
 				n := min(mss, tt.size-off)
@@ -167,6 +174,9 @@ func TestSplitTCPMalformed(t *testing.T) {
 			err := SplitTCP(tt.pkt, tt.g, scratch[:], true, func(TCPSegment) error { calls++; return nil })
 			if err == nil || calls != 0 {
 				t.Fatalf("SplitTCP = %v after %d segments, want an error and none", err, calls)
+			}
+			if n, err := SegmentCount(tt.pkt, tt.g, scratch[:]); err == nil {
+				t.Errorf("SegmentCount = %d, want an error", n)
 			}
 		})
 	}

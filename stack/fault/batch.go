@@ -16,16 +16,13 @@ type Batch struct {
 	// and must hold them until DeliverBatch returns: their identities tell
 	// the segments that passed from other packets.
 	//
-	// A batch may come in header form instead: Segments nil, Heads and
-	// Lens set, and Segment building the packets on demand. DeliverBatch
-	// then judges the segments from their headers and builds them only
-	// when it needs them (an observer records their bytes, or not all of
-	// them pass), filling Segments.
+	// A batch may come in header form instead (HeaderForm): Segments
+	// nil, and Segment building the packets on demand. DeliverBatch then
+	// judges the segments from their headers and builds them only when it
+	// needs them (an observer records their bytes, or not all of them
+	// pass), filling Segments.
 	Segments []*stack.PacketBuffer
-	// Heads are the segments' IP and TCP headers, in order; Lens their
-	// whole lengths (header form only).
-	Heads [][]byte
-	Lens  []int
+	HeaderForm
 	// Segment returns segment i as a packet; the caller of DeliverBatch
 	// keeps the reference and releases it with the others (header form
 	// only).
@@ -35,6 +32,33 @@ type Batch struct {
 	// reference the caller of Merge owns; nil if it cannot. The run of all
 	// segments is the super-packet itself.
 	Merge func(first, count int) *stack.PacketBuffer
+}
+
+// HeaderForm gives a super-packet's segments by their headers: Heads and
+// Lens, or lazily, with Heads nil until Cut fills them. The fault layer
+// cuts only to judge the segments one by one: when a rule concerns the
+// super-packet's connection (Controller.Concerns), or an observer records
+// them. Otherwise they pass unjudged, counted, and the super-packet
+// travels whole.
+type HeaderForm struct {
+	// Heads are the segments' IP and TCP headers, in order; Lens their
+	// whole lengths.
+	Heads [][]byte
+	Lens  []int
+	// Lazily: Head begins with the super-packet's IP and TCP headers, Len
+	// is its whole length, and Count how many segments Cut cuts it into.
+	Head  []byte
+	Len   int
+	Count int
+	Cut   func()
+}
+
+// count returns how many segments h gives (segments when it gives none).
+func (h *HeaderForm) count(segments int) int {
+	if h.Heads == nil && h.Cut != nil {
+		return h.Count
+	}
+	return max(len(h.Heads), segments)
 }
 
 // BatchDispatcher is implemented by dispatchers that take a super-packet's
@@ -64,7 +88,7 @@ func (e *Endpoint) DeliverBatch(b *Batch) {
 	var verdicts [maxSuperSegments]Decision
 	decided := false
 	if b.Segments == nil {
-		n := len(b.Heads)
+		n := b.count(len(b.Segments))
 		if e.obs == nil && n <= maxSuperSegments {
 			if e.deliverHeads(b, verdicts[:n]) {
 				return
@@ -144,21 +168,38 @@ func (e *Endpoint) DeliverBatch(b *Batch) {
 // every one passes and nothing is held back, it sends the super-packet up
 // whole and returns true; otherwise the caller builds the segments and
 // delivers them with these verdicts.
+//
+// A lazy batch is cut only if a rule concerns its connection.
 func (e *Endpoint) deliverHeads(b *Batch, verdicts []Decision) bool {
-	e.stats.In.Add(uint64(len(b.Heads)))
-	plain := e.judgeHeads(packet.In, b.Heads, b.Lens, verdicts)
+	n := b.count(len(b.Segments))
+	e.stats.In.Add(uint64(n))
+	plain := e.judgeForm(packet.In, &b.HeaderForm, verdicts)
 	if !plain || e.held.Load() != 0 {
 		return false
 	}
-	e.passed[0].Add(uint64(len(b.Heads)))
+	e.passed[0].Add(uint64(n))
 	e.up.Lock()
 	defer e.up.Unlock()
 	e.stats.Whole.Add(1)
-	if whole := b.Merge(0, len(b.Heads)); whole != nil {
+	if whole := b.Merge(0, n); whole != nil {
 		e.deliverUpLocked(b.Proto, whole)
 		whole.DecRef()
 	}
 	return true
+}
+
+// judgeForm is judgeHeads for segments in header form, lazy or not: lazy
+// ones pass unjudged when no rule concerns their connection, and are cut
+// to be judged otherwise.
+func (e *Endpoint) judgeForm(dir packet.Direction, h *HeaderForm, verdicts []Decision) (plain bool) {
+	if h.Heads == nil && h.Cut != nil {
+		if !e.concerned(dir, h.Head, h.Len) {
+			clear(verdicts)
+			return true
+		}
+		h.Cut()
+	}
+	return e.judgeHeads(dir, h.Heads, h.Lens, verdicts)
 }
 
 // heldPacket is a packet on its way up during a batch.
@@ -228,7 +269,15 @@ func samePackets(held []heldPacket, pkts []*stack.PacketBuffer) bool {
 // whole lengths in lens) travelling dir into verdicts, counting them as
 // one-by-one delivery would, and reports whether every one passed plainly
 // (no drop, delay or duplicate): then the super-packet may travel whole.
+//
+// The segments are one connection's, travelling one way: when no rule
+// concerns the first one's connection (Controller.Concerns), every one
+// passes without being judged on its own.
 func (e *Endpoint) judgeHeads(dir packet.Direction, heads [][]byte, lens []int, verdicts []Decision) (plain bool) {
+	if len(heads) > 0 && !e.concerned(dir, heads[0], lens[0]) {
+		clear(verdicts)
+		return true
+	}
 	plain = true
 	for i, h := range heads {
 		var p packet.Packet
@@ -246,4 +295,13 @@ func (e *Endpoint) judgeHeads(dir packet.Direction, heads [][]byte, lens []int, 
 		plain = plain && d.Verdict == Pass && d.Action != ActDuplicate
 	}
 	return plain
+}
+
+// concerned reports whether a rule concerns the connection of the TCP
+// segment or super-packet of length bytes whose headers begin head,
+// travelling dir (Controller.Concerns); true when head does not parse, for
+// the segments to be judged, and counted, one by one.
+func (e *Endpoint) concerned(dir packet.Direction, head []byte, length int) bool {
+	var p packet.Packet
+	return packet.ParsePrefix(dir, head, length, &p) != nil || e.ctl.Concerns(&p)
 }

@@ -75,7 +75,7 @@ func newLayer(t *testing.T, specs ...string) *layer {
 }
 
 // newLayerObserved is newLayer with or without an observer (l.obs nil).
-func newLayerObserved(t *testing.T, observed bool, specs ...string) *layer {
+func newLayerObserved(t testing.TB, observed bool, specs ...string) *layer {
 	t.Helper()
 	l := &layer{dev: channel.New(64, 1500, ""), up: &upper{}, clock: &testClock{}}
 	ctl := NewController(l.clock, 1)

@@ -14,10 +14,8 @@ type Super struct {
 	// Packet is the super-packet itself, forwarded whole when every
 	// segment passes. The caller keeps its reference.
 	Packet *stack.PacketBuffer
-	// Heads are the segments' IP and TCP headers, in order; Lens their
-	// whole lengths.
-	Heads [][]byte
-	Lens  []int
+	// HeaderForm gives the segments by their headers, lazily or not.
+	HeaderForm
 	// Segment returns segment i as a packet of its own, with one
 	// reference the caller of Segment owns.
 	Segment func(i int) *stack.PacketBuffer
@@ -35,13 +33,13 @@ const maxSuperSegments = 64
 // for an observer (which records every segment's bytes), or when not all
 // of them pass.
 func (e *Endpoint) WriteSuper(s *Super) tcpip.Error {
-	n := len(s.Heads)
+	n := s.count(0)
 	if e.obs != nil || n > maxSuperSegments {
 		return e.writeSegments(s, nil)
 	}
 	e.stats.Out.Add(uint64(n))
 	var verdicts [maxSuperSegments]Decision
-	plain := e.judgeHeads(packet.Out, s.Heads, s.Lens, verdicts[:n])
+	plain := e.judgeForm(packet.Out, &s.HeaderForm, verdicts[:n])
 	if plain && e.held.Load() == 0 {
 		e.passed[1].Add(uint64(n))
 		var l stack.PacketBufferList
@@ -56,6 +54,9 @@ func (e *Endpoint) WriteSuper(s *Super) tcpip.Error {
 // ordinary path with the verdicts given (nil: decided there, counted as
 // seen there).
 func (e *Endpoint) writeSegments(s *Super, verdicts []Decision) tcpip.Error {
+	if s.Heads == nil && s.Cut != nil {
+		s.Cut()
+	}
 	segs := make([]*stack.PacketBuffer, len(s.Heads))
 	for i := range segs {
 		segs[i] = s.Segment(i)
