@@ -70,14 +70,7 @@ func TestInboundFlood(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := tun.NewMemoryPair(1500)
 			defer b.Close()
-			var specs []fault.Spec
-			for _, r := range tc.rules {
-				sp, err := fault.ParseSpec(r)
-				if err != nil {
-					t.Fatal(err)
-				}
-				specs = append(specs, sp)
-			}
+			specs := parseSpecs(t, tc.rules...)
 			peer, err := New(context.Background(), Options{Device: a, Faults: specs, Services: services.Config{Echo: 7}})
 			if err != nil {
 				t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"golang.org/x/time/rate"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
-	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
 )
@@ -67,14 +66,7 @@ type inboundHarness struct {
 
 func newInboundHarness(tb testing.TB) *inboundHarness {
 	a, b := tun.NewMemoryPair(1500)
-	var specs []fault.Spec
-	for _, r := range []string{"drop port=80 flags=syn,rst dir=in", "loss 50% port=9 flags=data", "delay 1ms dir=in port=7"} {
-		sp, err := fault.ParseSpec(r)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		specs = append(specs, sp)
-	}
+	specs := parseSpecs(tb, "drop port=80 flags=syn,rst dir=in", "loss 50% port=9 flags=data", "delay 1ms dir=in port=7")
 	peer, err := New(context.Background(), Options{Device: a, Seed: 1, Faults: specs, Services: services.Config{HTTP: 80, Echo: 7, Discard: 9}})
 	if err != nil {
 		tb.Fatal(err)

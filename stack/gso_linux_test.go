@@ -72,28 +72,12 @@ func TestPeerSendsSuperPackets(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := newHostileNamespace(t)
-			var specs []fault.Spec
-			for _, r := range tc.rules {
-				sp, err := fault.ParseSpec(r)
-				if err != nil {
-					t.Fatal(err)
-				}
-				specs = append(specs, sp)
-			}
 			check := &wireCheck{mtu: ns.Device().MTU()}
-			opts := Options{Device: ns.Device(), Faults: specs, Seed: 7, Services: services.Config{Echo: 7}}
+			opts := Options{Device: ns.Device(), Faults: parseSpecs(t, tc.rules...), Seed: 7, Services: services.Config{Echo: 7}}
 			if tc.observe {
 				opts.Observer = check
 			}
-			peer, err := New(context.Background(), opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if err := peer.Close(); err != nil {
-					t.Errorf("peer.Close: %v", err)
-				}
-			})
+			peer := startPeer(t, opts)
 			ctx, cancel := context.WithTimeout(context.Background(), safetyTimeout)
 			defer cancel()
 			block := make([]byte, 2<<20)

@@ -21,7 +21,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/unplug-dev/unplug/internal/capture"
-	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 	"github.com/unplug-dev/unplug/tun"
 )
@@ -59,8 +58,7 @@ func TestHostileTraffic(t *testing.T) {
 		dur = d
 	}
 	ns := newHostileNamespace(t)
-	var specs []fault.Spec
-	for _, r := range []string{
+	specs := parseSpecs(t,
 		// Lost segments make the GRO layer merge what is left of a
 		// super-packet; delayed ones arrive in the middle of later
 		// batches and outlive the buffers they were read into.
@@ -68,13 +66,7 @@ func TestHostileTraffic(t *testing.T) {
 		"delay 1ms jitter=3ms dir=in port=9",
 		"duplicate 2% dir=in",
 		"reorder 1% gap=2 dir=in port=9",
-	} {
-		sp, err := fault.ParseSpec(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		specs = append(specs, sp)
-	}
+	)
 	pcap, err := capture.NewWriter(io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -83,22 +83,10 @@ func TestInlineDelivery(t *testing.T) {
 			ns := newHostileNamespace(t)
 			var specs []fault.Spec
 			if tc.rule != "" {
-				sp, err := fault.ParseSpec(tc.rule)
-				if err != nil {
-					t.Fatal(err)
-				}
-				specs = append(specs, sp)
+				specs = parseSpecs(t, tc.rule)
 			}
 			obs := &flowCount{}
-			peer, err := New(context.Background(), Options{Device: ns.Device(), Faults: specs, Observer: obs, Services: services.Config{Echo: 7}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if err := peer.Close(); err != nil {
-					t.Errorf("peer.Close: %v", err)
-				}
-			})
+			peer := startPeer(t, Options{Device: ns.Device(), Faults: specs, Observer: obs, Services: services.Config{Echo: 7}})
 			ctx, cancel := context.WithTimeout(context.Background(), safetyTimeout)
 			defer cancel()
 			for _, network := range []string{"tcp4", "tcp6"} {

@@ -28,6 +28,36 @@ import (
 // against hangs and is never what a test asserts on.
 const safetyTimeout = 30 * time.Second
 
+// parseSpecs parses rules, failing tb on the first that does not parse.
+func parseSpecs(tb testing.TB, rules ...string) []fault.Spec {
+	tb.Helper()
+	var specs []fault.Spec
+	for _, r := range rules {
+		sp, err := fault.ParseSpec(r)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		specs = append(specs, sp)
+	}
+	return specs
+}
+
+// startPeer builds a peer that the test's cleanup closes, reporting an
+// error from Close.
+func startPeer(t *testing.T, opts Options) *Peer {
+	t.Helper()
+	peer, err := New(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := peer.Close(); err != nil {
+			t.Errorf("peer.Close: %v", err)
+		}
+	})
+	return peer
+}
+
 // newPeerPair builds the peer on one end of an in-memory link, with the
 // echo and discard services and the given rules, and a second netstack on
 // the other end as the client at 198.18.0.1 (built with New too, without
@@ -37,14 +67,7 @@ func newPeerPair(t *testing.T, rules ...string) (peer, client *Peer) {
 	t.Helper()
 	ctx := context.Background()
 	a, b := tun.NewPair(1500)
-	var specs []fault.Spec
-	for _, r := range rules {
-		sp, err := fault.ParseSpec(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		specs = append(specs, sp)
-	}
+	specs := parseSpecs(t, rules...)
 	peer, err := New(ctx, Options{Device: a, Seed: 1, Faults: specs, Services: services.Config{Echo: 7, Discard: 9}})
 	if err != nil {
 		b.Close()
