@@ -53,12 +53,15 @@ type HeaderForm struct {
 	Cut   func()
 }
 
-// count returns how many segments h gives (segments when it gives none).
-func (h *HeaderForm) count(segments int) int {
-	if h.Heads == nil && h.Cut != nil {
+// lazy reports whether h is still waiting for Cut.
+func (h *HeaderForm) lazy() bool { return h.Heads == nil && h.Cut != nil }
+
+// count returns how many segments h gives.
+func (h *HeaderForm) count() int {
+	if h.lazy() {
 		return h.Count
 	}
-	return max(len(h.Heads), segments)
+	return len(h.Heads)
 }
 
 // BatchDispatcher is implemented by dispatchers that take a super-packet's
@@ -88,7 +91,7 @@ func (e *Endpoint) DeliverBatch(b *Batch) {
 	var verdicts [maxSuperSegments]Decision
 	decided := false
 	if b.Segments == nil {
-		n := b.count(len(b.Segments))
+		n := b.count()
 		if e.obs == nil && n <= maxSuperSegments {
 			if e.deliverHeads(b, verdicts[:n]) {
 				return
@@ -171,7 +174,7 @@ func (e *Endpoint) DeliverBatch(b *Batch) {
 //
 // A lazy batch is cut only if a rule concerns its connection.
 func (e *Endpoint) deliverHeads(b *Batch, verdicts []Decision) bool {
-	n := b.count(len(b.Segments))
+	n := b.count()
 	e.stats.In.Add(uint64(n))
 	plain := e.judgeForm(packet.In, &b.HeaderForm, verdicts)
 	if !plain || e.held.Load() != 0 {
@@ -188,15 +191,24 @@ func (e *Endpoint) deliverHeads(b *Batch, verdicts []Decision) bool {
 	return true
 }
 
-// judgeForm is judgeHeads for segments in header form, lazy or not: lazy
-// ones pass unjudged when no rule concerns their connection, and are cut
-// to be judged otherwise.
+// judgeForm is judgeHeads for segments in header form, lazy or not. The
+// segments are one connection's, travelling one way: when no rule
+// concerns that connection (Controller.Concerns, asked once), every one
+// passes unjudged and a lazy form stays uncut; otherwise a lazy form is
+// cut and each segment judged.
 func (e *Endpoint) judgeForm(dir packet.Direction, h *HeaderForm, verdicts []Decision) (plain bool) {
-	if h.Heads == nil && h.Cut != nil {
-		if !e.concerned(dir, h.Head, h.Len) {
-			clear(verdicts)
+	head, length := h.Head, h.Len
+	if !h.lazy() {
+		if len(h.Heads) == 0 {
 			return true
 		}
+		head, length = h.Heads[0], h.Lens[0]
+	}
+	if !e.concerned(dir, head, length) {
+		clear(verdicts)
+		return true
+	}
+	if h.lazy() {
 		h.Cut()
 	}
 	return e.judgeHeads(dir, h.Heads, h.Lens, verdicts)
@@ -269,15 +281,7 @@ func samePackets(held []heldPacket, pkts []*stack.PacketBuffer) bool {
 // whole lengths in lens) travelling dir into verdicts, counting them as
 // one-by-one delivery would, and reports whether every one passed plainly
 // (no drop, delay or duplicate): then the super-packet may travel whole.
-//
-// The segments are one connection's, travelling one way: when no rule
-// concerns the first one's connection (Controller.Concerns), every one
-// passes without being judged on its own.
 func (e *Endpoint) judgeHeads(dir packet.Direction, heads [][]byte, lens []int, verdicts []Decision) (plain bool) {
-	if len(heads) > 0 && !e.concerned(dir, heads[0], lens[0]) {
-		clear(verdicts)
-		return true
-	}
 	plain = true
 	for i, h := range heads {
 		var p packet.Packet

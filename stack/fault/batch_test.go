@@ -133,8 +133,9 @@ func BenchmarkJudgeBatch(b *testing.B) {
 			l := newLayerObserved(b, false, bc.rules...)
 			l.clock.Advance(time.Second)
 			verdicts := make([]Decision, n)
+			form := HeaderForm{Heads: heads, Lens: lens}
 			for b.Loop() {
-				if !l.ep.judgeHeads(packet.In, heads, lens, verdicts) {
+				if !l.ep.judgeForm(packet.In, &form, verdicts) {
 					b.Fatal("a segment did not pass")
 				}
 			}

@@ -33,7 +33,7 @@ const maxSuperSegments = 64
 // for an observer (which records every segment's bytes), or when not all
 // of them pass.
 func (e *Endpoint) WriteSuper(s *Super) tcpip.Error {
-	n := s.count(0)
+	n := s.count()
 	if e.obs != nil || n > maxSuperSegments {
 		return e.writeSegments(s, nil)
 	}
@@ -54,7 +54,7 @@ func (e *Endpoint) WriteSuper(s *Super) tcpip.Error {
 // ordinary path with the verdicts given (nil: decided there, counted as
 // seen there).
 func (e *Endpoint) writeSegments(s *Super, verdicts []Decision) tcpip.Error {
-	if s.Heads == nil && s.Cut != nil {
+	if s.lazy() {
 		s.Cut()
 	}
 	segs := make([]*stack.PacketBuffer, len(s.Heads))
