@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"context"
 	"testing"
 
 	"github.com/unplug-dev/unplug/stack/services"
@@ -37,17 +36,11 @@ func TestPeerCutsWhatRulesConcern(t *testing.T) {
 				opts.Observer = &wireCheck{mtu: ns.Device().MTU()}
 			}
 			peer := startPeer(t, opts)
-			ctx, cancel := context.WithTimeout(context.Background(), safetyTimeout)
-			defer cancel()
 			block := make([]byte, 2<<20)
 			for i := range block {
 				block[i] = byte(i*13 + i>>9)
 			}
-			for _, network := range []string{"tcp4", "tcp6"} {
-				if err := echoOnce(ctx, ns, network, block); err != nil {
-					t.Fatalf("%s echo of %d bytes: %v", network, len(block), err)
-				}
-			}
+			echoEachFamily(t, ns, block)
 			off := peer.OffloadStats()
 			t.Logf("offload %+v", off)
 			if off.SuperPackets == 0 || off.Segments < 2*off.SuperPackets || off.SentSuper == 0 || off.SentSegments < 2*off.SentSuper {

@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -78,17 +77,11 @@ func TestPeerSendsSuperPackets(t *testing.T) {
 				opts.Observer = check
 			}
 			peer := startPeer(t, opts)
-			ctx, cancel := context.WithTimeout(context.Background(), safetyTimeout)
-			defer cancel()
 			block := make([]byte, 2<<20)
 			for i := range block {
 				block[i] = byte(i*7 + i>>11)
 			}
-			for _, network := range []string{"tcp4", "tcp6"} {
-				if err := echoOnce(ctx, ns, network, block); err != nil {
-					t.Fatalf("%s echo of %d bytes: %v", network, len(block), err)
-				}
-			}
+			echoEachFamily(t, ns, block)
 			off := peer.OffloadStats()
 			st := peer.Status().Link
 			t.Logf("offload %+v; link out %d, dropped %d, delayed %d", off, st.Out, st.Dropped, st.Delayed)

@@ -170,6 +170,19 @@ func requireRoot(t *testing.T) {
 	}
 }
 
+// echoEachFamily sends block through the echo service over IPv4, then
+// IPv6, and fails t if either does not come back exactly.
+func echoEachFamily(t *testing.T, ns *tun.Namespace, block []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), safetyTimeout)
+	defer cancel()
+	for _, network := range []string{"tcp4", "tcp6"} {
+		if err := echoOnce(ctx, ns, network, block); err != nil {
+			t.Fatalf("%s echo of %d bytes: %v", network, len(block), err)
+		}
+	}
+}
+
 // echoLoop sends patterned blocks through the echo service until ctx ends,
 // checking every byte that comes back.
 func echoLoop(ctx context.Context, ns *tun.Namespace, network string, seed uint64) error {
