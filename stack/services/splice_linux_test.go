@@ -2,8 +2,11 @@ package services
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -87,4 +90,70 @@ func firstDifference(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// TestRawReader reads a kernel socket the way the upstream → client copy
+// does, and checks that it behaves as the socket's own Read would: data in
+// order, EOF at the peer's FIN, the errno of a reset, the deadline.
+func TestRawReader(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		peer    func(c *net.TCPConn)
+		want    string
+		wantErr func(error) bool
+	}{
+		{"data then FIN", func(c *net.TCPConn) { c.Write([]byte("hello ")); c.Write([]byte("world")); c.CloseWrite() }, "hello world", func(err error) bool { return err == nil }},
+		{"reset", func(c *net.TCPConn) {
+			c.Write([]byte("x"))
+			time.Sleep(20 * time.Millisecond)
+			c.SetLinger(0)
+			c.Close()
+		}, "x", func(err error) bool { return errors.Is(err, syscall.ECONNRESET) }},
+		{"deadline", func(c *net.TCPConn) { c.Write([]byte("late")) }, "late", func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			done, exited := make(chan struct{}), make(chan struct{})
+			t.Cleanup(func() {
+				ln.Close()
+				close(done)
+				<-exited
+			})
+			go func() {
+				defer close(exited)
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				tt.peer(c.(*net.TCPConn))
+				<-done // the deadline row's peer stays open
+				c.Close()
+			}()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			rc, err := c.(*net.TCPConn).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &rawReader{rc: rc}
+			if n, err := r.Read(nil); n != 0 || err != nil {
+				t.Errorf("Read(nil) = %d, %v; want 0, nil", n, err)
+			}
+			var got bytes.Buffer
+			_, err = io.Copy(&got, struct{ io.Reader }{r})
+			if got.String() != tt.want {
+				t.Errorf("read %q, want %q", got.String(), tt.want)
+			}
+			if !tt.wantErr(err) {
+				t.Errorf("error %v is not the one the socket gives", err)
+			}
+		})
+	}
 }
