@@ -43,7 +43,6 @@ type rawReader struct{ rc syscall.RawConn }
 
 // Read reads like the socket's own Read: io.EOF at the peer's FIN, the
 // errno of a failed read in a *net.OpError, the deadline's error.
-
 func (r *rawReader) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
