@@ -13,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/unplug-dev/unplug/internal/busypoll"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/tun"
 )
@@ -208,6 +209,7 @@ func (l *deviceLink) readLoop() {
 			l.readFailed(err)
 			return
 		}
+		busypoll.Touch(n)
 		proto := networkProtocol(buf[:n])
 		if proto == 0 {
 			continue
@@ -386,6 +388,7 @@ func (l *deviceLink) readOffload(ready chan<- *inbound, free <-chan *inbound) {
 			l.readFailed(err)
 			return
 		}
+		busypoll.Touch(n)
 		data := view.AsSlice()[:n]
 		proto := networkProtocol(data)
 		if proto == 0 {

@@ -1,8 +1,11 @@
 package stack
 
 import (
+	"time"
+
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/unplug-dev/unplug/internal/busypoll"
 	"github.com/unplug-dev/unplug/stack/fault"
 	"github.com/unplug-dev/unplug/stack/services"
 )
@@ -28,6 +31,18 @@ type Status struct {
 	Rules []fault.RuleStatus `json:"rules"`
 	Link  LinkStatus         `json:"link"`
 	TCP   map[string]uint64  `json:"tcp"`
+	// BusyPoll is the busy poller's work (--busy-poll); nil when it is off.
+	BusyPoll *BusyPollStatus `json:"busy_poll,omitempty"`
+}
+
+// BusyPollStatus counts what the process's busy poller did: how often
+// traffic started a polling window, how many polls it made and how often
+// it parked to let the Go scheduler take an event.
+type BusyPollStatus struct {
+	Window  time.Duration `json:"window_ns"`
+	Windows uint64        `json:"windows"`
+	Polls   uint64        `json:"polls"`
+	Parks   uint64        `json:"parks"`
 }
 
 // Status returns the peer's connections, rules and counters.
@@ -37,6 +52,9 @@ func (p *Peer) Status() Status {
 	st.Link = LinkStatus{
 		In: fs.In.Load(), Out: fs.Out.Load(), Dropped: fs.Dropped.Load(), Delayed: fs.Delayed.Load(),
 		QueueDrops: fs.QueueDrops.Load(), Unparseable: fs.Unparseable.Load(), Pending: p.Fault.Pending(),
+	}
+	if bp := busypoll.Counters(); bp != nil {
+		st.BusyPoll = &BusyPollStatus{Window: busypoll.Window(), Windows: bp.Windows.Load(), Polls: bp.Polls.Load(), Parks: bp.Parks.Load()}
 	}
 	t := p.Stack.Stats().TCP
 	st.TCP = map[string]uint64{

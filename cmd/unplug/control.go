@@ -152,6 +152,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) (er
 	tw.Flush()
 	fmt.Fprintf(stdout, "\npackets: in %d, out %d, dropped %d, delayed %d (pending %d)\n",
 		st.Link.In, st.Link.Out, st.Link.Dropped, st.Link.Delayed, st.Link.Pending)
+	if bp := st.BusyPoll; bp != nil {
+		fmt.Fprintf(stdout, "busy poll: %s after traffic; %d windows, %d polls, %d parks\n", bp.Window, bp.Windows, bp.Polls, bp.Parks)
+	}
 	if len(st.Rules) > 0 {
 		fmt.Fprintln(stdout)
 		printRules(stdout, st.Rules)

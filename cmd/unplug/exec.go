@@ -103,6 +103,7 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		timeout     time.Duration
 		grace       time.Duration
 		withRef     bool
+		busyPoll    time.Duration
 	)
 	fs.Var(&faults, "fault", "fault rule on the link (repeatable; after= and for= count from the program's start)")
 	fs.Var(&forwards, "forward", "splice connections to PORT on the peer to HOST:PORT in your namespace (repeatable)")
@@ -120,6 +121,7 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&timeout, "timeout", 0, "stop the program after this long (SIGTERM, then SIGKILL after --grace); its hanging connections are reported")
 	fs.DurationVar(&grace, "grace", scenarios.DefaultGrace, "how long the program may take to exit after SIGTERM/SIGINT before it is killed")
 	fs.BoolVar(&withRef, "reference", false, "(root) run the program again with iptables in two namespaces instead of unplug, and compare the reports per connection (exit 0 agree, 1 differ)")
+	fs.DurationVar(&busyPoll, "busy-poll", defaultBusyPoll, "after traffic, keep polling this long before the peer's thread sleeps (lower latency on VMs, paid in CPU; 0 disables)")
 	fs.SetInterspersed(false)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -128,6 +130,10 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(argv) == 0 {
 		return usagef("exec needs a program: unplug exec [FLAGS] -- CMD [ARGS...]")
 	}
+	if err := checkBusyPoll(busyPoll); err != nil {
+		return err
+	}
+	defer startBusyPoll(busyPoll, stderr)()
 	refOpts := execRefOptions{faults: faults, forwards: forwards, transparent: transparent, json: asJSON, sysctls: sysctls}
 	if withRef {
 		if err := checkExecReference(refOpts); err != nil {

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"runtime"
+	"time"
+
+	"github.com/unplug-dev/unplug/internal/busypoll"
 )
 
 // peerProcs sets how many OS threads run the peer's Go code at once
@@ -24,4 +29,29 @@ func peerProcs() {
 		return
 	}
 	runtime.GOMAXPROCS(max(1, runtime.NumCPU()/2))
+}
+
+// defaultBusyPoll is how long, after traffic, the peer's thread keeps
+// polling before it sleeps (--busy-poll): longer than a request's trip to
+// a local upstream and back, so that neither wake-up of a round trip
+// finds the peer's vCPU halted.
+const defaultBusyPoll = 200 * time.Microsecond
+
+// checkBusyPoll rejects a --busy-poll the poller cannot honour.
+func checkBusyPoll(d time.Duration) error {
+	if d < 0 || d > 10*time.Millisecond {
+		return usagef("--busy-poll %s out of range; use 0 (off) to 10ms", d)
+	}
+	return nil
+}
+
+// startBusyPoll starts the busy poller for window and returns its stop.
+// A poller that cannot start is reported and the peer runs without it.
+func startBusyPoll(window time.Duration, stderr io.Writer) func() {
+	stop, err := busypoll.Start(window)
+	if err != nil {
+		fmt.Fprintf(stderr, "unplug: running without --busy-poll: %v\n", err)
+		return func() {}
+	}
+	return stop
 }

@@ -38,6 +38,7 @@ type serveFlags struct {
 	svc        services.Config
 	forwards   forwardsValue
 	record     bool
+	busyPoll   time.Duration
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -60,6 +61,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&f.svc.Sink, "sink-port", f.svc.Sink, "port of the sink service: accepts, never reads (0 disables)")
 	fs.IntVar(&f.svc.Source, "source-port", f.svc.Source, "port of the source service: writes forever (0 disables)")
 	fs.Var(&f.forwards, "forward", "splice connections to PORT on the peer to HOST:PORT (repeatable)")
+	fs.DurationVar(&f.busyPoll, "busy-poll", defaultBusyPoll, "after traffic, keep polling this long before the peer's thread sleeps (lower latency on VMs, paid in CPU; 0 disables)")
 	addPersonaFlags(fs, &f.svc)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -69,6 +71,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if f.mtu < 1280 || f.mtu > 65535 {
 		return usagef("--mtu %d out of range; use 1280-65535", f.mtu)
+	}
+	if err := checkBusyPoll(f.busyPoll); err != nil {
+		return err
 	}
 	f.svc.Forwards = f.forwards
 	if err := f.svc.Validate(); err != nil {
@@ -126,6 +131,7 @@ func serve(ctx context.Context, f serveFlags, stdout, stderr io.Writer) (err err
 		return controlAdvice(err)
 	}
 	undo = append(undo, func() { srv.Close() })
+	undo = append(undo, startBusyPoll(f.busyPoll, stderr))
 
 	var dev tun.Device
 	if f.attach != "" {

@@ -142,6 +142,27 @@ func dial(t *testing.T, port string, userTimeout time.Duration) *net.TCPConn {
 	return c.(*net.TCPConn)
 }
 
+// status returns the serve's status, as `unplug status --json` prints it.
+func (sp *servePeer) status(t *testing.T) stack.Status {
+	t.Helper()
+	var st stack.Status
+	if err := control.Call(context.Background(), sp.control, opStatus, nil, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestServeBusyPollOff checks that --busy-poll 0 runs no poller.
+func TestServeBusyPollOff(t *testing.T) {
+	if !requireNetns(t) {
+		return
+	}
+	sp := startServe(t, "--busy-poll", "0")
+	if bp := sp.status(t).BusyPoll; bp != nil {
+		t.Fatalf("busy poll status %+v with --busy-poll 0", bp)
+	}
+}
+
 // waitAccepted waits until the peer holds c as an established connection,
 // so an outage started next cannot swallow the handshake's final ACK
 // (docs/facts.md).
@@ -246,6 +267,27 @@ func TestServe(t *testing.T) {
 		}
 		if !errors.Is(errs[0], unix.ETIMEDOUT) || !errors.Is(errs[1], unix.EPIPE) {
 			t.Fatalf("write errors %v, want ETIMEDOUT then EPIPE", errs)
+		}
+	})
+
+	// Round trips from the kernel through the TUN keep the busy poller
+	// (on by default) polling, and it parked for their events: the
+	// request and reply paths reached the runtime's network poller.
+	t.Run("busy-poll", func(t *testing.T) {
+		c := dial(t, "7", 0)
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		b := []byte("x")
+		for range 200 {
+			if _, err := c.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bp := sp.status(t).BusyPoll
+		if bp == nil || bp.Window != defaultBusyPoll || bp.Windows == 0 || bp.Polls == 0 || bp.Parks == 0 {
+			t.Fatalf("busy poll status %+v after 200 round trips, want the default window and windows, polls, parks > 0", bp)
 		}
 	})
 

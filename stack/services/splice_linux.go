@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/unplug-dev/unplug/internal/busypoll"
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -70,6 +71,7 @@ func (r *rawReader) Read(b []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
+	busypoll.Touch(n)
 	return n, nil
 }
 
