@@ -121,7 +121,7 @@ func runExec(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&timeout, "timeout", 0, "stop the program after this long (SIGTERM, then SIGKILL after --grace); its hanging connections are reported")
 	fs.DurationVar(&grace, "grace", scenarios.DefaultGrace, "how long the program may take to exit after SIGTERM/SIGINT before it is killed")
 	fs.BoolVar(&withRef, "reference", false, "(root) run the program again with iptables in two namespaces instead of unplug, and compare the reports per connection (exit 0 agree, 1 differ)")
-	fs.DurationVar(&busyPoll, "busy-poll", defaultBusyPoll, "after traffic, keep polling this long before the peer's thread sleeps (lower latency on VMs, paid in CPU; 0 disables)")
+	fs.DurationVar(&busyPoll, "busy-poll", defaultBusyPoll, busyPollUsage)
 	fs.SetInterspersed(false)
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -61,7 +61,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&f.svc.Sink, "sink-port", f.svc.Sink, "port of the sink service: accepts, never reads (0 disables)")
 	fs.IntVar(&f.svc.Source, "source-port", f.svc.Source, "port of the source service: writes forever (0 disables)")
 	fs.Var(&f.forwards, "forward", "splice connections to PORT on the peer to HOST:PORT (repeatable)")
-	fs.DurationVar(&f.busyPoll, "busy-poll", defaultBusyPoll, "after traffic, keep polling this long before the peer's thread sleeps (lower latency on VMs, paid in CPU; 0 disables)")
+	fs.DurationVar(&f.busyPoll, "busy-poll", defaultBusyPoll, busyPollUsage)
 	addPersonaFlags(fs, &f.svc)
 	if err := parseFlags(fs, args); err != nil {
 		return err
