@@ -36,11 +36,7 @@ func TestPeerCutsWhatRulesConcern(t *testing.T) {
 				opts.Observer = &wireCheck{mtu: ns.Device().MTU()}
 			}
 			peer := startPeer(t, opts)
-			block := make([]byte, 2<<20)
-			for i := range block {
-				block[i] = byte(i*13 + i>>9)
-			}
-			echoEachFamily(t, ns, block)
+			echoEachFamily(t, ns, patterned(2<<20))
 			off := peer.OffloadStats()
 			t.Logf("offload %+v", off)
 			if off.SuperPackets == 0 || off.Segments < 2*off.SuperPackets || off.SentSuper == 0 || off.SentSegments < 2*off.SentSuper {

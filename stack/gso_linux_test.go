@@ -77,11 +77,7 @@ func TestPeerSendsSuperPackets(t *testing.T) {
 				opts.Observer = check
 			}
 			peer := startPeer(t, opts)
-			block := make([]byte, 2<<20)
-			for i := range block {
-				block[i] = byte(i*7 + i>>11)
-			}
-			echoEachFamily(t, ns, block)
+			echoEachFamily(t, ns, patterned(2<<20))
 			off := peer.OffloadStats()
 			st := peer.Status().Link
 			t.Logf("offload %+v; link out %d, dropped %d, delayed %d", off, st.Out, st.Dropped, st.Delayed)

@@ -183,6 +183,16 @@ func echoEachFamily(t *testing.T, ns *tun.Namespace, block []byte) {
 	}
 }
 
+// patterned returns n bytes whose pattern does not repeat within a
+// segment, so that a byte lost, doubled or moved shows.
+func patterned(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*13 + i>>9)
+	}
+	return b
+}
+
 // echoLoop sends patterned blocks through the echo service until ctx ends,
 // checking every byte that comes back.
 func echoLoop(ctx context.Context, ns *tun.Namespace, network string, seed uint64) error {

@@ -94,11 +94,7 @@ func TestInlineDelivery(t *testing.T) {
 				if tc.bulk {
 					bulk = make(chan error, 1)
 					go func() {
-						block := make([]byte, 4<<20)
-						for i := range block {
-							block[i] = byte(i*13 + i>>9)
-						}
-						bulk <- echoOnce(ctx, ns, network, block)
+						bulk <- echoOnce(ctx, ns, network, patterned(4<<20))
 					}()
 				}
 				inline0 := peer.link.stats.inline.Load()
