@@ -125,30 +125,24 @@ func (s *spinner) run() {
 	fallback := time.NewTimer(time.Hour)
 	fallback.Stop()
 	defer fallback.Stop()
-	// park waits for a kick; with a timeout it is the short park that
-	// lets the scheduler poll the network.
-	park := func(timeout time.Duration) bool {
+	// park waits for a kick. A timed park is the short one that lets the
+	// scheduler poll the network; it ends after parkFallback at the
+	// latest. (Since Go 1.23 a stopped timer delivers nothing stale.)
+	park := func(timed bool) bool {
 		s.idle.Store(true)
-		if timeout > 0 {
-			fallback.Reset(timeout)
+		var expired <-chan time.Time
+		if timed {
+			fallback.Reset(parkFallback)
+			expired = fallback.C
 		}
-		var ch <-chan time.Time
-		if timeout > 0 {
-			ch = fallback.C
-		}
+		defer fallback.Stop()
 		select {
 		case <-s.kick:
-		case <-ch:
+		case <-expired:
 		case <-s.stop:
 			return false
 		}
 		s.idle.Store(false)
-		if timeout > 0 && !fallback.Stop() {
-			select {
-			case <-fallback.C:
-			default:
-			}
-		}
 		return true
 	}
 	for {
@@ -157,7 +151,7 @@ func (s *spinner) run() {
 		// never missed.
 		s.idle.Store(true)
 		if !s.recent() {
-			if !park(0) {
+			if !park(false) {
 				return
 			}
 		}
@@ -172,7 +166,7 @@ func (s *spinner) run() {
 			s.stats.Polls.Add(1)
 			if s.eventPending() {
 				s.stats.Parks.Add(1)
-				if !park(parkFallback) {
+				if !park(true) {
 					return
 				}
 				continue
