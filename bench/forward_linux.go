@@ -23,7 +23,8 @@ import (
 // toxiproxy: between a kernel client and a real upstream server, both on
 // the loopback of one private namespace. Each forwarder runs as a program
 // of its own, so the CPU time read from /proc/PID/stat is the forwarder's
-// alone (the client and the upstream run in this process).
+// alone; the client runs in this process, the upstreams in a third
+// (startUpstreams).
 const (
 	fwdPortUnplug = 7100 // + 0 discard, 1 source, 2 echo: the peer's --forward ports
 	fwdPortToxi   = 7200 // + 0, 1, 2: toxiproxy's listeners
@@ -44,11 +45,13 @@ type forwarder struct {
 func (f *forwarder) cpu() (time.Duration, error) { return processCPU(f.pid) }
 
 // fwdEnv is the namespace of the forwarding comparison with its three
-// upstreams (discard, source, echo) on loopback.
+// upstreams (discard, source, echo) on loopback, served by a program of
+// their own (startUpstreams).
 type fwdEnv struct {
-	ns        *tun.Namespace
-	dir       string
-	upstreams [3]net.Listener
+	ns            *tun.Namespace
+	dir           string
+	upstreams     [3]string
+	stopUpstreams func()
 }
 
 func newFwdEnv(ctx context.Context, opts Options) (*fwdEnv, error) {
@@ -66,26 +69,34 @@ func newFwdEnv(ctx context.Context, opts Options) (*fwdEnv, error) {
 		e.close()
 		return nil, err
 	}
-	for i, serve := range []func(net.Listener){serveDiscard, serveSource, serveEcho} {
-		l, err := listenLoopback(ns)
-		if err != nil {
+	var ls [3]net.Listener
+	defer func() {
+		for _, l := range ls {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}()
+	for i := range ls {
+		if ls[i], err = listenLoopback(ns); err != nil {
 			e.close()
 			return nil, err
 		}
-		e.upstreams[i] = l
-		go serve(l)
+		e.upstreams[i] = ls[i].Addr().String()
+	}
+	if e.stopUpstreams, err = startUpstreams(ls); err != nil {
+		e.close()
+		return nil, err
 	}
 	return e, nil
 }
 
 // upstream is upstream i's address on the namespace's loopback.
-func (e *fwdEnv) upstream(i int) string { return e.upstreams[i].Addr().String() }
+func (e *fwdEnv) upstream(i int) string { return e.upstreams[i] }
 
 func (e *fwdEnv) close() {
-	for _, l := range e.upstreams {
-		if l != nil {
-			l.Close()
-		}
+	if e.stopUpstreams != nil {
+		e.stopUpstreams()
 	}
 	if e.dir != "" {
 		os.RemoveAll(e.dir)
@@ -343,7 +354,7 @@ func forwardRows(ctx context.Context, opts Options) []Row {
 			row.Note = fmt.Sprintf("CPU of the forwarding process: unplug %.2f s/GB, toxiproxy %.2f s/GB (target: no more than toxiproxy's); ", uc, tc)
 			ok = ok && uc <= tc
 		}
-		row.Note += fmt.Sprintf("both forwarders as programs of their own in one namespace, client and upstream on its loopback; %d rounds alternating, medians", opts.Rounds)
+		row.Note += fmt.Sprintf("both forwarders and the upstreams as programs of their own in one namespace, the client in the measuring process, all on its loopback; %d rounds alternating, medians", opts.Rounds)
 		judge(row, ok)
 	}
 	fill(&rows[0], func(r fwdResult) float64 { return r.up }, func(r fwdResult) float64 { return r.upCPU }, true)

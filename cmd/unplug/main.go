@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/unplug-dev/unplug/bench"
 	"github.com/unplug-dev/unplug/tun"
 )
 
@@ -46,6 +47,7 @@ func (e exitCodeError) Error() string { return e.msg }
 
 func main() {
 	tun.RunAgentIfRequested()
+	bench.RunUpstreamsIfRequested()
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
