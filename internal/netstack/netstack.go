@@ -2,7 +2,8 @@
 // whatever link carries its packets (the TUN device in package stack, the
 // in-process virtual link in internal/vlink), and the virtual-time client. It
 // holds the TCP configuration the peer has on every link, so a real-time
-// run and a virtual-time run exercise the same peer. It knows nothing of
+// run and a virtual-time run exercise the same peer, and the one fix of
+// gVisor's TCP made on the wire (FreshSYNTimestamps). It knows nothing of
 // devices, fault rules or services.
 package netstack
 

@@ -106,7 +106,9 @@ func NewPair(opts PairOptions) (_ *Pair, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("peer: %w", err)
 	}
-	if terr := p.Client.CreateNIC(nicID, clientEnd); terr != nil {
+	// The client stands in for a kernel's TCP: its resent SYNs carry the
+	// current timestamp, as Linux's do (gVisor resends the first's).
+	if terr := p.Client.CreateNIC(nicID, netstack.FreshSYNTimestamps(clientEnd, clock)); terr != nil {
 		return nil, fmt.Errorf("create client NIC: %s", terr)
 	}
 	for _, a := range []netip.Addr{ClientAddr4, ClientAddr6} {
