@@ -92,3 +92,27 @@ func TestConnEndings(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelGaveUp places a kernel timeout between the last sample that
+// listed the socket (no earlier than its timer's due time) and the first
+// that did not: the timer wheel runs a timer after it is due.
+func TestKernelGaveUp(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name string
+		last KernelSample
+		gone time.Duration
+		want time.Duration
+	}{
+		{"due between the samples", KernelSample{T: 1000 * ms, TimerExpires: 6 * ms}, 1020 * ms, 1013 * ms},
+		{"due, not yet run at the last sample", KernelSample{T: 1000 * ms}, 1020 * ms, 1010 * ms},
+		{"due after the socket went", KernelSample{T: 1000 * ms, TimerExpires: 40 * ms}, 1020 * ms, 1020 * ms},
+		{"no sample listed it: when it was gone", KernelSample{}, 1020 * ms, 1020 * ms},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := kernelGaveUp(tc.last, tc.gone); got != tc.want {
+				t.Errorf("kernelGaveUp = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -76,8 +76,9 @@ func (s TimeoutSettings) conditions() []Conditions {
 // late, the packet reaching the fault layer and the program waking up),
 // plus one jiffy and a millisecond because the report times a kernel
 // timeout across two clocks: its start on the wire, its end from
-// sock_diag's timer expiry, which counts whole milliseconds from the
-// jiffies counter.
+// sock_diag (kernelGaveUp: between the timer's due time, which counts
+// whole milliseconds from the jiffies counter, or the last sample that
+// listed the socket, and the first that did not).
 func (s TimeoutSettings) tolerance(c Conditions) time.Duration {
 	return c.tolerance() + kernelClock{hz: c.hz()}.jiffy() + time.Millisecond
 }
