@@ -1,7 +1,7 @@
 // Package peer assembles unplug's peer on one link: the peer's gVisor stack
-// (netstack.NewPeer), the fault layer over the link, the NIC (whose
-// retransmitted SYN-ACKs carry fresh timestamps, netstack.FreshSYNTimestamps)
-// and the peer's addresses. Package stack (the TUN device, or any gVisor link) and
+// (netstack.NewPeer), the fault layer over the link, the NIC (whose resent
+// SYN-ACKs carry fresh timestamps, netstack.FreshSYNTimestamps) and the
+// peer's addresses. Package stack (the TUN device, or any gVisor link) and
 // internal/vlink (the virtual-time link) both build their peer here, so a
 // real-clock run and a virtual-clock run test the same peer; they differ
 // only in their link and in what drives the services.
