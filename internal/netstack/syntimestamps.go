@@ -124,11 +124,16 @@ func (e *synTimestamps) refresh(pkt *stack.PacketBuffer, tcp header.TCP) {
 	if fresh == tsval {
 		return
 	}
-	full := !pkt.GSOOptions.NeedsCsum && tcpChecksum(pkt, tcp, k) == 0xffff
+	// tsvalOffset checked that the options end within tcp, so its
+	// checksum helpers (which cover tcp[:DataOffset]) apply.
+	payloadSum, payloadLen := pkt.Data().Checksum(), uint16(pkt.Data().Size())
+	full := !pkt.GSOOptions.NeedsCsum && tcp.IsChecksumValid(k.src, k.dst, payloadSum, payloadLen)
 	binary.BigEndian.PutUint32(tcp[off:], fresh)
 	if full {
+		// As gVisor's TCP computes it (tcp/connect.go, sendTCP).
+		xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, k.src, k.dst, uint16(tcp.DataOffset())+payloadLen)
 		tcp.SetChecksum(0)
-		tcp.SetChecksum(^tcpChecksum(pkt, tcp, k))
+		tcp.SetChecksum(^tcp.CalculateChecksum(checksum.Combine(xsum, payloadSum)))
 	}
 }
 
@@ -150,18 +155,6 @@ func (e *synTimestamps) sweepLocked(now tcpip.MonotonicTime) {
 		}
 	}
 	e.sweepAt = 2 * len(e.sent)
-}
-
-// tcpChecksum is the ones'-complement sum of the segment with its pseudo
-// header: 0xffff when its checksum field is right.
-func tcpChecksum(pkt *stack.PacketBuffer, tcp header.TCP, k synKey) uint16 {
-	n := int(tcp.DataOffset())
-	if n > len(tcp) {
-		n = len(tcp)
-	}
-	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, k.src, k.dst, uint16(n+pkt.Data().Size()))
-	xsum = checksum.Combine(xsum, pkt.Data().Checksum())
-	return checksum.Checksum(tcp[:n], xsum)
 }
 
 // tsvalOffset returns where the timestamp option's TSval sits in tcp, or
